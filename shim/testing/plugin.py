@@ -1,0 +1,258 @@
+"""pytest plugin (entry point ``pytest11: eventlive``): real PostgreSQL for tests.
+
+Server: a throwaway server started by ``shim.embedded.TemporaryServer`` (works as root),
+or the existing server named by ``EVENTLIVE_TEST_DSN`` (a superuser DSN; nothing is
+started, and every database we create there carries a random suffix and is dropped).
+
+Databases, through pytest-postgresql's ``DatabaseJanitor``: the schema is migrated once
+per session into a template database (``shim.migrate.migrate``) and every test that asks
+for ``eventlive_db`` gets a fresh ``CREATE DATABASE ... TEMPLATE`` clone, dropped after it.
+
+Fixtures (a contract for tests in this repository and in testers' projects):
+
+- ``eventlive_server`` (session): ``.host``, ``.port``, ``.admin_dsn(dbname)``.
+- ``empty_database`` (function): superuser DSN of a new empty database.
+- ``eventlive_db`` (function): the clone -- ``.name``, ``.admin_dsn``, ``.dsn`` (as
+  ``authenticator``), ``.clone_seconds``.
+- ``admin_conn`` (function): superuser connection to the clone, autocommit.
+- ``db`` (function): connection to the clone as ``authenticator`` (not a superuser, so
+  RLS applies), autocommit **off**; use ``shim.testing.act_as`` to pick the API role.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from shim.embedded import TemporaryServer
+from shim.pgbin import find_binaries
+
+DSN_ENV = "EVENTLIVE_TEST_DSN"
+AUTHENTICATOR = "authenticator"
+AUTHENTICATOR_PASSWORD_ENV = "EVENTLIVE_TEST_AUTHENTICATOR_PASSWORD"  # noqa: S105 - a name
+
+
+@dataclass
+class Timings:
+    """What the session spent on databases, for the terminal summary."""
+
+    server_seconds: float | None = None
+    template_seconds: float | None = None
+    clones: list[float] = field(default_factory=list)
+
+
+_timings_key = pytest.StashKey[Timings]()
+
+
+@dataclass(frozen=True)
+class EventliveServer:
+    """The session's PostgreSQL server (throwaway or ``EVENTLIVE_TEST_DSN``)."""
+
+    conninfo: str  # superuser conninfo, any database
+    throwaway: bool
+    run_id: str  # random; part of every database name we create
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return conninfo_to_dict(self.conninfo)
+
+    @property
+    def host(self) -> str:
+        return str(self.params.get("host") or "localhost")
+
+    @property
+    def port(self) -> int:
+        return int(self.params.get("port") or 5432)
+
+    @property
+    def user(self) -> str:
+        return str(self.params.get("user") or "postgres")
+
+    @property
+    def password(self) -> str | None:
+        password = self.params.get("password")
+        return str(password) if password is not None else None
+
+    def admin_dsn(self, dbname: str = "postgres") -> str:
+        """Superuser DSN for ``dbname``."""
+        return make_conninfo(self.conninfo, dbname=dbname)
+
+    def dsn(self, dbname: str, user: str, password: str | None = None) -> str:
+        """DSN for ``user`` (trust, or ``password``) on ``dbname``."""
+        return make_conninfo(self.conninfo, dbname=dbname, user=user, password=password)
+
+    def janitor(
+        self, dbname: str, *, template: str | None = None, as_template: bool = False
+    ) -> DatabaseJanitor:
+        """pytest-postgresql's janitor for creating / dropping ``dbname`` here."""
+        return DatabaseJanitor(
+            user=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            dbname=dbname,
+            template_dbname=template,
+            as_template=as_template,
+            connection_timeout=10,
+        )
+
+
+@dataclass(frozen=True)
+class EventliveDatabase:
+    """A per-test clone of the migrated template."""
+
+    name: str
+    admin_dsn: str  # superuser
+    dsn: str  # as authenticator: RLS applies
+    clone_seconds: float
+
+
+def _timings(config: pytest.Config) -> Timings:
+    return config.stash.setdefault(_timings_key, Timings())
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which PostgreSQL the eventlive fixtures will use."""
+    external = os.environ.get(DSN_ENV)
+    if external:
+        try:
+            with psycopg.connect(external, connect_timeout=5) as conn:
+                version = conn.info.parameter_status("server_version") or "?"
+            params = conninfo_to_dict(external)
+            where = f"{params.get('host', 'localhost')}:{params.get('port', 5432)}"
+            return f"eventlive: PostgreSQL {version} at {where} ({DSN_ENV})"
+        except psycopg.Error as exc:
+            return f"eventlive: {DSN_ENV} server unreachable: {exc}"
+    try:
+        bins = find_binaries()
+        return (
+            f"eventlive: throwaway PostgreSQL {bins.version} ({bins.source}: {bins.bindir}),"
+            " started on first use"
+        )
+    except Exception as exc:  # noqa: BLE001 - a header must not break the run
+        return f"eventlive: no PostgreSQL binaries: {exc}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Print server start, template and per-test clone times."""
+    t = config.stash.get(_timings_key, None)
+    if t is None or (t.server_seconds is None and t.template_seconds is None and not t.clones):
+        return
+    parts = []
+    if t.server_seconds is not None:
+        parts.append(f"server start {t.server_seconds:.2f}s")
+    if t.template_seconds is not None:
+        parts.append(f"template migrated in {t.template_seconds:.2f}s")
+    if t.clones:
+        mean_ms = 1000 * sum(t.clones) / len(t.clones)
+        parts.append(
+            f"{len(t.clones)} clones, mean {mean_ms:.0f} ms, max {1000 * max(t.clones):.0f} ms"
+        )
+    terminalreporter.write_line("eventlive: " + "; ".join(parts))
+
+
+@pytest.fixture(scope="session")
+def eventlive_server(request: pytest.FixtureRequest) -> Iterator[EventliveServer]:
+    """The PostgreSQL server for this session: ``EVENTLIVE_TEST_DSN`` or a throwaway one."""
+    run_id = secrets.token_hex(4)
+    external = os.environ.get(DSN_ENV)
+    if external:
+        yield EventliveServer(external, throwaway=False, run_id=run_id)
+        return
+    started = time.perf_counter()
+    with TemporaryServer() as server:
+        _timings(request.config).server_seconds = time.perf_counter() - started
+        yield EventliveServer(server.admin_dsn(), throwaway=True, run_id=run_id)
+
+
+def _migrate(dsn: str) -> None:
+    try:
+        from shim.migrate import migrate  # noqa: PLC0415 - import only when a test needs the schema
+    except ImportError:  # TEMPORARY until shim/migrate.py lands: apply sql/ in order
+        from shim.paths import sql_root  # noqa: PLC0415
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for path in sorted((sql_root() / "sql").glob("*.sql")):
+                with conn.transaction():
+                    conn.execute(path.read_text().encode())
+        return
+    migrate(dsn)
+
+
+@pytest.fixture(scope="session")
+def eventlive_template(
+    request: pytest.FixtureRequest, eventlive_server: EventliveServer
+) -> Iterator[str]:
+    """Name of the migrated template database, built once per session."""
+    name = f"eventlive_tmpl_{eventlive_server.run_id}"
+    janitor = eventlive_server.janitor(name, as_template=True)
+    started = time.perf_counter()
+    janitor.init()
+    try:
+        _migrate(eventlive_server.admin_dsn(name))
+        _timings(request.config).template_seconds = time.perf_counter() - started
+        yield name
+    finally:
+        janitor.drop()
+
+
+_counter = iter(range(1, 1 << 62))
+
+
+@pytest.fixture
+def empty_database(eventlive_server: EventliveServer) -> Iterator[str]:
+    """Superuser DSN of a new, empty database (from template1), dropped after the test."""
+    name = f"eventlive_empty_{eventlive_server.run_id}_{next(_counter)}"
+    with eventlive_server.janitor(name):
+        yield eventlive_server.admin_dsn(name)
+
+
+@pytest.fixture
+def eventlive_db(
+    request: pytest.FixtureRequest, eventlive_server: EventliveServer, eventlive_template: str
+) -> Iterator[EventliveDatabase]:
+    """A fresh clone of the migrated template for this test, dropped afterwards."""
+    name = f"eventlive_test_{eventlive_server.run_id}_{next(_counter)}"
+    janitor = eventlive_server.janitor(name, template=eventlive_template)
+    started = time.perf_counter()
+    janitor.init()
+    elapsed = time.perf_counter() - started
+    _timings(request.config).clones.append(elapsed)
+    try:
+        yield EventliveDatabase(
+            name=name,
+            admin_dsn=eventlive_server.admin_dsn(name),
+            dsn=eventlive_server.dsn(
+                name, AUTHENTICATOR, os.environ.get(AUTHENTICATOR_PASSWORD_ENV)
+            ),
+            clone_seconds=elapsed,
+        )
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def admin_conn(eventlive_db: EventliveDatabase) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """Superuser connection to the test's clone, autocommit (bypasses RLS: set up data here)."""
+    with psycopg.connect(eventlive_db.admin_dsn, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def db(eventlive_db: EventliveDatabase) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """Connection to the test's clone as ``authenticator`` (RLS applies), autocommit off.
+
+    ``authenticator`` itself may do almost nothing: wrap calls in ``act_as`` /
+    ``as_anon`` / ``as_service_role`` to switch role as the shim does.
+    """
+    with psycopg.connect(eventlive_db.dsn) as conn:
+        yield conn
