@@ -1,0 +1,275 @@
+"""The ``eventlive`` command.
+
+Exit codes:
+
+- ``db migrate``: 0 done (or nothing to do); 1 a file failed (rolled back, run stopped);
+  2 drift, bad source or connection failure (nothing applied); 3 another migrate held
+  the lock past ``--lock-timeout`` (nothing applied).
+- ``db status``: 0 nothing pending; 1 something pending; 2 drift or error.
+- ``db plan``: 0 (SQL printed on stdout, possibly "nothing to apply"); 2 drift or error.
+- ``db repair`` / ``db baseline``: 0 done; 2 refused or error; 3 lock timeout.
+
+The database: ``--dsn``, else ``DATABASE_URL``, else the embedded PostgreSQL
+(``shim.embedded.ensure_running()``). Output (progress, status table, plan SQL) goes to
+stdout, errors to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+
+from shim import migrate as mig
+
+_EPILOG_DB = """\
+database: --dsn, else $DATABASE_URL, else the embedded PostgreSQL (eventlive db up).
+exit codes: migrate 0 ok / 1 a file failed / 2 drift or error / 3 lock timeout;
+            status 0 up to date / 1 pending / 2 drift or error.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``eventlive`` console script; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        code: int = args.run(args)
+    except mig.MigrationError as exc:
+        _err(f"error: {exc}")
+        return exc.exit_code
+    except psycopg.Error as exc:
+        _err(f"error: database: {str(exc).strip()}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eventlive",
+        description="eventlive-rpc: a Postgres-centric RPC layer and its database tooling.",
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP shim")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument("--workers", type=int, default=1, help="processes (default: %(default)s)")
+    serve.set_defaults(run=_serve)
+
+    db = commands.add_parser(
+        "db",
+        help="database: embedded server, migrations",
+        description="Manage the database: the embedded server and the migrations.",
+        epilog=_EPILOG_DB,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    db_commands = db.add_subparsers(title="commands", metavar="COMMAND")
+    db.set_defaults(run=lambda _args: _usage(db))
+
+    up = db_commands.add_parser(
+        "up", help="start the embedded PostgreSQL, migrate it, print its DSN"
+    )
+    up.set_defaults(run=_db_up)
+    down = db_commands.add_parser("down", help="stop the embedded PostgreSQL")
+    down.set_defaults(run=_db_down)
+
+    migrate = _db_command(
+        db_commands,
+        "migrate",
+        "apply pending migrations, then new or changed functions, policies, indexes",
+        "Apply sql/NNNN_*.sql once each in order, then (re)apply functions/, policies/ and "
+        "indexes/ files that are new or changed (all of them when a versioned file was "
+        "applied). Refuses on drift. Prints progress file by file.",
+    )
+    _lock_option(migrate)
+    migrate.set_defaults(run=_db_migrate)
+
+    status = _db_command(
+        db_commands,
+        "status",
+        "list applied / pending / changed files (exit 0 up to date, 1 pending, 2 drift)",
+        "List every file and its state: applied, pending, changed (repeatable, will be "
+        "re-applied), drift (versioned file changed after it was applied), missing "
+        "(applied but not in the source), removed (repeatable no longer in the source).",
+    )
+    status.set_defaults(run=_db_status)
+
+    plan = _db_command(
+        db_commands,
+        "plan",
+        "print the SQL migrate would run; runs nothing",
+        "Print exactly the SQL migrate would run now, file by file with headers as SQL "
+        "comments. Runs nothing (read-only connection).",
+    )
+    plan.set_defaults(run=_db_plan)
+
+    repair = _db_command(
+        db_commands,
+        "repair",
+        "accept changed versioned files: record their new checksum without running them",
+        "Record the current checksum of versioned files that changed after they were "
+        "applied, without running them. Use when the change is deliberate (e.g. a comment "
+        "fixed) and the database already matches it.",
+    )
+    repair.add_argument(
+        "--file", metavar="NAME", help="repair only this file (e.g. 0002_core_tables.sql)"
+    )
+    _lock_option(repair)
+    repair.set_defaults(run=_db_repair)
+
+    baseline = _db_command(
+        db_commands,
+        "baseline",
+        "record versioned files as applied without running them (existing schema)",
+        "For a database whose schema already exists but was not created by migrate: record "
+        "the versioned files as present without running them. Refused once any is recorded.",
+    )
+    baseline.add_argument(
+        "--up-to", type=int, metavar="VERSION", help="only files numbered <= VERSION (default: all)"
+    )
+    _lock_option(baseline)
+    baseline.set_defaults(run=_db_baseline)
+    return parser
+
+
+def _db_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    command = commands.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=_EPILOG_DB,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_argument("--dsn", metavar="URL", help="PostgreSQL URL or conninfo string")
+    command.add_argument(
+        "--source",
+        type=Path,
+        metavar="DIR",
+        help="directory holding sql/ functions/ policies/ indexes/ (default: the packaged SQL)",
+    )
+    return command
+
+
+def _lock_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="wait this long for a concurrent migrate to finish (default: %(default)g)",
+    )
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _dsn(args: argparse.Namespace) -> str:
+    """``--dsn``, else ``DATABASE_URL``, else the embedded server (started if needed)."""
+    explicit: str | None = args.dsn or os.environ.get("DATABASE_URL")
+    if explicit:
+        return explicit
+    from shim import embedded  # noqa: PLC0415 - lazy: a server is only for this fallback
+
+    _err("no --dsn and no DATABASE_URL: using the embedded PostgreSQL")
+    return embedded.ensure_running()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Lazy: db commands must not need the HTTP stack.
+    server = importlib.import_module("shim.server")
+    server.run(args.host, args.port, args.workers)
+    return 0
+
+
+def _db_up(_args: argparse.Namespace) -> int:
+    from shim import embedded  # noqa: PLC0415 - lazy: only db up/down need it
+
+    result = embedded.up()
+    if isinstance(result, str):
+        print(result)
+    return 0
+
+
+def _db_down(_args: argparse.Namespace) -> int:
+    from shim import embedded  # noqa: PLC0415 - lazy: only db up/down need it
+
+    embedded.down()
+    return 0
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    mig.migrate(_dsn(args), source=args.source, lock_timeout=args.lock_timeout, progress=_out)
+    return 0
+
+
+def _db_status(args: argparse.Namespace) -> int:
+    result = mig.status(_dsn(args), source=args.source)
+    width = max((len(e.label) for e in result.entries), default=0)
+    for entry in result.entries:
+        print(f"{entry.state:<8} {entry.label:<{width}}  {entry.detail}")
+    counts: dict[str, int] = {}
+    for entry in result.entries:
+        counts[entry.state] = counts.get(entry.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no files"
+    print(f"-- {summary} (source {result.source})")
+    for error in result.errors:
+        _err(f"error: {error}")
+    return result.exit_code
+
+
+def _db_plan(args: argparse.Namespace) -> int:
+    sys.stdout.write(mig.plan(_dsn(args), source=args.source).sql())
+    return 0
+
+
+def _db_repair(args: argparse.Namespace) -> int:
+    mig.repair(
+        _dsn(args),
+        source=args.source,
+        file=args.file,
+        lock_timeout=args.lock_timeout,
+        progress=_out,
+    )
+    return 0
+
+
+def _db_baseline(args: argparse.Namespace) -> int:
+    mig.baseline(
+        _dsn(args),
+        source=args.source,
+        up_to=args.up_to,
+        lock_timeout=args.lock_timeout,
+        progress=_out,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
