@@ -41,6 +41,7 @@ from typing import Self
 import psycopg
 from psycopg import sql
 
+from shim.migrate import migrate as apply_migrations
 from shim.pgbin import (
     PgBinaries,
     check_private_dir,
@@ -469,9 +470,8 @@ def ensure_running(data_dir: Path | None = None, *, migrate: bool = False) -> st
         _ensure_database(server, PROJECT_DB)
         dsn = server.admin_dsn(PROJECT_DB)
         if migrate:
-            from shim.migrate import migrate as apply_migrations  # noqa: PLC0415 - optional at import time
-
-            apply_migrations(dsn)
+            # Progress on stderr: stdout carries only the DSN, for $(eventlive db up).
+            apply_migrations(dsn, progress=lambda line: print(line, file=sys.stderr))
     return dsn
 
 

@@ -175,16 +175,8 @@ def eventlive_server(request: pytest.FixtureRequest) -> Iterator[EventliveServer
 
 
 def _migrate(dsn: str) -> None:
-    try:
-        from shim.migrate import migrate  # noqa: PLC0415 - import only when a test needs the schema
-    except ImportError:  # TEMPORARY until shim/migrate.py lands: apply sql/ in order
-        from shim.paths import sql_root  # noqa: PLC0415
+    from shim.migrate import migrate  # noqa: PLC0415 - import only when a test needs the schema
 
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for path in sorted((sql_root() / "sql").glob("*.sql")):
-                with conn.transaction():
-                    conn.execute(path.read_text().encode())
-        return
     migrate(dsn)
 
 
