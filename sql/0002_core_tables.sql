@@ -24,6 +24,9 @@ create table eventlive.webinars (
     closes_at timestamptz,
     heartbeat_seconds integer not null default 120 check (heartbeat_seconds between 15 and 3600),
     track_seconds integer not null default 300 check (track_seconds between 30 and 86400),
+    -- The minute of the latest presence_minutes sample: pings read it with the row they
+    -- already fetch, so deciding "sample now?" costs no extra lookup.
+    sampled_minute timestamptz,
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now(),
     check (opens_at is null or closes_at is null or closes_at > opens_at)
@@ -53,9 +56,11 @@ create table eventlive.registrations (
     user_id uuid not null references auth.users (id) on delete cascade,
     source text not null check (source in ('self', 'auto', 'staff', 'service')),
     registered_at timestamptz not null default now(),
+    -- Set by the first track_access: unique_viewers counts registrants who entered.
+    first_entered_at timestamptz,
     primary key (webinar_id, user_id)
 );
-comment on table eventlive.registrations is 'Who is registered for which webinar; source says how (self|auto|staff|service).';
+comment on table eventlive.registrations is 'Who is registered for which webinar; source says how (self|auto|staff|service); first_entered_at when they first entered.';
 alter table eventlive.registrations enable row level security;
 grant select on eventlive.registrations to authenticated;
 grant select, insert, update, delete on eventlive.registrations to service_role;
@@ -83,12 +88,12 @@ create table eventlive.viewer_sessions (
     user_id uuid not null references auth.users (id) on delete cascade,
     started_at timestamptz not null default now(),
     ended_at timestamptz,
-    end_reason text check (end_reason in ('left', 'superseded', 'expired')),
+    end_reason text check (end_reason in ('left', 'superseded', 'expired', 'removed')),
     superseded_by uuid,
     client jsonb,
     check ((ended_at is null) = (end_reason is null))
 );
-comment on table eventlive.viewer_sessions is 'Viewing sessions, one per device entry; ended ones say why (left|superseded|expired).';
+comment on table eventlive.viewer_sessions is 'Viewing sessions, one per device entry; ended ones say why (left|superseded|expired|removed).';
 alter table eventlive.viewer_sessions enable row level security;
 grant select on eventlive.viewer_sessions to authenticated;
 grant select, insert, update, delete on eventlive.viewer_sessions to service_role;
@@ -110,10 +115,13 @@ grant select on eventlive.presence to authenticated;
 grant select, insert, update, delete on eventlive.presence to service_role;
 
 -- Append-only record of entries, re-confirmations, supersessions and leaves.
+-- No foreign keys on purpose: every track_access appends here, and an FK check would
+-- take a FOR KEY SHARE lock on the webinar row (one hot row for the whole crowd,
+-- multixacts and WAL per append). Rows of deleted webinars/users go with retention.
 create table eventlive.access_log (
     id bigint generated always as identity primary key,
-    webinar_id bigint not null references eventlive.webinars (id) on delete cascade,
-    user_id uuid not null references auth.users (id) on delete cascade,
+    webinar_id bigint not null,
+    user_id uuid not null,
     session_id uuid not null,
     kind text not null check (kind in ('enter', 'track', 'superseded', 'leave')),
     at timestamptz not null default now(),

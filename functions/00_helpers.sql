@@ -1,0 +1,96 @@
+-- Helpers shared by the api functions and the RLS policies. Internal helpers get no
+-- grant: api functions are security definer and call them as their owner.
+
+-- Entry is open while the host says scheduled or live and closes_at has not passed.
+-- opens_at does not gate entry: it is the advertised start, and the join storm arrives
+-- minutes before it (a lobby). A clock-skewed opens_at must not turn a crowd away.
+create or replace function eventlive.entry_open(
+    state text, closes_at timestamptz, at timestamptz
+) returns boolean
+language sql immutable
+as $$
+    select state in ('scheduled', 'live') and (closes_at is null or at < closes_at)
+$$;
+comment on function eventlive.entry_open(text, timestamptz, timestamptz) is
+'True when a webinar in this state, closing at closes_at, admits viewers at the given time.';
+
+-- The service role is recognised by the role the request switched to, not by a claim:
+-- any session may set request.jwt.claims, only members of service_role may set role.
+create or replace function eventlive.is_service_role() returns boolean
+language sql stable
+as $$
+    select pg_catalog.current_setting('role', true) = 'service_role'
+$$;
+comment on function eventlive.is_service_role() is
+'True when the current request runs as service_role (set role, not a forgeable claim).';
+
+-- The webinars the current user is staff of. Security definer so that policies on
+-- webinar_staff (and the others) can use it without recursing into their own RLS;
+-- policies call it as `webinar_id in (select eventlive.staff_webinar_ids())`, which
+-- Postgres evaluates once per statement.
+create or replace function eventlive.staff_webinar_ids() returns setof bigint
+language sql stable security definer
+set search_path = ''
+as $$
+    select s.webinar_id from eventlive.webinar_staff as s where s.user_id = (select auth.uid())
+$$;
+comment on function eventlive.staff_webinar_ids() is
+'Ids of the webinars the current user is staff of (for RLS policies).';
+grant execute on function eventlive.staff_webinar_ids() to authenticated;
+
+-- Presence window: a viewer counts as present when seen within 1.5 heartbeats
+-- (heartbeat + 50 % grace for jitter, the ping throttle and slow networks).
+create or replace function eventlive.presence_window(heartbeat_seconds integer) returns interval
+language sql immutable
+as $$
+    select pg_catalog.make_interval(secs => heartbeat_seconds * 1.5)
+$$;
+comment on function eventlive.presence_window(integer) is
+'How long after its last heartbeat a viewer still counts as present: 1.5 heartbeats.';
+
+-- Ping throttle: a ping within a quarter heartbeat (30 s at the default 120 s) of the
+-- last written one writes nothing. Normal clients ping once per heartbeat and always
+-- write; retry loops, duplicated tabs and reconnect storms cost a read, not a write.
+create or replace function eventlive.ping_throttle(heartbeat_seconds integer) returns interval
+language sql immutable
+as $$
+    select pg_catalog.make_interval(secs => heartbeat_seconds / 4.0)
+$$;
+comment on function eventlive.ping_throttle(integer) is
+'A ping this soon after the last written heartbeat is not written: a quarter heartbeat.';
+
+-- The staff gate of the admin functions: 401 without a user, 404 for an unknown
+-- webinar, 403 not_staff unless staff of it or service_role. Returns the webinar.
+create or replace function eventlive.require_staff(p_webinar_id bigint)
+returns eventlive.webinars
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+    v_uid uuid := auth.uid();
+    v_webinar eventlive.webinars;
+begin
+    select w.* into v_webinar from eventlive.webinars as w where w.id = p_webinar_id;
+    if not found then
+        raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
+            detail = 'webinar_not_found';
+    end if;
+    if eventlive.is_service_role() then
+        return v_webinar;
+    end if;
+    if v_uid is null then
+        raise exception using errcode = 'PT401', message = 'Sign in to call this function.',
+            detail = 'not_authenticated';
+    end if;
+    if not exists (
+        select from eventlive.webinar_staff as s
+        where s.webinar_id = p_webinar_id and s.user_id = v_uid
+    ) then
+        raise exception using errcode = 'PT403', message = 'Only the staff of this webinar may do this.',
+            detail = 'not_staff';
+    end if;
+    return v_webinar;
+end
+$$;
+comment on function eventlive.require_staff(bigint) is
+'Raises 401/404/403 (not_authenticated, webinar_not_found, not_staff) unless the caller is staff of the webinar or service_role.';

@@ -1,0 +1,173 @@
+-- Admin reads: staff of the webinar or service_role; anyone else 403 not_staff.
+-- Security definer: staff read other viewers' rows through an explicit gate here
+-- rather than through per-row policy checks on 100,000 rows.
+
+-- Reads only the rollups (presence_minutes, webinar_counters): its cost does not grow
+-- with the viewers. Stable (writes nothing), so the shim may serve it by GET and cache
+-- it: one database call per cache interval per webinar, whatever the number of admins.
+-- current_participants is the latest minute sample (at most a minute old), 0 when no
+-- heartbeat arrived within the presence window.
+create or replace function api.access_stats(webinar_id bigint)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+    v_now timestamptz := eventlive.now();
+    v_webinar eventlive.webinars := eventlive.require_staff(access_stats.webinar_id);
+    v_result jsonb;
+begin
+    select pg_catalog.jsonb_build_object(
+        'webinar_id', v_webinar.id,
+        'current_participants', coalesce(latest.viewers, 0),
+        'sampled_at', latest.minute,
+        'peak_participants', coalesce(peak.viewers, 0),
+        'peak_at', peak.minute,
+        'registrations', coalesce(counts.registrations, 0),
+        'unique_viewers', coalesce(counts.unique_viewers, 0),
+        'timeline', coalesce(timeline.points, '[]'::jsonb)
+    ) into v_result
+    from (
+        select m.minute, m.viewers
+        from eventlive.presence_minutes as m
+        where m.webinar_id = v_webinar.id
+            and m.minute > v_now - eventlive.presence_window(v_webinar.heartbeat_seconds)
+        order by m.minute desc
+        limit 1
+    ) as latest
+    full join (
+        select m.minute, m.viewers
+        from eventlive.presence_minutes as m
+        where m.webinar_id = v_webinar.id
+        order by m.viewers desc, m.minute asc
+        limit 1
+    ) as peak on true
+    full join (
+        select pg_catalog.sum(c.registrations) as registrations, pg_catalog.sum(c.unique_viewers) as unique_viewers
+        from eventlive.webinar_counters as c
+        where c.webinar_id = v_webinar.id
+    ) as counts on true
+    full join (
+        -- the last 24 hours, one point per sampled minute
+        select pg_catalog.jsonb_agg(
+            pg_catalog.jsonb_build_object('minute', m.minute, 'viewers', m.viewers) order by m.minute
+        ) as points
+        from eventlive.presence_minutes as m
+        where m.webinar_id = v_webinar.id and m.minute > v_now - interval '24 hours'
+    ) as timeline on true;
+    return v_result;
+end
+$$;
+comment on function api.access_stats(bigint) is
+'Staff only: current_participants (latest minute sample), peak_participants, peak_at, registrations, unique_viewers and timeline (viewers per minute, last 24 h). Reads rollups only. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff.';
+grant execute on function api.access_stats(bigint) to authenticated, service_role;
+
+-- Current viewers with their profile fields, keyset-paginated on user_id along the
+-- presence primary key: pass the previous answer's next_after to get the next page.
+create or replace function api.participants(
+    webinar_id bigint,
+    after uuid default null,
+    max_rows integer default 100
+) returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+    v_now timestamptz := eventlive.now();
+    v_webinar eventlive.webinars := eventlive.require_staff(participants.webinar_id);
+    v_result jsonb;
+begin
+    if participants.max_rows is null or participants.max_rows not between 1 and 1000 then
+        raise exception using errcode = '22023', message = 'max_rows must be between 1 and 1000.',
+            detail = 'invalid_max_rows';
+    end if;
+    select pg_catalog.jsonb_build_object(
+        'participants', coalesce(pg_catalog.jsonb_agg(page.item order by page.user_id), '[]'::jsonb),
+        'next_after', case
+            when pg_catalog.count(*) = participants.max_rows
+                then (pg_catalog.array_agg(page.user_id order by page.user_id desc))[1]
+        end
+    ) into v_result
+    from (
+        select
+            p.user_id,
+            pg_catalog.jsonb_build_object(
+                'user_id', p.user_id,
+                'session_id', p.session_id,
+                'started_at', p.started_at,
+                'last_seen_at', p.last_seen_at,
+                'display_name', pr.display_name,
+                'avatar_url', pr.avatar_url,
+                'company', pr.company,
+                'job_title', pr.job_title
+            ) as item
+        from eventlive.presence as p
+        left join eventlive.profiles as pr on pr.user_id = p.user_id
+        where p.webinar_id = v_webinar.id
+            and (participants.after is null or p.user_id > participants.after)
+            and p.last_seen_at > v_now - eventlive.presence_window(v_webinar.heartbeat_seconds)
+        order by p.user_id
+        limit participants.max_rows
+    ) as page;
+    return v_result;
+end
+$$;
+comment on function api.participants(bigint, uuid, integer) is
+'Staff only: current viewers with profile fields, keyset-paginated by user_id (after = previous next_after; max_rows 1..1000). Returns {participants: [...], next_after}. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff, 400 invalid_max_rows.';
+grant execute on function api.participants(bigint, uuid, integer) to authenticated, service_role;
+
+-- Many profiles in one call (the incident made one request per viewer). A caller sees
+-- their own profile and those of the registrants of webinars they staff; service_role
+-- sees all. Ids not visible or without a profile are left out, not an error.
+create or replace function api.profiles_batch(user_ids uuid[])
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+#variable_conflict use_column
+declare
+    v_uid uuid := auth.uid();
+    v_service boolean := eventlive.is_service_role();
+    v_result jsonb;
+begin
+    if v_uid is null and not v_service then
+        raise exception using errcode = 'PT401', message = 'Sign in to read profiles.',
+            detail = 'not_authenticated';
+    end if;
+    if pg_catalog.cardinality(profiles_batch.user_ids) > 500 then
+        raise exception using errcode = '22023', message = 'At most 500 user ids per call.',
+            detail = 'too_many_ids', hint = 'Split the ids into batches of 500.';
+    end if;
+    select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+        'user_id', pr.user_id,
+        'display_name', pr.display_name,
+        'avatar_url', pr.avatar_url,
+        'company', pr.company,
+        'job_title', pr.job_title
+    ) order by pr.user_id), '[]'::jsonb) into v_result
+    from eventlive.profiles as pr
+    where pr.user_id = any(profiles_batch.user_ids)
+        and (
+            v_service
+            or pr.user_id = v_uid
+            or exists (
+                select from eventlive.webinar_staff as s
+                inner join eventlive.registrations as r
+                    on r.webinar_id = s.webinar_id and r.user_id = pr.user_id
+                where s.user_id = v_uid
+            )
+        );
+    return v_result;
+end
+$$;
+comment on function api.profiles_batch(uuid[]) is
+'Profiles of up to 500 users in one call: your own, and the registrants of webinars you staff (service_role: all). Returns a JSON array. Errors: 401 not_authenticated, 400 too_many_ids.';
+grant execute on function api.profiles_batch(uuid[]) to authenticated, service_role;
