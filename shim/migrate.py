@@ -27,6 +27,7 @@ whose schema was made by other means (only while no versioned file is recorded).
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -345,7 +346,11 @@ def _apply(conn: psycopg.Connection[TupleRow], step: Step, say: Progress) -> flo
             conn.execute(statement.text.encode("utf-8"))
         except psycopg.Error as exc:
             raise _apply_error(
-                f, exc, statement.offset, "statements before it in the file stay applied"
+                f,
+                exc,
+                statement.offset,
+                "statements before it in the file stay applied",
+                statement=statement.text,
             ) from exc
     elapsed = time.monotonic() - started
     history.record(conn, f, "apply", dt.timedelta(seconds=elapsed))
@@ -373,12 +378,25 @@ def _terminated(text: str) -> str:
     return body
 
 
-def _apply_error(f: SourceFile, exc: psycopg.Error, offset: int, kept: str) -> ApplyError:
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+
+
+def _apply_error(
+    f: SourceFile, exc: psycopg.Error, offset: int, kept: str, *, statement: str | None = None
+) -> ApplyError:
+    """An ``ApplyError`` locating ``exc`` in ``f``: Postgres' position when it gives one
+    (``offset`` = where the text sent starts in the file), else the failing statement's
+    first line when it ran alone (e.g. a unique violation while building an index)."""
     diag = exc.diag
     line = column = None
     position = diag.statement_position
+    absolute: int | None = None
     if position and position.isdigit():
         absolute = offset + int(position) - 1
+    elif statement is not None:
+        noise = _LEADING_NOISE.match(statement)
+        absolute = offset + (noise.end() if noise else 0)
+    if absolute is not None:
         line = f.text.count("\n", 0, absolute) + 1
         column = absolute - (f.text.rfind("\n", 0, absolute) + 1) + 1
     pg_message = diag.message_primary or str(exc).strip()

@@ -27,8 +27,7 @@ from shim.paths import SQL_FOLDERS, sql_root
 
 BASE = {
     "sql/0001_items.sql": (
-        "create schema app;\n"
-        "create table app.items (id int primary key, name text not null);\n"
+        "create schema app;\ncreate table app.items (id int primary key, name text not null);\n"
     ),
     "functions/item_count.sql": (
         "create or replace function app.item_count() returns bigint\n"
@@ -40,7 +39,9 @@ BASE = {
         "drop policy if exists items_read on app.items;\n"
         "create policy items_read on app.items for select using (true);\n"
     ),
-    "indexes/items.sql": "create index concurrently if not exists items_name on app.items (name);\n",
+    "indexes/items.sql": (
+        "create index concurrently if not exists items_name on app.items (name);\n"
+    ),
 }
 
 
@@ -64,9 +65,7 @@ def query(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 
 def history(dsn: str) -> list[tuple[Any, ...]]:
-    return query(
-        dsn, "select kind, name, action from eventlive_migrations.history order by id"
-    )
+    return query(dsn, "select kind, name, action from eventlive_migrations.history order by id")
 
 
 def test_real_tree_migrates_an_empty_database_and_a_second_run_applies_nothing(
@@ -104,7 +103,7 @@ def test_files_apply_in_documented_order_and_history_records_each(
     )
     by_label = {f"{r[0]}/{r[1]}": r for r in rows}
     for applied in result.applied:
-        kind, name, checksum, action, *flags = by_label[applied.label]
+        _kind, _name, checksum, action, *flags = by_label[applied.label]
         assert (checksum, action, flags) == (applied.checksum, "apply", [True, True, True])
     # Progress names every file with its time.
     assert any("sql/0002_more.sql applied in" in line and " ms" in line for line in lines)
@@ -145,9 +144,7 @@ def test_applying_a_versioned_file_reapplies_every_repeatable_file(
         "indexes/items.sql",
     ]
     assert query(empty_database, "select count(*) from pg_policies where tablename = 'items'")
-    assert query(empty_database, "select to_regclass('app.items_name') is not null") == [
-        (True,)
-    ]
+    assert query(empty_database, "select to_regclass('app.items_name') is not null") == [(True,)]
 
 
 def test_edited_versioned_file_is_drift_and_nothing_is_applied(
@@ -282,7 +279,7 @@ def test_a_file_does_not_leak_session_settings_into_the_next(
             ),
         },
     )
-    with pytest.raises(ApplyError, match="functions/b_checked.sql") as caught:
+    with pytest.raises(ApplyError, match=r"functions/b_checked\.sql") as caught:
         migrate(empty_database, source=tree)
     assert caught.value.pg_message == 'column "no_such_column" does not exist'
 

@@ -51,7 +51,8 @@ def test_statement_offsets_point_into_the_file() -> None:
     sql = "-- header\nselect 1;\n\n  select 2;"
     first, second = split_statements(sql)
     assert (first.text, first.offset, first.line(sql)) == ("-- header\nselect 1", 0, 1)
-    assert sql[second.offset :].startswith("select 2") and second.line(sql) == 4
+    assert sql[second.offset :].startswith("select 2")
+    assert second.line(sql) == 4
 
 
 @pytest.mark.parametrize("bad", ["select 'open", 'select "open', "select $x$ open", "/* open"])
