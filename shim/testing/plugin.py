@@ -120,6 +120,25 @@ def _timings(config: pytest.Config) -> Timings:
     return config.stash.setdefault(_timings_key, Timings())
 
 
+POSTGRES_MARKER = "postgres"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker that tags tests needing the eventlive server."""
+    config.addinivalue_line(
+        "markers",
+        f"{POSTGRES_MARKER}: uses the eventlive PostgreSQL fixtures (added automatically); "
+        f"`-m {POSTGRES_MARKER}` runs only those, e.g. again on another PostgreSQL version",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tag every test that reaches ``eventlive_server`` (directly or through a fixture)."""
+    for item in items:
+        if "eventlive_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(POSTGRES_MARKER)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Which PostgreSQL the eventlive fixtures will use."""
     external = os.environ.get(DSN_ENV)
