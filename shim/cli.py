@@ -211,9 +211,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _db_up(_args: argparse.Namespace) -> int:
     from shim import embedded  # noqa: PLC0415 - lazy: only db up/down need it
 
-    result = embedded.up()
-    if isinstance(result, str):
-        print(result)
+    embedded.up()  # prints the DSN on stdout (only it, for `$(eventlive db up)`)
     return 0
 
 

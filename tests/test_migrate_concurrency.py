@@ -87,7 +87,7 @@ def test_concurrent_index_build_completes_while_a_second_migrate_waits(
     args = ("db", "migrate", "--dsn", empty_database, "--source", str(tmp_path))
 
     first = eventlive(*args)
-    building = f"""select count(*) from pg_stat_progress_create_index
+    building = """select count(*) from pg_stat_progress_create_index
                    where datname = current_database() and command = 'CREATE INDEX CONCURRENTLY'"""
     wait_for(lambda: scalar(empty_database, building) == 1, "the first migrate's index build")
 
@@ -108,7 +108,8 @@ def test_concurrent_index_build_completes_while_a_second_migrate_waits(
     assert "nothing to apply" in output
 
     assert scalar(
-        empty_database, "select indisvalid from pg_index where indexrelid = 'app.big_slow'::regclass"
+        empty_database,
+        "select indisvalid from pg_index where indexrelid = 'app.big_slow'::regclass",
     )
     assert duplicates(empty_database) == 0
 

@@ -1,0 +1,166 @@
+"""The ``eventlive`` command: help, exit codes, output streams, where the DSN comes from."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shim.cli import main
+from shim.embedded import free_port
+from shim.paths import SQL_FOLDERS
+
+REPO = Path(__file__).resolve().parent.parent
+FUNCTION = "create or replace function app.one() returns int language sql as $$ select 1 $$;\n"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    for folder in SQL_FOLDERS:
+        (tmp_path / folder).mkdir()
+    (tmp_path / "sql/0001_app.sql").write_text("create schema app;\n")
+    (tmp_path / "functions/one.sql").write_text(FUNCTION)
+    return tmp_path
+
+
+def db(command: str, dsn: str, source: Path, *extra: str) -> list[str]:
+    return ["db", command, "--dsn", dsn, "--source", str(source), *extra]
+
+
+def test_help_names_every_command() -> None:
+    top = subprocess.run(
+        [sys.executable, "-m", "shim.cli", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "serve" in top
+    assert "db" in top
+    sub = subprocess.run(
+        [sys.executable, "-m", "shim.cli", "db", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for command in ("up", "down", "migrate", "status", "plan", "repair", "baseline"):
+        assert f"    {command} " in sub
+    assert "status 0 up to date / 1 pending / 2 drift or error" in sub
+
+
+def test_no_command_prints_usage_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "usage: eventlive" in capsys.readouterr().err
+
+
+def test_status_exits_1_when_pending_0_when_up_to_date_2_on_drift(
+    empty_database: str, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(db("status", empty_database, tree)) == 1
+    assert "pending  sql/0001_app.sql" in capsys.readouterr().out
+    assert main(db("migrate", empty_database, tree)) == 0
+    assert main(db("status", empty_database, tree)) == 0
+    out = capsys.readouterr().out
+    assert "applied  functions/one.sql" in out
+    assert "-- 2 applied" in out
+    (tree / "functions/one.sql").write_text(FUNCTION.replace("select 1", "select 1 + 0"))
+    assert main(db("status", empty_database, tree)) == 1
+    assert "changed  functions/one.sql" in capsys.readouterr().out
+    (tree / "sql/0001_app.sql").write_text("create schema app; -- edited\n")
+    assert main(db("status", empty_database, tree)) == 2
+    captured = capsys.readouterr()
+    assert "drift    sql/0001_app.sql" in captured.out
+    assert "error: sql/0001_app.sql changed after it was applied" in captured.err
+
+
+def test_migrate_prints_progress_file_by_file_with_timings(
+    empty_database: str, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(db("migrate", empty_database, tree)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[1/2] sql/0001_app.sql (new) ..."
+    assert out[1].startswith("[1/2] sql/0001_app.sql applied in ")
+    assert out[3].startswith("[2/2] functions/one.sql applied in ")
+    assert out[-1].startswith("2 file(s) applied in ")
+    assert main(db("migrate", empty_database, tree)) == 0
+    assert capsys.readouterr().out == "nothing to apply: the database is up to date\n"
+
+
+def test_migrate_exits_2_on_drift_and_1_on_a_failing_file(
+    empty_database: str, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(db("migrate", empty_database, tree)) == 0
+    (tree / "sql/0001_app.sql").write_text("create schema app; -- edited\n")
+    assert main(db("migrate", empty_database, tree)) == 2
+    assert "refusing to migrate, nothing was applied" in capsys.readouterr().err
+    assert main(db("repair", empty_database, tree, "--file", "sql/0001_app.sql")) == 0
+    (tree / "sql/0002_bad.sql").write_text("select 1;\nselect nope from app.missing;\n")
+    assert main(db("migrate", empty_database, tree)) == 1
+    err = capsys.readouterr().err
+    assert "migration failed in sql/0002_bad.sql, line 2, column 18: 42P01" in err
+    assert 'relation "app.missing" does not exist' in err
+
+
+def test_plan_prints_sql_on_stdout_and_runs_nothing(
+    empty_database: str, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(db("plan", empty_database, tree)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("-- eventlive db plan: 2 file(s) to apply")
+    assert FUNCTION in out
+    assert main(db("status", empty_database, tree)) == 1  # still all pending
+
+
+def test_dsn_comes_from_database_url_without_dsn_flag(
+    empty_database: str, tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    assert main(["db", "migrate", "--source", str(tree)]) == 0
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("select app.one()").fetchone() == (1,)
+
+
+def test_baseline_and_repair_commands(
+    empty_database: str, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute("create schema app")
+    assert main(db("baseline", empty_database, tree)) == 0
+    assert "sql/0001_app.sql: baselined (not run)" in capsys.readouterr().out
+    assert main(db("baseline", empty_database, tree)) == 2
+    assert main(db("repair", empty_database, tree)) == 0
+    assert "nothing to repair" in capsys.readouterr().out
+    assert main(db("repair", empty_database, tree, "--file", "nope.sql")) == 2
+
+
+def test_unreachable_database_and_bad_source_exit_2(
+    tree: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/x?connect_timeout=2"
+    assert main(db("status", dead, tree)) == 2
+    assert "error: database:" in capsys.readouterr().err
+    assert main(["db", "plan", "--dsn", dead, "--source", str(tmp_path / "nowhere")]) == 2
+    assert "is not an eventlive SQL source" in capsys.readouterr().err
+
+
+def test_console_script_entry_point_runs_main(empty_database: str, tree: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, shim.cli; sys.exit(shim.cli.main())",
+            *db("status", empty_database, tree),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
