@@ -1,0 +1,215 @@
+"""The routable functions, read from pg_catalog at start and on reload.
+
+A function is routable when it lives in an exposed schema, is a plain function
+(``prokind = 'f'``), and at least one API role may use its schema and execute it.
+``Catalog.load`` is the only catalog query; requests read the immutable ``Catalog``
+object the app holds, which a reload replaces whole (NOTIFY ``eventlive_reload`` or
+SIGHUP). The cache marker is ``@cache <seconds> [public]`` on a line of the function's
+comment: ``private, max-age`` per caller, or ``public`` for results shared by every
+caller (only for functions whose answer does not depend on who asks).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+RELOAD_CHANNEL = "eventlive_reload"
+
+_CATALOG_SQL = """
+select n.nspname, p.proname, p.provolatile::text, p.proretset,
+       format_type(p.prorettype, null), p.prorettype = 'void'::regtype,
+       p.prorettype in ('json'::regtype, 'jsonb'::regtype),
+       p.proargnames, p.proargmodes::text[], p.pronargdefaults,
+       array(select format_type(t, null) from unnest(p.proargtypes::oid[]) with ordinality u(t, i)
+             order by i),
+       pg_catalog.obj_description(p.oid, 'pg_proc')
+  from pg_catalog.pg_proc p
+  join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+ where n.nspname = any(%(schemas)s) and p.prokind = 'f'
+   and exists (select from unnest(%(roles)s::text[]) r(name)
+                where pg_catalog.has_schema_privilege(r.name, n.oid, 'USAGE')
+                  and pg_catalog.has_function_privilege(r.name, p.oid, 'EXECUTE'))
+ order by n.nspname, p.proname, p.oid
+"""
+
+# Role-level statement_timeout (ALTER ROLE ... SET) does not follow SET ROLE, so the
+# shim applies it itself, like PostgREST does with role settings.
+_ROLE_SETTINGS_SQL = """
+select r.rolname, s.setconfig
+  from pg_catalog.pg_db_role_setting s
+  join pg_catalog.pg_roles r on r.oid = s.setrole
+ where r.rolname = any(%(roles)s)
+   and s.setdatabase in (0, (select oid from pg_catalog.pg_database
+                              where datname = current_database()))
+ order by s.setdatabase
+"""
+
+_CACHE_MARK = re.compile(r"@cache\s+(\d+)(\s+public)?", re.IGNORECASE)
+_INT_RANGES = {
+    "smallint": (-(2**15), 2**15 - 1),
+    "integer": (-(2**31), 2**31 - 1),
+    "bigint": (-(2**63), 2**63 - 1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Arg:
+    """One input argument: its name, SQL type text (from format_type) and default-ness."""
+
+    name: str
+    type: str
+    has_default: bool
+
+    @property
+    def base(self) -> str:
+        """The element type for arrays, else the type itself."""
+        return self.type[:-2] if self.is_array else self.type
+
+    @property
+    def is_array(self) -> bool:
+        """One-dimensional array type (``format_type`` writes ``x[]``)."""
+        return self.type.endswith("[]")
+
+
+@dataclass(slots=True)
+class Routine:
+    """A routable function with its precomposed call statements (per argument subset)."""
+
+    schema: str
+    name: str
+    volatility: str  # i | s | v
+    returns_set: bool
+    returns_void: bool
+    returns_json: bool
+    return_type: str
+    args: tuple[Arg, ...]
+    comment: str | None
+    cache_seconds: int | None = None
+    cache_public: bool = False
+    _statements: dict[tuple[str, ...], sql.Composed] = field(default_factory=dict)
+
+    @property
+    def readonly(self) -> bool:
+        """Stable or immutable: callable with GET, run read-only."""
+        return self.volatility in ("s", "i")
+
+    @property
+    def by_name(self) -> dict[str, Arg]:
+        """Arguments by name."""
+        return {a.name: a for a in self.args}
+
+    def statement(self, names: tuple[str, ...]) -> sql.Composed:
+        """The call statement for the given argument names (catalog order).
+
+        Names enter as identifiers; values as parameters cast to the declared types.
+        """
+        stmt = self._statements.get(names)
+        if stmt is None:
+            stmt = self._compose(names)
+            self._statements[names] = stmt
+        return stmt
+
+    def _compose(self, names: tuple[str, ...]) -> sql.Composed:
+        by_name = self.by_name
+        params = []
+        for n in names:
+            arg = by_name[n]
+            # format_type() output is Postgres' own quoted type name, never client text.
+            params.append(sql.SQL("{} => %s::{}").format(sql.Identifier(n), sql.SQL(arg.type)))
+        call = sql.SQL("{}.{}({})").format(
+            sql.Identifier(self.schema), sql.Identifier(self.name), sql.SQL(", ").join(params)
+        )
+        if self.returns_void:
+            return sql.SQL("select {}").format(call)
+        if self.returns_set:
+            return sql.SQL("select coalesce(json_agg(_r), '[]')::text from {} _r").format(call)
+        if self.returns_json:
+            return sql.SQL("select {}::text").format(call)
+        return sql.SQL("select to_json({})::text").format(call)
+
+
+def int_range(type_name: str) -> tuple[int, int] | None:
+    """Bounds of an integer type, None for other types."""
+    return _INT_RANGES.get(type_name)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Routines by (schema, name) and the statement_timeout of each API role."""
+
+    routines: dict[tuple[str, str], list[Routine]]
+    role_timeouts: dict[str, str]
+    loaded: bool = True
+
+    def find(self, schema: str, name: str) -> list[Routine]:
+        """Overloads of ``schema.name`` (empty when not routable)."""
+        return self.routines.get((schema, name), [])
+
+    def schema_routines(self, schema: str) -> list[Routine]:
+        """All routines of ``schema`` (OpenAPI)."""
+        return [r for (s, _), rs in self.routines.items() if s == schema for r in rs]
+
+
+EMPTY = Catalog({}, {}, loaded=False)
+
+
+def _routine(row: tuple[Any, ...]) -> Routine:
+    (
+        schema,
+        name,
+        vol,
+        retset,
+        rettype,
+        is_void,
+        is_json,
+        argnames,
+        modes,
+        ndefaults,
+        types,
+        comment,
+    ) = row
+    if modes is None:
+        names = list(argnames or [])[: len(types)]
+    else:
+        names = [n for n, m in zip(argnames or [], modes, strict=False) if m in ("i", "b", "v")]
+    names += [""] * (len(types) - len(names))
+    first_default = len(types) - (ndefaults or 0)
+    args = tuple(
+        Arg(n, t, i >= first_default) for i, (n, t) in enumerate(zip(names, types, strict=True))
+    )
+    routine = Routine(schema, name, vol, retset, is_void, is_json, rettype, args, comment)
+    mark = _CACHE_MARK.search(comment or "")
+    if mark:
+        routine.cache_seconds = int(mark.group(1))
+        routine.cache_public = bool(mark.group(2))
+    return routine
+
+
+async def load(
+    conn: psycopg.AsyncConnection[Any],
+    schemas: tuple[str, ...],
+    roles: tuple[str, ...],
+    default_timeout: str,
+) -> Catalog:
+    """Read the catalog over ``conn``; unnamed-argument functions are skipped (not callable
+    by name, as in PostgREST)."""
+    routines: dict[tuple[str, str], list[Routine]] = {}
+    cur = await conn.execute(_CATALOG_SQL, {"schemas": list(schemas), "roles": list(roles)})
+    for row in await cur.fetchall():
+        routine = _routine(row)
+        if any(not a.name for a in routine.args):
+            continue
+        routines.setdefault((routine.schema, routine.name), []).append(routine)
+    timeouts = dict.fromkeys(roles, default_timeout)
+    cur = await conn.execute(_ROLE_SETTINGS_SQL, {"roles": list(roles)})
+    for role, config in await cur.fetchall():
+        for item in config or []:
+            key, _, value = item.partition("=")
+            if key == "statement_timeout":
+                timeouts[role] = value
+    return Catalog(routines, timeouts)

@@ -1,0 +1,136 @@
+"""PostgREST-shaped errors: the body ``{"code","message","details","hint"}`` and the
+SQLSTATE -> HTTP status table of PostgREST's documentation (references/errors).
+
+Messages of database errors reach the client only for classes a function raises on
+purpose (``P0``, ``PT``, ``22``, ``23``) and a few codes that describe the request
+(42501, 42883, 25006, 57014, 40001/40P01); anything else is an internal error: logged
+with the request id, the client gets the id and a generic sentence, never SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import psycopg
+
+# Exact codes first, then two-character classes, as PostgREST resolves them.
+_EXACT = {
+    "23503": 409,
+    "23505": 409,
+    "25006": 405,
+    "53400": 500,
+    "P0001": 400,
+    "42883": 404,
+    "42P01": 404,
+    "42P17": 500,
+}
+_CLASS = {
+    "08": 503,
+    "09": 500,
+    "0L": 403,
+    "0P": 403,
+    "25": 500,
+    "28": 403,
+    "2D": 500,
+    "38": 500,
+    "39": 500,
+    "3B": 500,
+    "40": 500,
+    "53": 503,
+    "54": 500,
+    "55": 500,
+    "57": 500,
+    "58": 500,
+    "F0": 500,
+    "HV": 500,
+    "P0": 500,
+    "XX": 500,
+}
+_PUBLIC_CLASSES = ("P0", "PT", "22", "23")
+_PUBLIC_CODES = frozenset({"42501", "42883", "25006", "57014", "40001", "40P01"})
+
+
+def status_for_sqlstate(sqlstate: str, anonymous: bool) -> int:
+    """HTTP status PostgREST gives ``sqlstate``; 42501 is 401 for anon, 403 otherwise."""
+    if sqlstate == "42501":
+        return 401 if anonymous else 403
+    if sqlstate.startswith("PT") and sqlstate[2:].isdigit():
+        return int(sqlstate[2:])
+    exact = _EXACT.get(sqlstate)
+    if exact is not None:
+        return exact
+    return _CLASS.get(sqlstate[:2], 400)
+
+
+def is_public_sqlstate(sqlstate: str) -> bool:
+    """True when the database message may be shown to the client."""
+    return sqlstate[:2] in _PUBLIC_CLASSES or sqlstate in _PUBLIC_CODES
+
+
+@dataclass
+class ApiError(Exception):
+    """An error answered to the client as a PostgREST body; ``log`` marks internal ones."""
+
+    status: int
+    code: str
+    message: str
+    details: str | None = None
+    hint: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str = ""  # metric label for 503s and rejected tokens
+
+    def body(self) -> bytes:
+        """The JSON body, key order as PostgREST writes it."""
+        return json.dumps(
+            {"code": self.code, "details": self.details, "hint": self.hint, "message": self.message}
+        ).encode()
+
+
+def unavailable(code: str, message: str, retry_after: int, reason: str) -> ApiError:
+    """503 with ``Retry-After``: no connection in time, or the database is unreachable."""
+    return ApiError(503, code, message, headers={"Retry-After": str(retry_after)}, reason=reason)
+
+
+def internal(request_id: str) -> ApiError:
+    """500 that names the request id and nothing else."""
+    return ApiError(
+        500,
+        "PGRSTX00",
+        "Internal server error",
+        details=f"request_id={request_id}",
+        hint="The server logged this error under the request id.",
+    )
+
+
+def from_database(
+    exc: psycopg.Error, anonymous: bool, request_id: str, retry_after: int
+) -> ApiError:
+    """Translate a database error into the answer PostgREST would give."""
+    diag = exc.diag
+    sqlstate = diag.sqlstate or ""
+    if not sqlstate or sqlstate.startswith("08"):
+        return unavailable(
+            "PGRST000", "Could not connect with the database", retry_after, "database_down"
+        )
+    status = status_for_sqlstate(sqlstate, anonymous)
+    if status == 503:
+        return unavailable(
+            sqlstate, "The database is short of resources", retry_after, "database_busy"
+        )
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if not is_public_sqlstate(sqlstate) or status >= 500:
+        err = internal(request_id)
+        err.status, err.code, err.headers = status, sqlstate, headers
+        return err
+    return ApiError(
+        status,
+        sqlstate,
+        diag.message_primary or "",
+        details=diag.message_detail or None,
+        hint=diag.message_hint or None,
+        headers=headers,
+        reason="database",
+    )

@@ -1,0 +1,231 @@
+"""Arguments in, one round trip out.
+
+``bind`` checks a request's arguments against the catalog and never touches the
+database: unknown or missing names and values of the wrong JSON type for the declared
+Postgres type are 400s here. ``call`` sends the whole transaction in one pipeline:
+statement 1 switches role, claims, statement_timeout (and read-only for GET); statement 2
+calls the function. Everything before the pipeline's single Sync is one implicit
+transaction (PostgreSQL protocol, "Pipelining"), so the settings are transaction-local,
+an error rolls everything back, and the exchange costs one network round trip whether it
+succeeds or fails. Each statement is parsed after the previous one ran, so the call is
+privilege-checked as the switched role (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from shim.auth import Identity
+from shim.catalog import Arg, Routine, int_range
+from shim.errors import ApiError
+
+_SETTINGS = (
+    "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
+    "set_config('statement_timeout', %s, true)"
+)
+SET_RW = sql.SQL(_SETTINGS)
+SET_RO = sql.SQL(_SETTINGS + ", set_config('transaction_read_only', 'on', true)")
+
+_INT = re.compile(r"-?\d{1,20}\Z")
+_NUM = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z")
+_TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
+_NUMERIC_TYPES = frozenset({"numeric", "real", "double precision"})
+_JSON_TYPES = frozenset({"json", "jsonb"})
+
+
+class DbTimeoutError(Exception):
+    """The database did not answer within ``EVENTLIVE_DB_TIMEOUT``."""
+
+
+def bad_request(code: str, message: str, details: str | None = None) -> ApiError:
+    """A 400 for the client's own mistake (PostgREST body)."""
+    return ApiError(400, code, message, details=details)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of named arguments; an empty body means no arguments."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("PGRST102", "Empty or invalid json", "malformed_json") from None
+    if not isinstance(value, dict):
+        raise bad_request(
+            "PGRST102", "The request body must be a JSON object of named arguments", "not_an_object"
+        )
+    return value
+
+
+def _wrong_type(arg: Arg, detail: str = "wrong_type") -> ApiError:
+    return bad_request(
+        "22P02", f'Invalid value for argument "{arg.name}" of type {arg.type}', detail
+    )
+
+
+def _integer(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
+    bounds = int_range(type_name)
+    assert bounds is not None
+    if isinstance(value, str) and _INT.match(value):
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _wrong_type(arg)
+    if not bounds[0] <= value <= bounds[1]:
+        raise bad_request(
+            "22003",
+            f'Value of argument "{arg.name}" is out of range for {type_name}',
+            "out_of_range",
+        )
+    return value
+
+
+def _uuid(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
+    if not isinstance(value, str):
+        raise _wrong_type(arg)
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        raise _wrong_type(arg) from None
+    return value
+
+
+def _boolean(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
+    if from_query and value in ("true", "false"):
+        return value == "true"
+    if not isinstance(value, bool):
+        raise _wrong_type(arg)
+    return value
+
+
+def _number(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
+    if isinstance(value, str) and _NUM.match(value):
+        return value
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise _wrong_type(arg)
+    return value
+
+
+def _text(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
+    if not isinstance(value, str):
+        raise _wrong_type(arg)
+    return value
+
+
+def _other(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
+    # Dates, enums, domains...: Postgres parses the text; 22xxx there is a 400 too.
+    if isinstance(value, (dict, list)):
+        raise _wrong_type(arg)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+_Checker = Callable[[Arg, str, Any, bool], Any]
+_CHECKS: dict[str, _Checker] = {
+    "smallint": _integer,
+    "integer": _integer,
+    "bigint": _integer,
+    "uuid": _uuid,
+    "boolean": _boolean,
+    **dict.fromkeys(_NUMERIC_TYPES, _number),
+    **dict.fromkeys(_TEXT_TYPES, _text),
+}
+
+
+def _scalar(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
+    """Check one value against ``type_name``; return what psycopg should send."""
+    if value is None:
+        return None
+    return _CHECKS.get(type_name, _other)(arg, type_name, value, from_query)
+
+
+def _value(arg: Arg, value: Any, from_query: bool) -> Any:
+    if arg.type in _JSON_TYPES:
+        if from_query:
+            try:
+                json.loads(value)
+            except ValueError:
+                raise _wrong_type(arg) from None
+            return value
+        return json.dumps(value)
+    if arg.is_array and value is not None:
+        if from_query and isinstance(value, str):
+            return value  # a Postgres array literal, {a,b}; Postgres validates it
+        if not isinstance(value, list):
+            raise _wrong_type(arg)
+        return [_scalar(arg, arg.base, v, False) for v in value]
+    return _scalar(arg, arg.type, value, from_query)
+
+
+def bind(
+    candidates: list[Routine], given: dict[str, Any], from_query: bool = False
+) -> tuple[Routine, sql.Composed, list[Any]]:
+    """Pick the overload whose names fit ``given``; return it, its statement and values."""
+    names = set(given)
+    fits = [
+        r
+        for r in candidates
+        if names <= r.by_name.keys() and {a.name for a in r.args if not a.has_default} <= names
+    ]
+    if len(fits) > 1:
+        raise ApiError(300, "PGRST203", "Could not choose the best candidate function")
+    if not fits:
+        routine = candidates[0]
+        known = routine.by_name
+        unknown = sorted(names - known.keys())
+        if unknown:
+            raise bad_request(
+                "PGRST102",
+                f"Unknown argument(s) for {routine.name}: {', '.join(unknown)}",
+                "unknown_argument",
+            )
+        missing = [a.name for a in routine.args if not a.has_default and a.name not in names]
+        raise bad_request(
+            "PGRST102",
+            f"Missing argument(s) for {routine.name}: {', '.join(missing)}",
+            "missing_argument",
+        )
+    routine = fits[0]
+    ordered = tuple(a.name for a in routine.args if a.name in names)
+    by_name = routine.by_name
+    values = [_value(by_name[n], given[n], from_query) for n in ordered]
+    return routine, routine.statement(ordered), values
+
+
+async def call(
+    pool: AsyncConnectionPool[Any],
+    statement: sql.Composed,
+    values: list[Any],
+    identity: Identity,
+    *,
+    statement_timeout: str,
+    read_only: bool,
+    pool_timeout: float,
+    db_timeout: float,
+) -> str | None:
+    """Run ``statement`` as ``identity`` in one round trip; the first column of its row.
+
+    Raises ``psycopg_pool.PoolTimeout`` (no connection in time), ``psycopg.Error`` (the
+    database's error, transaction already rolled back) or ``DbTimeoutError``.
+    """
+    async with pool.connection(timeout=pool_timeout) as conn:
+        try:
+            async with asyncio.timeout(db_timeout):
+                async with conn.pipeline():
+                    await conn.execute(
+                        SET_RO if read_only else SET_RW,
+                        (identity.role, identity.claims, statement_timeout),
+                    )
+                    cur = await conn.execute(statement, values)
+                row = await cur.fetchone()
+        except TimeoutError:
+            # The connection is mid-exchange; drop it rather than return it to the pool.
+            await conn.close()
+            raise DbTimeoutError from None
+    return None if row is None else row[0]
