@@ -68,18 +68,26 @@ def history(dsn: str) -> list[tuple[Any, ...]]:
     return query(dsn, "select kind, name, action from eventlive_migrations.history order by id")
 
 
+def snapshot_of_project_sql(target: Path) -> Path:
+    """A copy of the project's SQL: colleagues may edit the checkout while tests run."""
+    for folder in SQL_FOLDERS:
+        shutil.copytree(sql_root() / folder, target / folder)
+    return target
+
+
 def test_real_tree_migrates_an_empty_database_and_a_second_run_applies_nothing(
-    empty_database: str,
+    empty_database: str, tmp_path: Path
 ) -> None:
-    first = migrate(empty_database)
+    source = snapshot_of_project_sql(tmp_path / "src")
+    first = migrate(empty_database, source=source)
     expected = [
         f"{folder}/{p.name}"
         for folder in SQL_FOLDERS
-        for p in sorted((sql_root() / folder).glob("*.sql"))
+        for p in sorted((source / folder).glob("*.sql"))
     ]
-    assert sorted(first.labels) == sorted(expected)
-    assert migrate(empty_database).applied == ()
-    assert status(empty_database).exit_code == 0
+    assert first.labels == expected  # versioned, functions, policies, indexes; by name
+    assert migrate(empty_database, source=source).applied == ()
+    assert status(empty_database, source=source).exit_code == 0
 
 
 def test_files_apply_in_documented_order_and_history_records_each(
@@ -233,9 +241,7 @@ def test_failing_versioned_file_rolls_back_and_names_file_line_and_message(
 def test_function_naming_a_missing_column_fails_and_leaves_the_database_as_it_was(
     empty_database: str, tmp_path: Path
 ) -> None:
-    source = tmp_path / "src"
-    for folder in SQL_FOLDERS:
-        shutil.copytree(sql_root() / folder, source / folder)
+    source = snapshot_of_project_sql(tmp_path / "src")
     migrate(empty_database, source=source)
     snapshot = """
         select (select count(*) from eventlive_migrations.history),

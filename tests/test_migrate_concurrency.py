@@ -7,6 +7,7 @@ or two deploys would. The waits below poll the database for a condition with a d
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import pytest
 from shim.cli import main
 from shim.migrate import LockTimeoutError, migrate
 from shim.migrate_lock import LOCK_KEY
-from shim.paths import SQL_FOLDERS
+from shim.paths import SQL_FOLDERS, sql_root
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -114,15 +115,20 @@ def test_concurrent_index_build_completes_while_a_second_migrate_waits(
     assert duplicates(empty_database) == 0
 
 
-def test_two_migrates_started_together_apply_each_file_once(empty_database: str) -> None:
-    procs = [eventlive("db", "migrate", "--dsn", empty_database) for _ in range(2)]
+def test_two_migrates_started_together_apply_each_file_once(
+    empty_database: str, tmp_path: Path
+) -> None:
+    for folder in SQL_FOLDERS:  # a snapshot of the project's SQL, safe from concurrent edits
+        shutil.copytree(sql_root() / folder, tmp_path / folder)
+    args = ("db", "migrate", "--dsn", empty_database, "--source", str(tmp_path))
+    procs = [eventlive(*args) for _ in range(2)]
     results = [finish(p) for p in procs]
     assert [code for code, _ in results] == [0, 0], results
     appliers = [out for _, out in results if "sql/0001_supabase_compat.sql applied" in out]
     assert len(appliers) == 1, results
     assert duplicates(empty_database) == 0
     files = int(scalar(empty_database, "select count(*) from eventlive_migrations.history"))
-    assert files == len(migrate(empty_database).applied) + files  # and nothing left to do
+    assert files == len(migrate(empty_database, source=tmp_path).applied) + files  # nothing left
 
 
 @pytest.fixture
