@@ -103,9 +103,12 @@ class Authenticator:
     async def _refetch(self, force: bool = False) -> None:
         async with self._fetch_lock:
             now = time.monotonic()
-            if not force and now - self._last_fetch < self._s.jwks_refetch_seconds:
-                return
-            self._last_fetch = now
+            if not force:
+                # Only on-demand refetches count against the rate limit: a key rotated
+                # just after start is still picked up by the first token that uses it.
+                if now - self._last_fetch < self._s.jwks_refetch_seconds:
+                    return
+                self._last_fetch = now
             assert self._s.jwks_url is not None
             try:
                 async with httpx.AsyncClient(timeout=2.0) as client:
