@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import TupleRow
 
 from shim import migrate_history as history
@@ -169,6 +170,7 @@ def migrate(
     started = time.monotonic()
     applied: list[AppliedFile] = []
     with _locked(conninfo, lock_timeout, say) as (conn, waited):
+        say(f"migrating {_describe(conn)} from {src.root}")
         history.ensure(conn)
         assessment = assess(conn, src)
         _refuse_errors(assessment)
@@ -286,6 +288,15 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
+def _describe(conn: psycopg.Connection[TupleRow]) -> str:
+    info = conn.info
+    major, minor = divmod(info.server_version, 10000)
+    return (
+        f"database {info.dbname} on {info.host}:{info.port} as {info.user} "
+        f"(PostgreSQL {major}.{minor})"
+    )
+
+
 def _refuse_errors(assessment: Assessment) -> None:
     if assessment.errors:
         raise DriftError(
@@ -330,6 +341,12 @@ def _apply(conn: psycopg.Connection[TupleRow], step: Step, say: Progress) -> flo
                 conn.execute(SESSION_RESET)
                 if _has_code(f.text):
                     conn.execute(f.text.encode("utf-8"))
+                if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
+                    raise MigrationError(
+                        f"{f.label} ended the transaction migrate runs it in (a commit or "
+                        "rollback in the file): what ran before that is committed and the "
+                        "file is not recorded. Remove transaction control from the file."
+                    )
                 elapsed = time.monotonic() - started
                 history.record(conn, f, "apply", dt.timedelta(seconds=elapsed))
         except psycopg.Error as exc:

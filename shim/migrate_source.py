@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shim.migrate_errors import SourceError
+from shim.migrate_split import split_statements
 from shim.paths import SQL_FOLDERS, SourceNotFoundError, sql_root
 
 VERSIONED = "sql"
@@ -97,6 +98,11 @@ def _read(kind: str, path: Path) -> SourceFile:
         text = path.read_text(encoding="utf-8")  # universal newlines: CRLF becomes \n
     except UnicodeDecodeError as exc:
         raise SourceError(f"{kind}/{path.name} is not valid UTF-8: {exc}") from exc
+    if kind == NON_TRANSACTIONAL:
+        try:  # these run statement by statement: they must split cleanly
+            split_statements(text)
+        except ValueError as exc:
+            raise SourceError(f"{kind}/{path.name}: {exc}") from exc
     return SourceFile(kind, path.name, text, checksum(text))
 
 

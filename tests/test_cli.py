@@ -83,12 +83,16 @@ def test_migrate_prints_progress_file_by_file_with_timings(
 ) -> None:
     assert main(db("migrate", empty_database, tree)) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "[1/2] sql/0001_app.sql (new) ..."
-    assert out[1].startswith("[1/2] sql/0001_app.sql applied in ")
-    assert out[3].startswith("[2/2] functions/one.sql applied in ")
+    assert out[0].startswith("migrating database ")
+    assert out[0].endswith(f" from {tree}")
+    assert out[1] == "[1/2] sql/0001_app.sql (new) ..."
+    assert out[2].startswith("[1/2] sql/0001_app.sql applied in ")
+    assert out[4].startswith("[2/2] functions/one.sql applied in ")
     assert out[-1].startswith("2 file(s) applied in ")
     assert main(db("migrate", empty_database, tree)) == 0
-    assert capsys.readouterr().out == "nothing to apply: the database is up to date\n"
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "nothing to apply: the database is up to date"
+    ]
 
 
 def test_migrate_exits_2_on_drift_and_1_on_a_failing_file(

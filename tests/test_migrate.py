@@ -16,6 +16,7 @@ import pytest
 from shim.migrate import (
     ApplyError,
     DriftError,
+    MigrationError,
     baseline,
     migrate,
     plan,
@@ -335,3 +336,12 @@ def test_status_lists_applied_pending_changed_and_removed_files(
         "functions/old.sql": "removed",
     }
     assert result.exit_code == 1
+
+
+def test_a_file_that_commits_by_itself_is_refused_and_not_recorded(
+    empty_database: str, tree: Path
+) -> None:
+    write_tree(tree, {"sql/0002_commits.sql": "create table app.x (id int);\ncommit;\n"})
+    with pytest.raises(MigrationError, match=r"sql/0002_commits\.sql ended the transaction"):
+        migrate(empty_database, source=tree)
+    assert ("sql", "0002_commits.sql", "apply") not in history(empty_database)

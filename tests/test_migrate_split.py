@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from shim.migrate_errors import SourceError
 from shim.migrate_indexes import IndexTarget, index_targets
+from shim.migrate_source import load_source
 from shim.migrate_split import split_statements
+from shim.paths import SQL_FOLDERS
 
 
 def texts(sql: str) -> list[str]:
@@ -75,3 +80,11 @@ def test_index_targets_read_names_and_tables_of_create_index_statements() -> Non
         IndexTarget('Odd "Name"', '"My"."Table"'),
         IndexTarget("qualified_idx", "t"),
     ]
+
+
+def test_an_index_file_that_does_not_split_is_a_source_error(tmp_path: Path) -> None:
+    for folder in SQL_FOLDERS:
+        (tmp_path / folder).mkdir()
+    (tmp_path / "indexes/broken.sql").write_text("create index i on t ((a || 'x));\n")
+    with pytest.raises(SourceError, match=r"indexes/broken\.sql: unterminated '-quoted text"):
+        load_source(tmp_path)
