@@ -20,6 +20,7 @@ import argparse
 import importlib
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,7 +154,7 @@ def _db_command(
     command = commands.add_parser(
         name,
         help=summary,
-        description=description,
+        description=textwrap.fill(description, 88),
         epilog=_EPILOG_DB,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -203,7 +204,11 @@ def _dsn(args: argparse.Namespace) -> str:
 
 def _serve(args: argparse.Namespace) -> int:
     # Lazy: db commands must not need the HTTP stack.
-    server = importlib.import_module("shim.server")
+    try:
+        server = importlib.import_module("shim.server")
+    except ModuleNotFoundError as exc:
+        _err(f"error: the HTTP shim is not available in this build ({exc})")
+        return 2
     server.run(args.host, args.port, args.workers)
     return 0
 
