@@ -114,14 +114,17 @@ def from_database(
             "PGRST000", "Could not connect with the database", retry_after, "database_down"
         )
     status = status_for_sqlstate(sqlstate, anonymous)
-    if status == 503:
+    deliberate = sqlstate.startswith("PT")  # a function chose this status and message
+    if status == 503 and not deliberate:
         return unavailable(
             sqlstate, "The database is short of resources", retry_after, "database_busy"
         )
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if not is_public_sqlstate(sqlstate) or status >= 500:
+    if status == 503:
+        headers["Retry-After"] = str(retry_after)
+    if not is_public_sqlstate(sqlstate) or (status >= 500 and not deliberate):
         err = internal(request_id)
         err.status, err.code, err.headers = status, sqlstate, headers
         return err

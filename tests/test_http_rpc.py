@@ -313,3 +313,18 @@ def test_error_bodies_are_json_objects_with_four_keys() -> None:
         "details": None,
         "hint": None,
     }
+
+
+async def test_a_deliberate_pt503_keeps_its_message_and_gets_retry_after(shim_db: ShimDb) -> None:
+    async with serve(settings_for(shim_db.dsn)) as client:
+        r = await client.post(
+            "/rpc/fail", json={"code": "PT503", "msg": "Try later", "det": "maintenance"}
+        )
+        assert r.status_code == 503
+        assert body(r) == {
+            "code": "PT503",
+            "message": "Try later",
+            "details": "maintenance",
+            "hint": None,
+        }
+        assert r.headers["Retry-After"] == "1"
