@@ -1,6 +1,8 @@
--- Hot-path lookups use the primary key (webinar_id, user_id). A viewer's own rows
--- (RLS reads) and the auth.users cascade use this one. Deliberately no index on
--- last_seen_at: every heartbeat updates it, and an index on it would turn each
--- HOT update into an index insert (see bench/ for the measured HOT ratio).
-create index concurrently if not exists presence_user_id_idx
-on eventlive.presence (user_id);
+-- Presence needs no index beyond its primary key (webinar_id, user_id), which every
+-- hot-path statement uses (proved in tests/test_plans.py). Deliberately none on
+-- last_seen_at: every heartbeat updates it, and an index on it would turn each HOT
+-- update into an index insert (bench/ measures the HOT ratio). None on user_id either:
+-- the planner then preferred it to the primary key for the heartbeat's lookup, it cost
+-- an index write per entry, and only rare paths want it (a viewer reading their own
+-- presence rows, deleting a user).
+drop index concurrently if exists eventlive.presence_user_id_idx;
