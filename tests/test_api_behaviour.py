@@ -86,12 +86,22 @@ def build_world(admin: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> 
         " values (%s, %s, 'service'), (%s, %s, 'service')",
         (AUTO, viewer, REGISTERED_ONLY, viewer),
     )
-    superseded = uuid.UUID(call(db, "track_access", {"webinar_id": AUTO}, viewer, commit=True)["session_id"])
-    active = uuid.UUID(call(db, "track_access", {"webinar_id": AUTO}, viewer, commit=True)["session_id"])
+    superseded = uuid.UUID(
+        call(db, "track_access", {"webinar_id": AUTO}, viewer, commit=True)["session_id"]
+    )
+    active = uuid.UUID(
+        call(db, "track_access", {"webinar_id": AUTO}, viewer, commit=True)["session_id"]
+    )
     left = uuid.UUID(
         call(db, "track_access", {"webinar_id": REGISTERED_ONLY}, viewer, commit=True)["session_id"]
     )
-    call(db, "presence_leave", {"webinar_id": REGISTERED_ONLY, "session_id": left}, viewer, commit=True)
+    call(
+        db,
+        "presence_leave",
+        {"webinar_id": REGISTERED_ONLY, "session_id": left},
+        viewer,
+        commit=True,
+    )
     return World(viewer, stranger, staff, other_staff, active, superseded, left)
 
 
@@ -118,27 +128,123 @@ CASES: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ("track_access", {"webinar_id": REGISTERED_ONLY}, "stranger", "PT403", "not_registered"),
     ("track_access", {"webinar_id": REGISTERED_ONLY}, "staff", OK, None),
     ("track_access", {"webinar_id": AUTO, "session_id": "active"}, "viewer", OK, None),
-    ("track_access", {"webinar_id": AUTO, "session_id": "superseded"}, "viewer", "PT409", "session_superseded"),
-    ("track_access", {"webinar_id": REGISTERED_ONLY, "session_id": "left"}, "viewer", "PT409", "session_ended"),
-    ("track_access", {"webinar_id": AUTO, "session_id": "active"}, "stranger", "22023", "invalid_session_id"),
-    ("track_access", {"webinar_id": AUTO, "client": {"ua": "x" * 5000}}, "viewer", "22023", "client_too_large"),
+    (
+        "track_access",
+        {"webinar_id": AUTO, "session_id": "superseded"},
+        "viewer",
+        "PT409",
+        "session_superseded",
+    ),
+    (
+        "track_access",
+        {"webinar_id": REGISTERED_ONLY, "session_id": "left"},
+        "viewer",
+        "PT409",
+        "session_ended",
+    ),
+    (
+        "track_access",
+        {"webinar_id": AUTO, "session_id": "active"},
+        "stranger",
+        "22023",
+        "invalid_session_id",
+    ),
+    (
+        "track_access",
+        {"webinar_id": AUTO, "client": {"ua": "x" * 5000}},
+        "viewer",
+        "22023",
+        "client_too_large",
+    ),
     # presence_ping
     ("presence_ping", {"webinar_id": AUTO, "session_id": "active"}, "anon", "42501", None),
-    ("presence_ping", {"webinar_id": AUTO, "session_id": "active"}, "no_sub", "PT401", "not_authenticated"),
-    ("presence_ping", {"webinar_id": AUTO, "session_id": None}, "viewer", "22023", "invalid_session_id"),
-    ("presence_ping", {"webinar_id": UNKNOWN, "session_id": "active"}, "viewer", "PT404", "webinar_not_found"),
-    ("presence_ping", {"webinar_id": ENDED, "session_id": "active"}, "viewer", "PT403", "webinar_closed"),
+    (
+        "presence_ping",
+        {"webinar_id": AUTO, "session_id": "active"},
+        "no_sub",
+        "PT401",
+        "not_authenticated",
+    ),
+    (
+        "presence_ping",
+        {"webinar_id": AUTO, "session_id": None},
+        "viewer",
+        "22023",
+        "invalid_session_id",
+    ),
+    (
+        "presence_ping",
+        {"webinar_id": UNKNOWN, "session_id": "active"},
+        "viewer",
+        "PT404",
+        "webinar_not_found",
+    ),
+    (
+        "presence_ping",
+        {"webinar_id": ENDED, "session_id": "active"},
+        "viewer",
+        "PT403",
+        "webinar_closed",
+    ),
     ("presence_ping", {"webinar_id": AUTO, "session_id": "active"}, "viewer", OK, None),
-    ("presence_ping", {"webinar_id": AUTO, "session_id": "active"}, "stranger", "PT403", "not_registered"),
-    ("presence_ping", {"webinar_id": REGISTERED_ONLY, "session_id": "active"}, "staff", "PT403", "not_registered"),
-    ("presence_ping", {"webinar_id": AUTO, "session_id": "superseded"}, "viewer", "PT409", "session_superseded"),
-    ("presence_ping", {"webinar_id": REGISTERED_ONLY, "session_id": "left"}, "viewer", "PT409", "session_ended"),
-    ("presence_ping", {"webinar_id": AUTO, "session_id": "fresh"}, "viewer", "PT409", "session_ended"),
+    (
+        "presence_ping",
+        {"webinar_id": AUTO, "session_id": "active"},
+        "stranger",
+        "PT403",
+        "not_registered",
+    ),
+    (
+        "presence_ping",
+        {"webinar_id": REGISTERED_ONLY, "session_id": "active"},
+        "staff",
+        "PT403",
+        "not_registered",
+    ),
+    (
+        "presence_ping",
+        {"webinar_id": AUTO, "session_id": "superseded"},
+        "viewer",
+        "PT409",
+        "session_superseded",
+    ),
+    (
+        "presence_ping",
+        {"webinar_id": REGISTERED_ONLY, "session_id": "left"},
+        "viewer",
+        "PT409",
+        "session_ended",
+    ),
+    (
+        "presence_ping",
+        {"webinar_id": AUTO, "session_id": "fresh"},
+        "viewer",
+        "PT409",
+        "session_ended",
+    ),
     # presence_leave
     ("presence_leave", {"webinar_id": AUTO, "session_id": "active"}, "anon", "42501", None),
-    ("presence_leave", {"webinar_id": AUTO, "session_id": "active"}, "no_sub", "PT401", "not_authenticated"),
-    ("presence_leave", {"webinar_id": AUTO, "session_id": None}, "viewer", "22023", "invalid_session_id"),
-    ("presence_leave", {"webinar_id": UNKNOWN, "session_id": "active"}, "viewer", "PT404", "webinar_not_found"),
+    (
+        "presence_leave",
+        {"webinar_id": AUTO, "session_id": "active"},
+        "no_sub",
+        "PT401",
+        "not_authenticated",
+    ),
+    (
+        "presence_leave",
+        {"webinar_id": AUTO, "session_id": None},
+        "viewer",
+        "22023",
+        "invalid_session_id",
+    ),
+    (
+        "presence_leave",
+        {"webinar_id": UNKNOWN, "session_id": "active"},
+        "viewer",
+        "PT404",
+        "webinar_not_found",
+    ),
     ("presence_leave", {"webinar_id": AUTO, "session_id": "active"}, "viewer", OK, None),
     ("presence_leave", {"webinar_id": AUTO, "session_id": "superseded"}, "viewer", OK, None),
     ("presence_leave", {"webinar_id": AUTO, "session_id": "active"}, "stranger", OK, None),
@@ -174,25 +280,84 @@ CASES: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
     ("upsert_webinar", {"webinar_id": 77, "title": "New"}, "staff", "42501", None),
     ("upsert_webinar", {"webinar_id": 77, "title": "New"}, "service", OK, None),
     ("upsert_webinar", {"webinar_id": AUTO, "title": "Renamed"}, "service", OK, None),
-    ("upsert_webinar", {"webinar_id": 77, "title": "New", "state": "open"}, "service", "22023", "invalid_state"),
-    ("upsert_webinar", {"webinar_id": 77, "title": "New", "entry": "any"}, "service", "22023", "invalid_entry"),
+    (
+        "upsert_webinar",
+        {"webinar_id": 77, "title": "New", "state": "open"},
+        "service",
+        "22023",
+        "invalid_state",
+    ),
+    (
+        "upsert_webinar",
+        {"webinar_id": 77, "title": "New", "entry": "any"},
+        "service",
+        "22023",
+        "invalid_entry",
+    ),
     ("upsert_webinar", {"webinar_id": 77, "title": ""}, "service", "22023", "invalid_title"),
-    ("upsert_webinar", {"webinar_id": 77, "title": "New", "heartbeat_seconds": 5}, "service", "22023", "invalid_heartbeat_seconds"),
-    ("upsert_webinar", {"webinar_id": 77, "title": "New", "track_seconds": 5}, "service", "22023", "invalid_track_seconds"),
-    ("upsert_webinar", {"webinar_id": 77, "title": "New", "opens_at": "2030-01-02T00:00:00Z", "closes_at": "2030-01-01T00:00:00Z"}, "service", "22023", "invalid_window"),
+    (
+        "upsert_webinar",
+        {"webinar_id": 77, "title": "New", "heartbeat_seconds": 5},
+        "service",
+        "22023",
+        "invalid_heartbeat_seconds",
+    ),
+    (
+        "upsert_webinar",
+        {"webinar_id": 77, "title": "New", "track_seconds": 5},
+        "service",
+        "22023",
+        "invalid_track_seconds",
+    ),
+    (
+        "upsert_webinar",
+        {
+            "webinar_id": 77,
+            "title": "New",
+            "opens_at": "2030-01-02T00:00:00Z",
+            "closes_at": "2030-01-01T00:00:00Z",
+        },
+        "service",
+        "22023",
+        "invalid_window",
+    ),
     # set_staff / remove_staff
     ("set_staff", {"webinar_id": AUTO, "user_id": "stranger"}, "anon", "42501", None),
     ("set_staff", {"webinar_id": AUTO, "user_id": "stranger"}, "staff", "42501", None),
     ("set_staff", {"webinar_id": AUTO, "user_id": "stranger"}, "service", OK, None),
-    ("set_staff", {"webinar_id": AUTO, "user_id": "stranger", "role": "moderator"}, "service", OK, None),
-    ("set_staff", {"webinar_id": AUTO, "user_id": "stranger", "role": "owner"}, "service", "22023", "invalid_role"),
-    ("set_staff", {"webinar_id": UNKNOWN, "user_id": "stranger"}, "service", "PT404", "webinar_not_found"),
+    (
+        "set_staff",
+        {"webinar_id": AUTO, "user_id": "stranger", "role": "moderator"},
+        "service",
+        OK,
+        None,
+    ),
+    (
+        "set_staff",
+        {"webinar_id": AUTO, "user_id": "stranger", "role": "owner"},
+        "service",
+        "22023",
+        "invalid_role",
+    ),
+    (
+        "set_staff",
+        {"webinar_id": UNKNOWN, "user_id": "stranger"},
+        "service",
+        "PT404",
+        "webinar_not_found",
+    ),
     ("set_staff", {"webinar_id": AUTO, "user_id": "nobody"}, "service", "PT404", "user_not_found"),
     ("remove_staff", {"webinar_id": AUTO, "user_id": "staff"}, "anon", "42501", None),
     ("remove_staff", {"webinar_id": AUTO, "user_id": "staff"}, "staff", "42501", None),
     ("remove_staff", {"webinar_id": AUTO, "user_id": "staff"}, "service", OK, None),
     ("remove_staff", {"webinar_id": AUTO, "user_id": "stranger"}, "service", OK, None),
-    ("remove_staff", {"webinar_id": UNKNOWN, "user_id": "staff"}, "service", "PT404", "webinar_not_found"),
+    (
+        "remove_staff",
+        {"webinar_id": UNKNOWN, "user_id": "staff"},
+        "service",
+        "PT404",
+        "webinar_not_found",
+    ),
     # register
     ("register", {"webinar_id": AUTO}, "anon", "42501", None),
     ("register", {"webinar_id": AUTO}, "no_sub", "PT401", "not_authenticated"),
@@ -215,20 +380,23 @@ CASES: list[tuple[str, dict[str, Any], str, str | None, str | None]] = [
 def _resolve(world: World, args: dict[str, Any]) -> dict[str, Any]:
     """Replace symbolic argument values by the world's ids."""
     out: dict[str, Any] = {}
-    for key, value in args.items():
-        if value in ("active", "superseded", "left", "viewer", "stranger", "staff"):
-            value = getattr(world, value)
-        elif value in ("fresh", "nobody"):
+    for key, symbol in args.items():
+        value = symbol
+        if symbol in ("active", "superseded", "left", "viewer", "stranger", "staff"):
+            value = getattr(world, symbol)
+        elif symbol in ("fresh", "nobody"):
             value = uuid.uuid4()
-        elif value == "viewer_only":
+        elif symbol == "viewer_only":
             value = [world.viewer]
         elif key == "user_ids":
-            value = [uuid.uuid4() for _ in range(int(value))]
+            value = [uuid.uuid4() for _ in range(int(symbol))]
         out[key] = value
     return out
 
 
-def _run(db: psycopg.Connection[Any], world: World, case: tuple[Any, ...]) -> tuple[str | None, str | None]:
+def _run(
+    db: psycopg.Connection[Any], world: World, case: tuple[Any, ...]
+) -> tuple[str | None, str | None]:
     fn, args, actor, _, _ = case
     role, user = {
         "anon": ("anon", None),
@@ -284,6 +452,14 @@ def test_the_behaviour_table_only_uses_sqlstates_with_a_documented_status() -> N
 
 def test_the_behaviour_table_covers_every_function_of_the_api() -> None:
     assert {case[0] for case in CASES} == {
-        "track_access", "presence_ping", "presence_leave", "access_stats", "participants",
-        "profiles_batch", "upsert_webinar", "set_staff", "remove_staff", "register",
+        "track_access",
+        "presence_ping",
+        "presence_leave",
+        "access_stats",
+        "participants",
+        "profiles_batch",
+        "upsert_webinar",
+        "set_staff",
+        "remove_staff",
+        "register",
     }

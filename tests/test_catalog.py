@@ -64,7 +64,9 @@ def test_every_eventlive_table_has_at_least_one_policy(admin_conn: psycopg.Conne
     assert rows == []
 
 
-def test_no_policy_calls_auth_or_settings_outside_a_select(admin_conn: psycopg.Connection[Any]) -> None:
+def test_no_policy_calls_auth_or_settings_outside_a_select(
+    admin_conn: psycopg.Connection[Any],
+) -> None:
     rows = admin_conn.execute(
         "select schemaname, tablename, policyname, coalesce(qual, ''), coalesce(with_check, '')"
         " from pg_policies where schemaname in ('eventlive', 'realtime')"
@@ -84,10 +86,9 @@ def test_the_policy_guard_catches_a_bare_auth_uid_in_a_real_policy(
     admin_conn.execute(
         "create policy bare on eventlive.presence for select to authenticated using (user_id = auth.uid())"
     )
-    qual = admin_conn.execute(
-        "select qual from pg_policies where policyname = 'bare'"
-    ).fetchone()
-    assert qual is not None and unwrapped_calls(qual[0]) == ["auth.uid()"]
+    qual = admin_conn.execute("select qual from pg_policies where policyname = 'bare'").fetchone()
+    assert qual is not None
+    assert unwrapped_calls(qual[0]) == ["auth.uid()"]
 
 
 def test_every_policy_names_its_roles(admin_conn: psycopg.Connection[Any]) -> None:
@@ -114,7 +115,8 @@ def test_every_security_definer_function_pins_an_empty_search_path(
     definers = admin_conn.execute(
         "select count(*) from pg_proc where prosecdef and pronamespace = 'api'::regnamespace"
     ).fetchone()
-    assert definers is not None and definers[0] >= 10  # the check above saw real functions
+    assert definers is not None
+    assert definers[0] >= 10
 
 
 def test_anon_holds_no_privilege_on_any_eventlive_table_or_column(
@@ -133,7 +135,9 @@ def test_anon_holds_no_privilege_on_any_eventlive_table_or_column(
         "select table_name, column_name, privilege_type from information_schema.column_privileges"
         " where table_schema = 'eventlive' and grantee = 'anon'"
     ).fetchall()
-    usage = admin_conn.execute("select has_schema_privilege('anon', 'eventlive', 'usage')").fetchone()
+    usage = admin_conn.execute(
+        "select has_schema_privilege('anon', 'eventlive', 'usage')"
+    ).fetchone()
     assert (tables, columns, usage) == ([], [], (False,))
 
 
@@ -151,7 +155,8 @@ def test_no_api_function_is_executable_by_public(admin_conn: psycopg.Connection[
         "select count(*) from pg_proc where pronamespace = 'api'::regnamespace"
     ).fetchone()
     assert rows == []
-    assert count is not None and count[0] >= 10
+    assert count is not None
+    assert count[0] >= 10
 
 
 @pytest.mark.parametrize(
@@ -164,7 +169,10 @@ def test_no_api_function_is_executable_by_public(admin_conn: psycopg.Connection[
         ("api.participants(bigint, uuid, integer)", {"authenticated", "service_role"}),
         ("api.profiles_batch(uuid[])", {"authenticated", "service_role"}),
         ("api.register(bigint, uuid)", {"authenticated", "service_role"}),
-        ("api.upsert_webinar(bigint, text, text, text, timestamptz, timestamptz, integer, integer)", {"service_role"}),
+        (
+            "api.upsert_webinar(bigint, text, text, text, timestamptz, timestamptz, integer, integer)",
+            {"service_role"},
+        ),
         ("api.set_staff(bigint, uuid, text)", {"service_role"}),
         ("api.remove_staff(bigint, uuid)", {"service_role"}),
     ],
@@ -177,7 +185,8 @@ def test_each_api_function_is_executable_by_exactly_the_roles_that_need_it(
         for role in ("anon", "authenticated", "service_role", "authenticator")
         if admin_conn.execute(
             "select has_function_privilege(%s, %s::regprocedure, 'execute')", (role, function)
-        ).fetchone() == (True,)
+        ).fetchone()
+        == (True,)
     }
     # authenticator is noinherit: it can only execute after switching role
     assert granted == roles

@@ -74,7 +74,8 @@ def track(user: uuid.UUID, session: str | None = None) -> Task:
 
 def bulk_users(admin: psycopg.Connection[Any], n: int) -> list[uuid.UUID]:
     rows = admin.execute(
-        "insert into auth.users (id) select gen_random_uuid() from generate_series(1, %s) returning id", (n,)
+        "insert into auth.users (id) select gen_random_uuid() from generate_series(1, %s) returning id",
+        (n,),
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -108,7 +109,9 @@ def test_200_concurrent_entries_of_one_viewer_leave_one_registration_and_one_act
     admin_conn: psycopg.Connection[Any], eventlive_db: Any, workers: int
 ) -> None:
     (viewer,) = bulk_users(admin_conn, 1)
-    errors = run_in_waves(eventlive_db.dsn, chunk([track(viewer) for _ in range(200)], workers), workers)
+    errors = run_in_waves(
+        eventlive_db.dsn, chunk([track(viewer) for _ in range(200)], workers), workers
+    )
     sessions = admin_conn.execute(
         "select count(*), count(*) filter (where ended_at is null),"
         " count(*) filter (where end_reason = 'superseded')"
@@ -141,7 +144,8 @@ def test_2000_viewers_with_a_fifth_entering_twice_at_once_get_no_error(
     waves.append(wave)
     errors = run_in_waves(eventlive_db.dsn, waves, workers)
     counts = admin_conn.execute(
-        "select count(*), count(distinct user_id) from eventlive.registrations where webinar_id = %s", (AUTO,)
+        "select count(*), count(distinct user_id) from eventlive.registrations where webinar_id = %s",
+        (AUTO,),
     ).fetchone()
     counters = admin_conn.execute(
         "select sum(registrations), sum(unique_viewers) from eventlive.webinar_counters where webinar_id = %s",
@@ -164,21 +168,33 @@ def test_ping_racing_leave_and_a_new_entry_ends_in_one_consistent_state(
     for _ in range(40):
         old = call(db, "track_access", {"webinar_id": AUTO}, viewer, commit=True)["session_id"]
         # make the ping a real write (outside the throttle window)
-        admin_conn.execute("update eventlive.presence set last_seen_at = now() - interval '1 minute'")
+        admin_conn.execute(
+            "update eventlive.presence set last_seen_at = now() - interval '1 minute'"
+        )
         results: dict[str, Any] = {}
 
         def ping(conn: psycopg.Connection[Any], old: str = old) -> None:
             try:
-                call(conn, "presence_ping", {"webinar_id": AUTO, "session_id": old}, viewer, commit=True)
+                call(
+                    conn,
+                    "presence_ping",
+                    {"webinar_id": AUTO, "session_id": old},
+                    viewer,
+                    commit=True,
+                )
             except psycopg.Error as exc:
                 if (exc.sqlstate, exc.diag.message_detail) not in documented:
                     raise
 
         def leave(conn: psycopg.Connection[Any], old: str = old) -> None:
-            call(conn, "presence_leave", {"webinar_id": AUTO, "session_id": old}, viewer, commit=True)
+            call(
+                conn, "presence_leave", {"webinar_id": AUTO, "session_id": old}, viewer, commit=True
+            )
 
-        def enter(conn: psycopg.Connection[Any]) -> None:
-            results["new"] = call(conn, "track_access", {"webinar_id": AUTO}, viewer, commit=True)["session_id"]
+        def enter(conn: psycopg.Connection[Any], results: dict[str, Any] = results) -> None:
+            results["new"] = call(conn, "track_access", {"webinar_id": AUTO}, viewer, commit=True)[
+                "session_id"
+            ]
 
         errors = run_in_waves(eventlive_db.dsn, [[ping, leave, enter]], 3)
         undocumented += [f"{type(e).__name__}: {e}" for e in errors]
@@ -194,7 +210,9 @@ def test_ping_racing_leave_and_a_new_entry_ends_in_one_consistent_state(
         ).fetchone()
         # the new entry always wins: it is present and the only active session; the old
         # one ended, by leave or by supersession, whichever came first
-        assert state is not None and state[0] == results["new"] and state[1] == [results["new"]]
+        assert state is not None
+        assert state[0] == results["new"]
+        assert state[1] == [results["new"]]
         assert state[2] in ("left", "superseded")
     assert undocumented == []
     with act_as(db, viewer) as c:

@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from test_api_behaviour import AUTO, DRAFT, ENDED, REGISTERED_ONLY, World, build_world, call
 
 from shim.testing import act_as, as_anon
@@ -26,13 +27,20 @@ def world(admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> W
     return w
 
 
-def visible(db: psycopg.Connection[Any], user: Any, table: str, column: str = "user_id") -> set[Any]:
+def visible(
+    db: psycopg.Connection[Any], user: Any, table: str, column: str = "user_id"
+) -> set[Any]:
     with act_as(db, user) as c:
-        return {r[0] for r in c.execute(f"select {column} from eventlive.{table}").fetchall()}
+        query = sql.SQL("select {} from eventlive.{}").format(
+            sql.Identifier(column), sql.Identifier(table)
+        )
+        return {r[0] for r in c.execute(query).fetchall()}
 
 
 @pytest.mark.parametrize("table", PER_VIEWER_TABLES)
-def test_a_viewer_sees_only_their_own_rows(db: psycopg.Connection[Any], world: World, table: str) -> None:
+def test_a_viewer_sees_only_their_own_rows(
+    db: psycopg.Connection[Any], world: World, table: str
+) -> None:
     assert visible(db, world.viewer, table) == {world.viewer}
     assert visible(db, world.stranger, table) == {world.stranger}
 
@@ -47,15 +55,25 @@ def test_staff_see_the_rows_of_their_webinars_only(
 
 
 @pytest.mark.parametrize(
-    "table", [*PER_VIEWER_TABLES, "webinars", "webinar_staff", "profiles", "presence_minutes", "webinar_counters"]
+    "table",
+    [
+        *PER_VIEWER_TABLES,
+        "webinars",
+        "webinar_staff",
+        "profiles",
+        "presence_minutes",
+        "webinar_counters",
+    ],
 )
 def test_anon_cannot_read_any_table(db: psycopg.Connection[Any], table: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege), as_anon(db) as c:
-        c.execute(f"select from eventlive.{table}")
+        c.execute(sql.SQL("select from eventlive.{}").format(sql.Identifier(table)))
 
 
 @pytest.mark.parametrize("table", ["presence_minutes", "webinar_counters"])
-def test_rollups_are_visible_to_staff_only(db: psycopg.Connection[Any], world: World, table: str) -> None:
+def test_rollups_are_visible_to_staff_only(
+    db: psycopg.Connection[Any], world: World, table: str
+) -> None:
     assert visible(db, world.viewer, table, "webinar_id") == set()
     assert visible(db, world.staff, table, "webinar_id") == {AUTO, REGISTERED_ONLY}
 
@@ -96,14 +114,23 @@ def test_viewers_cannot_write_hot_path_tables_directly(
 def test_users_write_their_own_profile_and_no_one_elses(
     admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], world: World
 ) -> None:
-    admin_conn.execute("insert into eventlive.profiles (user_id, display_name) values (%s, 'S')", (world.stranger,))
+    admin_conn.execute(
+        "insert into eventlive.profiles (user_id, display_name) values (%s, 'S')", (world.stranger,)
+    )
     with act_as(db, world.viewer, commit=True) as c:
-        c.execute("insert into eventlive.profiles (user_id, display_name) values (%s, 'V')", (world.viewer,))
+        c.execute(
+            "insert into eventlive.profiles (user_id, display_name) values (%s, 'V')",
+            (world.viewer,),
+        )
         others = c.execute(
-            "update eventlive.profiles set display_name = 'hacked' where user_id = %s", (world.stranger,)
+            "update eventlive.profiles set display_name = 'hacked' where user_id = %s",
+            (world.stranger,),
         ).rowcount
     with pytest.raises(psycopg.errors.InsufficientPrivilege), act_as(db, world.viewer) as c:
-        c.execute("insert into eventlive.profiles (user_id, display_name) values (%s, 'X')", (world.staff,))
+        c.execute(
+            "insert into eventlive.profiles (user_id, display_name) values (%s, 'X')",
+            (world.staff,),
+        )
     names = admin_conn.execute("select display_name from eventlive.profiles order by 1").fetchall()
     assert others == 0
     assert names == [("S",), ("V",)]
