@@ -8,6 +8,7 @@ Exit codes:
 - ``db status``: 0 nothing pending; 1 something pending; 2 drift or error.
 - ``db plan``: 0 (SQL printed on stdout, possibly "nothing to apply"); 2 drift or error.
 - ``db repair`` / ``db baseline``: 0 done; 2 refused or error; 3 lock timeout.
+- ``doctor``: 0 no finding; 1 findings; 2 cannot connect or error.
 
 The database: ``--dsn``, else ``DATABASE_URL``, else the embedded PostgreSQL
 (``shim.embedded.ensure_running()``). Output (progress, status table, plan SQL) goes to
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import psycopg
 
+from shim import doctor
 from shim import migrate as mig
 
 _EPILOG_DB = """\
@@ -68,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
     serve.add_argument("--workers", type=int, default=1, help="processes (default: %(default)s)")
     serve.set_defaults(run=_serve)
+
+    _doctor_command(commands)
 
     db = commands.add_parser(
         "db",
@@ -168,6 +172,44 @@ def _db_command(
     return command
 
 
+def _doctor_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    doctor = commands.add_parser(
+        "doctor",
+        help="check a live database against the rules (exit 0 clean, 1 findings, 2 error)",
+        description=textwrap.fill(
+            "Check a live database (ours, or a Supabase project) against the rules: row level "
+            "security on every table, policy forms ((select auth.uid()), roles named), "
+            "search_path of security definer functions, grants to PUBLIC and anon, foreign "
+            "keys without an index, invalid indexes, pending migrations or drift. Prints each "
+            "finding with its check id, the object, the problem and the SQL that fixes it. "
+            "Reads only.",
+            88,
+        ),
+        epilog="database: --dsn, else $DATABASE_URL, else the embedded PostgreSQL.\n"
+        "exit codes: 0 no finding / 1 findings / 2 cannot connect or error.\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_argument("--dsn", metavar="URL", help="PostgreSQL URL or conninfo string")
+    doctor.add_argument(
+        "--schema",
+        action="append",
+        dest="schemas",
+        metavar="NAME",
+        help="schema whose tables, policies and grants are checked; repeatable (default: eventlive)",
+    )
+    doctor.add_argument(
+        "--api-schema",
+        action="append",
+        dest="api_schemas",
+        metavar="NAME",
+        help="exposed schema whose functions are checked; repeatable (default: api)",
+    )
+    doctor.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output (default: %(default)s)"
+    )
+    doctor.set_defaults(run=_doctor)
+
+
 def _lock_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--lock-timeout",
@@ -211,6 +253,20 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     server.run(args.host, args.port, args.workers)
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    try:
+        report = doctor.diagnose(
+            _dsn(args),
+            schemas=args.schemas or ("eventlive",),
+            api_schemas=args.api_schemas or ("api",),
+        )
+    except doctor.DoctorError as exc:
+        _err(f"error: {exc}")
+        return 2
+    sys.stdout.write(report.json() if args.format == "json" else report.text())
+    return report.exit_code
 
 
 def _db_up(_args: argparse.Namespace) -> int:
