@@ -27,6 +27,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -297,11 +298,55 @@ def _shared_tmp(os_user: pwd.struct_passwd | None) -> Path:
     return Path("/tmp")
 
 
+TEMP_PREFIX = "eventlive-test-"
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans(tmp: Path, *, timeout: float = 10.0) -> list[Path]:
+    """Stop and delete throwaway servers in ``tmp`` whose creating process is gone (a
+    test run killed before it could clean up). Returns the directories removed.
+
+    Only directories named ``eventlive-test-*`` holding our ``owner.pid`` are touched; the
+    postmaster is found through ``postmaster.pid`` and must be running on that directory.
+    """
+    removed = []
+    for root in sorted(tmp.glob(TEMP_PREFIX + "*")):
+        try:
+            owner = int((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not one of ours, or still being created
+        if _alive(owner):
+            continue
+        data_dir = root / "data"
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if str(data_dir).encode() in cmdline:
+                os.kill(pid, signal.SIGQUIT)  # immediate shutdown: the data is garbage
+                deadline = time.monotonic() + timeout
+                while _alive(pid) and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        shutil.rmtree(root, ignore_errors=True)
+        removed.append(root)
+    return removed
+
+
 class TemporaryServer:
     """A throwaway server in a fresh temporary directory, removed by ``stop()``.
 
     Use as a context manager, or call ``start()`` / ``stop()``. Not durable (fsync off).
-    The directory is also removed at interpreter exit if ``stop()`` was never called.
+    The directory is also removed at interpreter exit if ``stop()`` was never called, and
+    by the next ``start()`` anywhere if this process was killed (``reap_orphans``).
     """
 
     def __init__(self, bins: PgBinaries | None = None) -> None:
@@ -342,8 +387,11 @@ class TemporaryServer:
         bins = self._bins or find_binaries()
         if os_user is not None:
             bins = runnable_binaries(bins, os_user)
-        self._root = Path(tempfile.mkdtemp(prefix="eventlive-test-", dir=_shared_tmp(os_user)))
+        tmp = _shared_tmp(os_user)
+        reap_orphans(tmp)
+        self._root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=tmp))
         atexit.register(self.stop)
+        (self._root / OWNER_FILE).write_text(f"{os.getpid()}\n")
         if os_user is not None:  # mkdtemp made it 0700 for us; the server user works inside
             os.chown(self._root, os_user.pw_uid, os_user.pw_gid)
         server = Server(bins, self._root / "data", free_port(), os_user, throwaway=True)

@@ -8,6 +8,7 @@ import pwd
 import secrets
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import psycopg
@@ -276,3 +277,19 @@ def test_data_dir_of_another_major_version_is_refused(tmp_path: Path) -> None:
     server = Server(pgbin.find_binaries(), fake, embedded.free_port(), None)
     with pytest.raises(EmbeddedError, match="initialized by PostgreSQL 9"):
         server.start()
+
+
+def test_a_killed_runs_throwaway_server_is_reaped_by_the_next_start() -> None:
+    server = TemporaryServer().start()
+    root = server.data_dir.parent
+    try:
+        exited = subprocess.Popen(["true"])  # stands in for a killed test run
+        exited.wait()
+        (root / embedded.OWNER_FILE).write_text(f"{exited.pid}\n")
+        postmaster = int((server.data_dir / "postmaster.pid").read_text().splitlines()[0])
+        assert root in embedded.reap_orphans(root.parent)
+        assert not root.exists()
+        with pytest.raises(ProcessLookupError):
+            os.kill(postmaster, 0)
+    finally:
+        server.stop()
