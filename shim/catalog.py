@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import psycopg
@@ -76,7 +77,7 @@ class Arg:
         return self.type.endswith("[]")
 
 
-@dataclass(slots=True)
+@dataclass
 class Routine:
     """A routable function with its precomposed call statements (per argument subset)."""
 
@@ -91,22 +92,27 @@ class Routine:
     comment: str | None
     cache_seconds: int | None = None
     cache_public: bool = False
-    _statements: dict[tuple[str, ...], sql.Composed] = field(default_factory=dict)
+    _statements: dict[tuple[str, ...], bytes] = field(default_factory=dict)
 
     @property
     def readonly(self) -> bool:
         """Stable or immutable: callable with GET, run read-only."""
         return self.volatility in ("s", "i")
 
-    @property
+    @cached_property
     def by_name(self) -> dict[str, Arg]:
         """Arguments by name."""
         return {a.name: a for a in self.args}
 
-    def statement(self, names: tuple[str, ...]) -> sql.Composed:
-        """The call statement for the given argument names (catalog order).
+    @cached_property
+    def required(self) -> frozenset[str]:
+        """Names of the arguments without a default."""
+        return frozenset(a.name for a in self.args if not a.has_default)
 
-        Names enter as identifiers; values as parameters cast to the declared types.
+    def statement(self, names: tuple[str, ...]) -> bytes:
+        """The call statement for the given argument names (catalog order), composed once.
+
+        Names enter as identifiers; values as parameters ``$n`` cast to the declared types.
         """
         stmt = self._statements.get(names)
         if stmt is None:
@@ -114,23 +120,27 @@ class Routine:
             self._statements[names] = stmt
         return stmt
 
-    def _compose(self, names: tuple[str, ...]) -> sql.Composed:
+    def _compose(self, names: tuple[str, ...]) -> bytes:
         by_name = self.by_name
         params = []
-        for n in names:
+        for i, n in enumerate(names, 1):
             arg = by_name[n]
             # format_type() output is Postgres' own quoted type name, never client text.
-            params.append(sql.SQL("{} => %s::{}").format(sql.Identifier(n), sql.SQL(arg.type)))
+            params.append(
+                sql.SQL("{} => " + f"${i}" + "::{}").format(sql.Identifier(n), sql.SQL(arg.type))
+            )
         call = sql.SQL("{}.{}({})").format(
             sql.Identifier(self.schema), sql.Identifier(self.name), sql.SQL(", ").join(params)
         )
         if self.returns_void:
-            return sql.SQL("select {}").format(call)
-        if self.returns_set:
-            return sql.SQL("select coalesce(json_agg(_r), '[]')::text from {} _r").format(call)
-        if self.returns_json:
-            return sql.SQL("select {}::text").format(call)
-        return sql.SQL("select to_json({})::text").format(call)
+            stmt = sql.SQL("select {}").format(call)
+        elif self.returns_set:
+            stmt = sql.SQL("select coalesce(json_agg(_r), '[]')::text from {} _r").format(call)
+        elif self.returns_json:
+            stmt = sql.SQL("select {}::text").format(call)
+        else:
+            stmt = sql.SQL("select to_json({})::text").format(call)
+        return stmt.as_bytes(None)
 
 
 def int_range(type_name: str) -> tuple[int, int] | None:

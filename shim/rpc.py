@@ -9,18 +9,29 @@ transaction (PostgreSQL protocol, "Pipelining"), so the settings are transaction
 an error rolls everything back, and the exchange costs one network round trip whether it
 succeeds or fails. Each statement is parsed after the previous one ran, so the call is
 privilege-checked as the switched role (DESIGN §6).
+
+The exchange talks to libpq directly (psycopg's ``pgconn``) rather than through cursors:
+it is the hot path, and psycopg's pipeline machinery costs about twice the client CPU
+(measured: ~90 vs ~220 us per call). Values travel as text parameters; each ``$n`` is
+cast to the declared type in the statement, so Postgres' input functions validate them.
+The settings statement is prepared once per connection (it is parsed as the login role,
+which may run it); the call is sent unnamed, so it is parsed after the role switch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from psycopg import sql
+import psycopg
+from psycopg import pq
+from psycopg.errors import error_from_result as errors_from_result
 from psycopg_pool import AsyncConnectionPool
 
 from shim.auth import Identity
@@ -28,11 +39,16 @@ from shim.catalog import Arg, Routine, int_range
 from shim.errors import ApiError
 
 _SETTINGS = (
-    "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
-    "set_config('statement_timeout', %s, true)"
+    b"select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), "
+    b"set_config('statement_timeout', $3, true)"
 )
-SET_RW = sql.SQL(_SETTINGS)
-SET_RO = sql.SQL(_SETTINGS + ", set_config('transaction_read_only', 'on', true)")
+_SET_RO = _SETTINGS + b", set_config('transaction_read_only', 'on', true)"
+_PREPARED = {
+    False: (b"eventlive_settings_rw", _SETTINGS),
+    True: (b"eventlive_settings_ro", _SET_RO),
+}
+# Connections on which the settings statements are prepared (server-side, per session).
+_prepared_on: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
 
 _INT = re.compile(r"-?\d{1,20}\Z")
 _NUM = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z")
@@ -165,14 +181,10 @@ def _value(arg: Arg, value: Any, from_query: bool) -> Any:
 
 def bind(
     candidates: list[Routine], given: dict[str, Any], from_query: bool = False
-) -> tuple[Routine, sql.Composed, list[Any]]:
+) -> tuple[Routine, bytes, list[bytes | None]]:
     """Pick the overload whose names fit ``given``; return it, its statement and values."""
     names = set(given)
-    fits = [
-        r
-        for r in candidates
-        if names <= r.by_name.keys() and {a.name for a in r.args if not a.has_default} <= names
-    ]
+    fits = [r for r in candidates if names <= r.by_name.keys() and r.required <= names]
     if len(fits) > 1:
         raise ApiError(300, "PGRST203", "Could not choose the best candidate function")
     if not fits:
@@ -194,14 +206,104 @@ def bind(
     routine = fits[0]
     ordered = tuple(a.name for a in routine.args if a.name in names)
     by_name = routine.by_name
-    values = [_value(by_name[n], given[n], from_query) for n in ordered]
+    values = [encode(_value(by_name[n], given[n], from_query)) for n in ordered]
     return routine, routine.statement(ordered), values
+
+
+def _array_item(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    text = encode(value)
+    assert text is not None
+    return '"' + text.decode().replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def encode(value: Any) -> bytes | None:
+    """A checked value as Postgres text input (None is SQL null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return b"t" if value else b"f"
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, list):
+        return ("{" + ",".join(_array_item(v) for v in value) + "}").encode()
+    return str(value).encode()
+
+
+async def _wait(fd: int, write: bool = False) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if write:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def _exchange(
+    conn: Any,
+    settings: list[bytes | None],
+    statement: bytes,
+    values: list[bytes | None],
+    read_only: bool,
+) -> bytes | None:
+    """Pipeline: [prepare settings], settings, call, Sync -> one flush, one read loop."""
+    pg = conn.pgconn
+    name, text = _PREPARED[read_only]
+    done = _prepared_on.setdefault(conn, set())
+    pg.enter_pipeline_mode()
+    try:
+        if name not in done:
+            pg.send_prepare(name, text)
+        pg.send_query_prepared(name, settings)
+        pg.send_query_params(statement, values)
+        pg.pipeline_sync()
+        while pg.flush():
+            await _wait(pg.socket, write=True)
+        error: pq.abc.PGresult | None = None
+        value: bytes | None = None
+        results = 0
+        while True:
+            pg.consume_input()
+            while not pg.is_busy():
+                res = pg.get_result()
+                if res is None:
+                    continue
+                status = res.status
+                if status == pq.ExecStatus.PIPELINE_SYNC:
+                    if error is not None:
+                        raise errors_from_result(error, conn.info.encoding)
+                    return value
+                results += 1
+                if status == pq.ExecStatus.FATAL_ERROR and error is None:
+                    error = res
+                elif status == pq.ExecStatus.COMMAND_OK and results == 1:
+                    done.add(name)  # the prepare went through
+                elif status == pq.ExecStatus.TUPLES_OK and res.ntuples:
+                    value = res.get_value(0, 0)
+            await _wait(pg.socket)
+    finally:
+        if pg.pipeline_status != pq.PipelineStatus.OFF:
+            with contextlib.suppress(psycopg.Error):
+                pg.exit_pipeline_mode()
 
 
 async def call(
     pool: AsyncConnectionPool[Any],
-    statement: sql.Composed,
-    values: list[Any],
+    statement: bytes,
+    values: list[bytes | None],
     identity: Identity,
     *,
     statement_timeout: str,
@@ -214,18 +316,17 @@ async def call(
     Raises ``psycopg_pool.PoolTimeout`` (no connection in time), ``psycopg.Error`` (the
     database's error, transaction already rolled back) or ``DbTimeoutError``.
     """
+    settings: list[bytes | None] = [
+        identity.role.encode(),
+        identity.claims.encode(),
+        statement_timeout.encode(),
+    ]
     async with pool.connection(timeout=pool_timeout) as conn:
         try:
             async with asyncio.timeout(db_timeout):
-                async with conn.pipeline():
-                    await conn.execute(
-                        SET_RO if read_only else SET_RW,
-                        (identity.role, identity.claims, statement_timeout),
-                    )
-                    cur = await conn.execute(statement, values)
-                row = await cur.fetchone()
+                value = await _exchange(conn, settings, statement, values, read_only)
         except TimeoutError:
             # The connection is mid-exchange; drop it rather than return it to the pool.
             await conn.close()
             raise DbTimeoutError from None
-    return None if row is None else row[0]
+    return None if value is None else value.decode()

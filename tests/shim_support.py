@@ -115,7 +115,7 @@ comment on function test_api.stats(bigint) is 'Stats for polling.
 grant execute on function test_api.stats(bigint) to anon, authenticated;
 
 create function test_api.slow_stats(w bigint) returns jsonb language sql stable
-as $$ select jsonb_build_object('w', w, 'at', clock_timestamp()) from pg_sleep(0.2) $$;
+as $$ select jsonb_build_object('w', w, 'at', clock_timestamp()) from pg_sleep(1) $$;
 grant execute on function test_api.slow_stats(bigint) to anon, authenticated;
 
 create function test_api.internal_bug() returns int language plpgsql volatile
