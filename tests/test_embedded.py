@@ -9,6 +9,9 @@ import secrets
 import shutil
 import stat
 import subprocess
+import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -293,3 +296,49 @@ def test_a_killed_runs_throwaway_server_is_reaped_by_the_next_start() -> None:
             os.kill(postmaster, 0)
     finally:
         server.stop()
+
+
+NORMAL_USER_SCRIPT = """
+import os, sys
+from pathlib import Path
+import psycopg
+from shim import embedded, pgbin
+assert os.geteuid() != 0 and embedded.server_os_user() is None
+for mode in ["wheel"] + (["system"] if pgbin.system_bindir() else []):
+    os.environ["EVENTLIVE_PG"] = mode
+    with embedded.TemporaryServer() as server:
+        with psycopg.connect(server.admin_dsn()) as conn:
+            print(mode, conn.execute("show server_version").fetchone()[0])
+        assert server.data_dir.stat().st_uid == os.geteuid()
+project = Path(sys.argv[1])
+os.chdir(project)
+dsn = embedded.up()
+embedded.down()
+assert (project / ".eventlive" / "pgdata" / "PG_VERSION").exists()
+"""
+
+
+@needs_root
+def test_a_normal_user_runs_servers_directly(tmp_path: Path) -> None:
+    """As ``nobody``: throwaway servers on system and wheel binaries, and db up / down in
+    a project of theirs -- no runuser, no relocation. Uses the system Python with this
+    venv's packages (the venv's own Python lives under /root, out of nobody's reach)."""
+    nobody = _user("nobody")
+    system_python = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    site = Path(sysconfig.get_paths()["purelib"])
+    repo = Path(__file__).resolve().parent.parent
+    if not system_python.exists() or not all(pgbin.traversable_by(p, nobody) for p in (site, repo)):
+        pytest.skip("no system Python of this version, or this venv is unreachable by nobody")
+    project = Path(tempfile.mkdtemp(prefix="eventlive-nobody-", dir="/tmp"))
+    os.chown(project, nobody.pw_uid, nobody.pw_gid)
+    try:
+        proc = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "env", f"PYTHONPATH={repo}:{site}", "HOME=/tmp",
+             str(system_python), "-c", NORMAL_USER_SCRIPT, str(project)],
+            capture_output=True, text=True, check=False, cwd="/tmp",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert ("system " in proc.stdout) == (pgbin.system_bindir() is not None)
+        assert "wheel 18." in proc.stdout
+    finally:
+        shutil.rmtree(project, ignore_errors=True)
