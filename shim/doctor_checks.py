@@ -90,6 +90,9 @@ from pg_catalog.pg_class as c
 join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
 where c.relkind in ('r', 'p')
   and (n.nspname = any(%(schemas)s) or c.oid = pg_catalog.to_regclass(%(realtime)s))
+  and not exists (select from pg_catalog.pg_depend as e  -- not an extension's
+                  where e.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    and e.objid = c.oid and e.deptype = 'e')
 order by n.nspname, c.relname
 """
 
@@ -313,6 +316,9 @@ from pg_catalog.pg_proc as p
 join pg_catalog.pg_namespace as n on n.oid = p.pronamespace
 where p.prosecdef and n.nspname = any(%(schemas)s)
   and not coalesce(p.proconfig @> array['search_path=""'], false)
+  and not exists (select from pg_catalog.pg_depend as e  -- not an extension's
+                  where e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                    and e.objid = p.oid and e.deptype = 'e')
 order by 1
 """
 
@@ -345,6 +351,9 @@ where n.nspname = any(%(schemas)s)
   and (p.proacl is null  -- null: the default privileges, under which PUBLIC may execute
        or exists (select from pg_catalog.aclexplode(p.proacl) as a
                   where a.grantee = 0 and a.privilege_type = 'EXECUTE'))
+  and not exists (select from pg_catalog.pg_depend as e  -- not an extension's
+                  where e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+                    and e.objid = p.oid and e.deptype = 'e')
 order by 1
 """
 
@@ -375,12 +384,17 @@ def check_public_execute(conn: Conn, scope: Scope) -> list[Finding]:
     return findings
 
 
-# Table, sequence, column and schema privileges held directly by one grantee (0 = PUBLIC).
+# Table, sequence, column and schema privileges held directly by one grantee: a role's
+# name, or 'public' (grantee 0 in an ACL). A role that does not exist holds nothing.
 _GRANTS = """
+with grantee as (
+    select case when %(grantee)s::text = 'public' then 0::oid
+                else pg_catalog.to_regrole(%(grantee)s::text)::oid end as oid
+)
 select 'schema' as kind, n.nspname as schema, null::name as rel, null::name as col,
        pg_catalog.string_agg(a.privilege_type, ', ' order by a.privilege_type) as privileges
 from pg_catalog.pg_namespace as n, pg_catalog.aclexplode(n.nspacl) as a
-where n.nspname = any(%(schemas)s) and a.grantee = %(grantee)s
+where n.nspname = any(%(schemas)s) and a.grantee = (select oid from grantee)
 group by n.nspname
 union all
 select case c.relkind when 'S' then 'sequence' else 'table' end, n.nspname, c.relname, null,
@@ -389,7 +403,10 @@ from pg_catalog.pg_class as c
 join pg_catalog.pg_namespace as n on n.oid = c.relnamespace,
      pg_catalog.aclexplode(c.relacl) as a
 where n.nspname = any(%(schemas)s) and c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
-  and a.grantee = %(grantee)s
+  and a.grantee = (select oid from grantee)
+  and not exists (select from pg_catalog.pg_depend as e  -- not an extension's
+                  where e.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    and e.objid = c.oid and e.deptype = 'e')
 group by c.relkind, n.nspname, c.relname
 union all
 select 'column', n.nspname, c.relname, t.attname,
@@ -398,17 +415,17 @@ from pg_catalog.pg_attribute as t
 join pg_catalog.pg_class as c on c.oid = t.attrelid
 join pg_catalog.pg_namespace as n on n.oid = c.relnamespace,
      pg_catalog.aclexplode(t.attacl) as a
-where n.nspname = any(%(schemas)s) and not t.attisdropped and a.grantee = %(grantee)s
+where n.nspname = any(%(schemas)s) and not t.attisdropped and a.grantee = (select oid from grantee)
 group by n.nspname, c.relname, t.attname
 order by 2, 3 nulls first, 4 nulls first
 """
 
 
 def _grant_findings(
-    conn: Conn, scope: Scope, *, grantee_oid: int, grantee: str, check: str, why: str
+    conn: Conn, scope: Scope, *, grantee: str, check: str, why: str
 ) -> list[Finding]:
     findings = []
-    rows = conn.execute(_GRANTS, {"schemas": list(scope.schemas), "grantee": grantee_oid})
+    rows = conn.execute(_GRANTS, {"schemas": list(scope.schemas), "grantee": grantee})
     role = sql.SQL(grantee) if grantee == "public" else sql.Identifier(grantee)
     who = grantee.upper() if grantee == "public" else grantee
     for kind, schema, rel, col, privileges in rows:
@@ -436,7 +453,6 @@ def check_public_grants(conn: Conn, scope: Scope) -> list[Finding]:
     return _grant_findings(
         conn,
         scope,
-        grantee_oid=0,
         grantee="public",
         check="public-grant",
         why="every role, anon included, holds it too",
@@ -445,13 +461,9 @@ def check_public_grants(conn: Conn, scope: Scope) -> list[Finding]:
 
 def check_anon_grants(conn: Conn, scope: Scope) -> list[Finding]:
     """``anon`` holds no privilege on the managed schemas or anything in them."""
-    row = conn.execute("select pg_catalog.to_regrole('anon')::oid").fetchone()
-    if row is None or row[0] is None:
-        return []
     return _grant_findings(
         conn,
         scope,
-        grantee_oid=int(row[0]),
         grantee="anon",
         check="anon-grant",
         why="requests without a token reach private data only through API functions",

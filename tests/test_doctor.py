@@ -192,6 +192,9 @@ def test_a_database_without_our_history_is_checked_and_the_migration_checks_skip
         conn.execute("create schema app")
         conn.execute("create table app.notes (id int primary key)")
         conn.execute("alter table app.notes enable row level security")
+        # An extension's functions (executable by PUBLIC) are its maintainers' business.
+        if conn.execute("select from pg_available_extensions where name = 'pgcrypto'").fetchone():
+            conn.execute("create extension pgcrypto schema app")
     args = ["doctor", "--dsn", empty_database, "--schema", "app", "--api-schema", "app"]
     assert main([*args, "--format", "json"]) == 0
     document = json.loads(capsys.readouterr().out)
@@ -218,3 +221,19 @@ def test_a_database_that_cannot_be_reached_exits_2(capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert captured.err.startswith("error: database:")
     assert captured.out == ""
+
+
+def test_help_lists_doctor_with_its_options_and_exit_codes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as top:
+        main(["--help"])
+    assert top.value.code == 0
+    assert "    doctor " in capsys.readouterr().out
+    with pytest.raises(SystemExit) as sub:
+        main(["doctor", "--help"])
+    assert sub.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--dsn", "--schema", "--api-schema", "--format"):
+        assert option in text
+    assert "exit codes: 0 no finding / 1 findings / 2 cannot connect or error." in text
