@@ -38,6 +38,7 @@ from shim.pgbin import find_binaries
 
 DSN_ENV = "EVENTLIVE_TEST_DSN"
 AUTHENTICATOR = "authenticator"
+_TEMPLATE_LOCK = 0x6576656E746C6976  # "eventliv": serializes template builds across runs
 AUTHENTICATOR_PASSWORD_ENV = "EVENTLIVE_TEST_AUTHENTICATOR_PASSWORD"  # noqa: S105 - a name
 
 
@@ -209,7 +210,12 @@ def eventlive_template(
     started = time.perf_counter()
     janitor.init()
     try:
-        _migrate(eventlive_server.admin_dsn(name))
+        # Roles are cluster-wide: two runs migrating their templates at once on a fresh
+        # server could both try to create them. Advisory locks are per database, so take
+        # one in the maintenance database, which every run shares.
+        with psycopg.connect(eventlive_server.admin_dsn(), autocommit=True) as lock_conn:
+            lock_conn.execute("select pg_advisory_lock(%s)", (_TEMPLATE_LOCK,))
+            _migrate(eventlive_server.admin_dsn(name))
         _timings(request.config).template_seconds = time.perf_counter() - started
         yield name
     finally:
