@@ -9,8 +9,9 @@ SQL is composed with ``psycopg.sql`` so that every identifier is quoted as it mu
 Deliberately not checked: ``force row level security``. RLS binds every role but the
 table owner (and superusers / ``bypassrls`` roles); our owner is the migration role,
 whose ``security definer`` functions are meant to pass RLS and do their own checks, so
-forcing it would break them and protect nothing. What does matter is an API role owning
-a table (then RLS does not apply to the very role it is meant for): ``rls-owner-bypass``.
+forcing it would break them and protect nothing. What does matter is a role that
+requests run as owning a table (RLS would not bind the very role it is meant for, and
+it could disable it): ``rls-owner-bypass``.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _display(conn: Conn, name: str) -> str:
 # -- row level security -------------------------------------------------------------------
 
 _RLS = """
-select n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
+select n.nspname, c.relname, c.relrowsecurity,
        pg_catalog.pg_get_userbyid(c.relowner) as owner,
        exists (select from unnest(%(api_roles)s::text[]) as r(name)
                where pg_catalog.to_regrole(r.name) is not null
@@ -106,7 +107,7 @@ def check_rls(conn: Conn, scope: Scope) -> list[Finding]:
         "realtime": REALTIME_MESSAGES,
         "api_roles": list(API_ROLES),
     }
-    for schema, table, enabled, forced, owner, api_owned in conn.execute(_RLS, params):
+    for schema, table, enabled, owner, api_owned in conn.execute(_RLS, params):
         name = _ident((schema, table))
         obj = f"{schema}.{table}"
         if not enabled:
@@ -122,21 +123,16 @@ def check_rls(conn: Conn, scope: Scope) -> list[Finding]:
                     + "  -- then create policies for the roles that need rows",
                 )
             )
-        if api_owned and not forced:
+        if api_owned:
             findings.append(
                 Finding(
                     "rls-owner-bypass",
                     obj,
-                    f"owned by {owner}, a role requests run as (or one it can become): "
-                    "the owner bypasses row level security",
-                    _render(
-                        conn,
-                        sql.SQL("alter table {} owner to postgres;").format(name),
-                    )
-                    + "  -- or the migration role; at least: "
-                    + _render(
-                        conn, sql.SQL("alter table {} force row level security;").format(name)
-                    ),
+                    f"owned by {owner}, a role requests run as (or can become): an owner "
+                    "bypasses row level security unless forced, and may disable it or drop "
+                    "the table",
+                    _render(conn, sql.SQL("alter table {} owner to postgres;").format(name))
+                    + "  -- or the role that runs migrations",
                 )
             )
     return findings
@@ -486,6 +482,7 @@ where k.contype = 'f' and k.conparentid = 0 and n.nspname = any(%(schemas)s)
       -- an index whose leading columns are the key's columns, in any order
       select from pg_catalog.pg_index as i
       where i.indrelid = k.conrelid and i.indisvalid and i.indpred is null
+        and cardinality(k.conkey) <= i.indnkeyatts  -- key columns, not INCLUDE ones
         and (pg_catalog.string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)]
             operator(pg_catalog.@>) k.conkey
         and (pg_catalog.string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)]

@@ -185,6 +185,38 @@ def test_the_fix_sql_of_each_schema_finding_clears_it(
     assert "( SELECT auth.uid() AS uid)" in policy[0]
 
 
+def test_a_foreign_key_is_indexed_only_by_an_index_led_by_all_its_key_columns(
+    eventlive_db: EventliveDatabase, admin_conn: psycopg.Connection[Any]
+) -> None:
+    before = pairs(diagnose(eventlive_db.admin_dsn))
+    admin_conn.execute("""
+        create table eventlive.led_any_order (webinar_id bigint, user_id uuid, at int,
+            foreign key (webinar_id, user_id) references eventlive.registrations);
+        create index on eventlive.led_any_order (user_id, webinar_id, at);
+        create table eventlive.second_column (webinar_id bigint, user_id uuid,
+            foreign key (webinar_id, user_id) references eventlive.registrations);
+        create index on eventlive.second_column (user_id);
+        create table eventlive.included_only (webinar_id bigint, user_id uuid,
+            foreign key (webinar_id, user_id) references eventlive.registrations);
+        create index on eventlive.included_only (webinar_id) include (user_id);
+        create table eventlive.partial_only (webinar_id bigint references eventlive.webinars);
+        create index on eventlive.partial_only (webinar_id) where webinar_id > 0;
+        alter table eventlive.led_any_order enable row level security;
+        alter table eventlive.second_column enable row level security;
+        alter table eventlive.included_only enable row level security;
+        alter table eventlive.partial_only enable row level security;
+    """)
+    found = pairs(diagnose(eventlive_db.admin_dsn)) - before
+    assert found == {
+        ("fk-without-index", f"constraint {name} on eventlive.{table}")
+        for table, name in (
+            ("second_column", "second_column_webinar_id_user_id_fkey"),
+            ("included_only", "included_only_webinar_id_user_id_fkey"),
+            ("partial_only", "partial_only_webinar_id_fkey"),
+        )
+    }
+
+
 def test_a_database_without_our_history_is_checked_and_the_migration_checks_skipped(
     empty_database: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
