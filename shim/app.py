@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -509,7 +511,30 @@ def create_app(settings: Settings) -> Starlette:
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *legacy.routes(service),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    middleware = []
+    if settings.cors_origins:
+        # supabase-js in a browser on another origin: preflights and exposed headers.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "HEAD", "POST"],
+                allow_headers=[
+                    "authorization",
+                    "apikey",
+                    "content-type",
+                    "prefer",
+                    "accept-profile",
+                    "content-profile",
+                    "x-client-info",
+                    "x-request-id",
+                    "if-none-match",
+                ],
+                expose_headers=["etag", "server-timing", "x-request-id", "retry-after"],
+                max_age=3600,
+            )
+        )
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.service = service
     return app
 

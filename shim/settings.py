@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 ENV_DOC = {
     "DATABASE_URL": "libpq DSN of the login role `authenticator`; absent -> embedded Postgres",
@@ -32,6 +32,7 @@ ENV_DOC = {
     "EVENTLIVE_LEGACY_SCHEMA": "schema of the /api/webinars/... routes (api)",
     "EVENTLIVE_ACCESS_LOG": "one JSON log line per request: 1 or 0 (1)",
     "EVENTLIVE_CACHE_ENTRIES": "GET results kept in the shared cache, per worker (10000)",
+    "EVENTLIVE_CORS_ORIGINS": "origins browsers may call from, comma separated (*; empty = no CORS)",
 }
 
 
@@ -64,7 +65,7 @@ class Settings:
     legacy_schema: str = "api"
     access_log: bool = True
     cache_entries: int = 10_000
-    extra: dict[str, str] = field(default_factory=dict)
+    cors_origins: tuple[str, ...] = ("*",)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,4 +102,9 @@ class Settings:
             legacy_schema=get("EVENTLIVE_LEGACY_SCHEMA") or d.legacy_schema,
             access_log=(get("EVENTLIVE_ACCESS_LOG") or "1") not in ("0", "false", "off"),
             cache_entries=int(get("EVENTLIVE_CACHE_ENTRIES") or d.cache_entries),
+            cors_origins=(
+                d.cors_origins
+                if "EVENTLIVE_CORS_ORIGINS" not in e
+                else _split(e["EVENTLIVE_CORS_ORIGINS"])
+            ),
         )

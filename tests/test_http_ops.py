@@ -107,3 +107,23 @@ async def test_openapi_describes_the_exposed_functions(shim_db: ShimDb) -> None:
     for code in ("400", "401", "403", "404", "409", "503"):
         assert code in echo["post"]["responses"]
     assert list(second["paths"]) == ["/rpc/hello"]
+
+
+async def test_cors_preflight_lets_browser_clients_call_rpc(shim_db: ShimDb) -> None:
+    async with serve(settings_for(shim_db.dsn)) as client:
+        r = await client.options(
+            "/rest/v1/rpc/whoami",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, apikey, content-type",
+            },
+        )
+        assert r.status_code == 200
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        r = await client.post("/rpc/whoami", headers={"Origin": "https://app.example"})
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "x-request-id" in r.headers["Access-Control-Expose-Headers"]
+    async with serve(settings_for(shim_db.dsn, cors_origins=())) as client:
+        r = await client.post("/rpc/whoami", headers={"Origin": "https://app.example"})
+        assert "Access-Control-Allow-Origin" not in r.headers
