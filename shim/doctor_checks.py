@@ -85,8 +85,9 @@ _RLS = """
 select n.nspname, c.relname, c.relrowsecurity,
        pg_catalog.pg_get_userbyid(c.relowner) as owner,
        exists (select from unnest(%(api_roles)s::text[]) as r(name)
-               where pg_catalog.to_regrole(r.name) is not null
-                 and pg_catalog.pg_has_role(r.name, c.relowner, 'MEMBER')) as api_owned
+               where case when pg_catalog.to_regrole(r.name) is null then false  -- no such role
+                          else pg_catalog.pg_has_role(r.name, c.relowner, 'MEMBER') end
+       ) as api_owned
 from pg_catalog.pg_class as c
 join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
 where c.relkind in ('r', 'p')
