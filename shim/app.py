@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -534,7 +535,20 @@ def create_app(settings: Settings) -> Starlette:
                 max_age=3600,
             )
         )
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Unknown paths and wrong methods on fixed routes: PostgREST-shaped too.
+        assert isinstance(exc, HTTPException)
+        code = {404: "PGRST125", 405: "PGRST101"}.get(exc.status_code, "PGRST000")
+        err = ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+        return Response(err.body(), status_code=err.status, media_type=_JSON, headers=err.headers)
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=middleware,
+        exception_handlers={HTTPException: http_error},
+    )
     app.state.service = service
     return app
 

@@ -72,7 +72,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         return {}
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise bad_request("PGRST102", "Empty or invalid json", "malformed_json") from None
     if not isinstance(value, dict):
         raise bad_request(
@@ -166,10 +166,13 @@ def _value(arg: Arg, value: Any, from_query: bool) -> Any:
         if from_query:
             try:
                 json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise _wrong_type(arg) from None
             return value
-        return json.dumps(value)
+        try:
+            return json.dumps(value)
+        except RecursionError:
+            raise _wrong_type(arg) from None
     if arg.is_array and value is not None:
         if from_query and isinstance(value, str):
             return value  # a Postgres array literal, {a,b}; Postgres validates it
@@ -207,6 +210,9 @@ def bind(
     ordered = tuple(a.name for a in routine.args if a.name in names)
     by_name = routine.by_name
     values = [encode(_value(by_name[n], given[n], from_query)) for n in ordered]
+    if any(v is not None and b"\x00" in v for v in values):
+        # libpq sends text parameters as C strings: a NUL would silently cut the value.
+        raise bad_request("22021", "Text values may not contain NUL characters", "nul_character")
     return routine, routine.statement(ordered), values
 
 

@@ -328,3 +328,32 @@ async def test_a_deliberate_pt503_keeps_its_message_and_gets_retry_after(shim_db
             "hint": None,
         }
         assert r.headers["Retry-After"] == "1"
+
+
+async def test_hostile_bodies_are_400_not_500(shim_db: ShimDb) -> None:
+    async with serve(settings_for(shim_db.dsn)) as client:
+        r = await client.post("/rpc/echo", content=b"[" * 60000)
+        assert r.status_code == 400
+        assert body(r)["details"] == "malformed_json"
+        r = await client.post("/rpc/echo", content=b'{"a": 1, "d": "\xff\xfe"}')
+        assert r.status_code == 400
+        r = await client.post("/rpc/echo", json={"a": 1, "d": "cut\u0000here"})
+        assert r.status_code == 400
+        assert body(r)["details"] == "nul_character"
+        r = await client.post("/rpc/echo", json={"a": 1, "c": {"k": "\u0000"}})
+        assert r.status_code == 400  # Postgres refuses \\u0000 in jsonb: 22P05
+        r = await client.get("/rpc/echo", params={"a": "1", "f": "{1,x}"})
+        assert r.status_code == 400
+        assert body(r)["code"] == "22P02"
+
+
+async def test_unknown_paths_and_wrong_methods_on_fixed_routes_have_json_bodies(
+    shim_db: ShimDb,
+) -> None:
+    async with serve(settings_for(shim_db.dsn)) as client:
+        r = await client.get("/nowhere")
+        assert r.status_code == 404
+        assert body(r)["code"] == "PGRST125"
+        r = await client.get("/api/webinars/1/presence/ping")
+        assert r.status_code == 405
+        assert body(r)["code"] == "PGRST101"
