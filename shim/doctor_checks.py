@@ -253,7 +253,7 @@ def _ident_char_before(text: str, i: int) -> bool:
 
 
 _POLICIES = """
-select n.nspname, c.relname, p.polname, p.polcmd,
+select n.nspname, c.relname, p.polname,
        pg_catalog.pg_get_expr(p.polqual, p.polrelid),
        pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid),
        p.polroles = array[0::oid] as to_public
@@ -269,7 +269,7 @@ def check_policies(conn: Conn, scope: Scope) -> list[Finding]:
     """Policies call auth functions and settings once per statement, and name their roles."""
     findings = []
     params = {"schemas": list(scope.schemas), "realtime": REALTIME_MESSAGES}
-    for schema, table, policy, _cmd, qual, check, to_public in conn.execute(_POLICIES, params):
+    for schema, table, policy, qual, check, to_public in conn.execute(_POLICIES, params):
         obj = f"policy {_display(conn, policy)} on {schema}.{table}"
         alter = sql.SQL("alter policy {} on {}").format(
             sql.Identifier(policy), _ident((schema, table))
