@@ -73,7 +73,9 @@ end
 $$;
 comment on function api.upsert_webinar(bigint, text, text, text, timestamptz, timestamptz, integer, integer) is
 'service_role: creates or updates a webinar (state draft|scheduled|live|ended; entry auto|registered) and returns it with created. Errors: 400 invalid_webinar_id, invalid_title, invalid_state, invalid_entry, invalid_heartbeat_seconds, invalid_track_seconds, invalid_window.';
-grant execute on function api.upsert_webinar(bigint, text, text, text, timestamptz, timestamptz, integer, integer) to service_role;
+grant execute on function api.upsert_webinar(
+    bigint, text, text, text, timestamptz, timestamptz, integer, integer
+) to service_role;
 
 create or replace function api.set_staff(webinar_id bigint, user_id uuid, role text default 'host')
 returns void

@@ -5,4 +5,9 @@
 -- the planner then preferred it to the primary key for the heartbeat's lookup, it cost
 -- an index write per entry, and only rare paths want it (a viewer reading their own
 -- presence rows, deleting a user).
+
+-- Give up after a minute of waiting for a lock (e.g. behind a long transaction) rather
+-- than hang the migration; an abandoned build leaves an invalid index, which migrate rebuilds.
+set lock_timeout = '1min';
+
 drop index concurrently if exists eventlive.presence_user_id_idx;

@@ -9,7 +9,8 @@ using (
     user_id = (select auth.uid())
     or exists (
         select from eventlive.registrations as r
-        where r.user_id = profiles.user_id
+        where
+            r.user_id = profiles.user_id
             and r.webinar_id in (select eventlive.staff_webinar_ids())
     )
 );

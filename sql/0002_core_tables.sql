@@ -2,6 +2,10 @@
 -- use directly except through the grants and RLS policies below; callable functions
 -- live in api. Functions are never executable by PUBLIC unless granted explicitly.
 
+-- Creating a table with foreign keys locks the referenced tables: give up rather than
+-- queue the live hot path behind this migration.
+set local lock_timeout = '5s';
+
 alter default privileges revoke execute on functions from public;
 
 create schema if not exists eventlive;

@@ -2,6 +2,10 @@
 -- Both tables are written only by eventlive functions (security definer) and read by
 -- staff through RLS; see functions/20_rollups.sql for how they are kept up.
 
+-- Creating a table with foreign keys locks the referenced tables: give up rather than
+-- queue the live hot path behind this migration.
+set local lock_timeout = '5s';
+
 -- Concurrent viewers per minute. The first ping or track_access of a webinar in a new
 -- minute counts the viewers seen within the presence window and stores the sample here
 -- (one count per webinar per minute, whatever the number of viewers or admins).
