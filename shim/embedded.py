@@ -470,11 +470,9 @@ def _project_server(data_dir: Path | None) -> tuple[Server, Path]:
     state: dict[str, object] = {}
     if state_path.exists():
         state = json.loads(state_path.read_text())
-    real_dir = (
-        Path(str(state["data_dir"]))
-        if "data_dir" in state
-        else resolve_data_dir(requested, os_user)
-    )
+    real_dir = Path(str(state.get("data_dir", "")))
+    if "data_dir" not in state or not real_dir.exists():  # e.g. /tmp was cleared on reboot
+        real_dir = resolve_data_dir(requested, os_user)
     bins = find_binaries()
     if os_user is not None:
         bins = runnable_binaries(bins, os_user)
