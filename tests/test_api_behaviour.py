@@ -322,7 +322,7 @@ def test_the_behaviour_table_covers_every_function_of_the_api() -> None:
 
 def test_the_shim_maps_every_error_of_the_table_to_the_same_status() -> None:
     """The shim (shim.errors) and this table agree on each SQLSTATE's HTTP status."""
-    from shim.errors import status_for_sqlstate  # noqa: PLC0415 - the shim's own mapping
+    from shim.errors import status_for_sqlstate
 
     pairs = {(state, actor == "anon", status) for _, _, actor, state, status, _ in CASES if state}
     assert {(s, a, status_for_sqlstate(s, a)) for s, a, _ in pairs} == pairs
