@@ -360,3 +360,38 @@ def test_register_and_upsert_webinar_are_idempotent(
     user = create_user(admin_conn)
     regs = [call(db, "register", {"webinar_id": 7}, user, commit=True) for _ in range(2)]
     assert [(r["created"], r["source"]) for r in regs] == [(True, "self"), (False, "self")]
+
+
+def rows_written_by(
+    db: psycopg.Connection[Any], user: uuid.UUID, statement: str, params: tuple[Any, ...]
+) -> int:
+    """Rows the statement inserted, updated or deleted in eventlive, run as ``user``: the
+    difference of this backend's not-yet-flushed table statistics around the call."""
+    count = (
+        "select coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::int"
+        " from pg_stat_xact_user_tables where schemaname = 'eventlive'"
+    )
+    with act_as(db, user) as c:
+        before = c.execute(count).fetchone()
+        c.execute(statement, params)
+        after = c.execute(count).fetchone()
+    assert before is not None
+    assert after is not None
+    return int(after[0]) - int(before[0])
+
+
+def test_a_heartbeat_writes_one_row_and_a_throttled_one_none(
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]
+) -> None:
+    _webinar(admin_conn)
+    user = create_user(admin_conn)
+    freeze_now(admin_conn, at(0))  # 13:30:05; the entry samples minute 13:30
+    session = call(db, "track_access", {"webinar_id": AUTO}, user, commit=True)["session_id"]
+    ping = "select api.presence_ping(%s, %s)"
+    freeze_now(admin_conn, at(40))  # same minute, outside the 30 s throttle
+    writing = rows_written_by(db, user, ping, (AUTO, session))
+    freeze_now(admin_conn, at(20))  # inside the throttle
+    throttled = rows_written_by(db, user, ping, (AUTO, session))
+    reconfirm = rows_written_by(db, user, "select api.track_access(%s, %s)", (AUTO, session))
+    assert (writing, throttled) == (1, 0)
+    assert reconfirm == 2  # presence + the access record
