@@ -321,6 +321,7 @@ class Service:
                 read_only=read_only,
                 pool_timeout=s.pool_timeout,
                 db_timeout=s.db_timeout,
+                prepare=s.prepare,
             )
         except PoolTimeout:
             raise errors.unavailable(

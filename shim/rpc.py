@@ -31,6 +31,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.errors import InvalidSqlStatementName
 from psycopg.errors import error_from_result as errors_from_result
 from psycopg_pool import AsyncConnectionPool
 
@@ -258,52 +259,61 @@ async def _wait(fd: int, write: bool = False) -> None:
             loop.remove_reader(fd)
 
 
+async def _results(pg: Any) -> list[Any]:
+    """Every result of the pipeline up to its Sync, waiting on the socket, not blocking."""
+    while pg.flush():
+        await _wait(pg.socket, write=True)
+    results: list[Any] = []
+    while True:
+        pg.consume_input()
+        while not pg.is_busy():
+            res = pg.get_result()
+            if res is None:
+                continue
+            if res.status == pq.ExecStatus.PIPELINE_SYNC:
+                return results
+            results.append(res)
+        await _wait(pg.socket)
+
+
 async def _exchange(
     conn: Any,
     settings: list[bytes | None],
-    statement: bytes,
-    values: list[bytes | None],
+    call: tuple[bytes, list[bytes | None]],
+    *,
     read_only: bool,
+    prepare: bool,
 ) -> bytes | None:
-    """Pipeline: [prepare settings], settings, call, Sync -> one flush, one read loop."""
+    """Pipeline: [prepare settings], settings, call, Sync: one flush, one read loop."""
     pg = conn.pgconn
     name, text = _PREPARED[read_only]
     done = _prepared_on.setdefault(conn, set())
+    preparing = prepare and name not in done
     pg.enter_pipeline_mode()
     try:
-        if name not in done:
-            pg.send_prepare(name, text)
-        pg.send_query_prepared(name, settings)
-        pg.send_query_params(statement, values)
+        if not prepare:  # e.g. behind a transaction-mode pooler: no named statements
+            pg.send_query_params(text, settings)
+        else:
+            if preparing:
+                pg.send_prepare(name, text)
+            pg.send_query_prepared(name, settings)
+        pg.send_query_params(*call)
         pg.pipeline_sync()
-        while pg.flush():
-            await _wait(pg.socket, write=True)
-        error: pq.abc.PGresult | None = None
-        value: bytes | None = None
-        results = 0
-        while True:
-            pg.consume_input()
-            while not pg.is_busy():
-                res = pg.get_result()
-                if res is None:
-                    continue
-                status = res.status
-                if status == pq.ExecStatus.PIPELINE_SYNC:
-                    if error is not None:
-                        raise errors_from_result(error, conn.info.encoding)
-                    return value
-                results += 1
-                if status == pq.ExecStatus.FATAL_ERROR and error is None:
-                    error = res
-                elif status == pq.ExecStatus.COMMAND_OK and results == 1:
-                    done.add(name)  # the prepare went through
-                elif status == pq.ExecStatus.TUPLES_OK and res.ntuples:
-                    value = res.get_value(0, 0)
-            await _wait(pg.socket)
+        results = await _results(pg)
     finally:
         if pg.pipeline_status != pq.PipelineStatus.OFF:
             with contextlib.suppress(psycopg.Error):
                 pg.exit_pipeline_mode()
+    if preparing and results[0].status == pq.ExecStatus.COMMAND_OK:
+        done.add(name)
+    for res in results:
+        if res.status == pq.ExecStatus.FATAL_ERROR:
+            exc = errors_from_result(res, conn.info.encoding)
+            if exc.diag.sqlstate == "26000":  # our statement vanished (DISCARD, a pooler)
+                done.discard(name)
+            raise exc
+    last = results[-1]
+    return last.get_value(0, 0) if last.ntuples else None
 
 
 async def call(
@@ -316,6 +326,7 @@ async def call(
     read_only: bool,
     pool_timeout: float,
     db_timeout: float,
+    prepare: bool = True,
 ) -> str | None:
     """Run ``statement`` as ``identity`` in one round trip; the first column of its row.
 
@@ -330,7 +341,15 @@ async def call(
     async with pool.connection(timeout=pool_timeout) as conn:
         try:
             async with asyncio.timeout(db_timeout):
-                value = await _exchange(conn, settings, statement, values, read_only)
+                try:
+                    value = await _exchange(
+                        conn, settings, (statement, values), read_only=read_only, prepare=prepare
+                    )
+                except InvalidSqlStatementName:
+                    # Nothing ran (the pipeline aborted at the settings); prepare again.
+                    value = await _exchange(
+                        conn, settings, (statement, values), read_only=read_only, prepare=prepare
+                    )
         except TimeoutError:
             # The connection is mid-exchange; drop it rather than return it to the pool.
             await conn.close()

@@ -32,6 +32,8 @@ ENV_DOC = {
     "EVENTLIVE_LEGACY_SCHEMA": "schema of the /api/webinars/... routes (api)",
     "EVENTLIVE_ACCESS_LOG": "one JSON log line per request: 1 or 0 (1)",
     "EVENTLIVE_CACHE_ENTRIES": "GET results kept in the shared cache, per worker (10000)",
+    "EVENTLIVE_PREPARE": "prepare the settings statement per connection: 1 or 0 (1; 0 behind a "
+    "transaction-mode pooler such as PgBouncer / Supavisor on port 6543)",
     "EVENTLIVE_CORS_ORIGINS": "origins browsers may call from, comma separated (*; empty = no CORS)",
 }
 
@@ -66,6 +68,7 @@ class Settings:
     access_log: bool = True
     cache_entries: int = 10_000
     cors_origins: tuple[str, ...] = ("*",)
+    prepare: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +105,7 @@ class Settings:
             legacy_schema=get("EVENTLIVE_LEGACY_SCHEMA") or d.legacy_schema,
             access_log=(get("EVENTLIVE_ACCESS_LOG") or "1") not in ("0", "false", "off"),
             cache_entries=int(get("EVENTLIVE_CACHE_ENTRIES") or d.cache_entries),
+            prepare=(get("EVENTLIVE_PREPARE") or "1") not in ("0", "false", "off"),
             cors_origins=(
                 d.cors_origins
                 if "EVENTLIVE_CORS_ORIGINS" not in e

@@ -8,6 +8,7 @@ so a call parsed before the role switch would fail (DESIGN §6): success proves 
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from shim_support import ShimDb, TcpProxy, bearer, serve, settings_for, token
 
@@ -63,3 +64,39 @@ async def test_settings_do_not_leak_between_requests_on_one_connection(
         assert r.json()["user"] == "anon"
         assert r.json()["read_only"] == "off"
         assert r.json()["claims"] == {"role": "anon"}
+
+
+async def test_without_prepared_statements_still_one_round_trip(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    settings = settings_for(proxy.dsn, pool_min=1, pool_max=1, prepare=False)
+    async with serve(settings) as client:
+        await client.post("/rpc/whoami")
+        for _ in range(3):
+            proxy.reset()
+            r = await client.post("/rpc/whoami", headers=bearer(token()))
+            assert r.json()["user"] == "authenticated"
+            assert proxy.bursts == 1
+
+
+async def test_a_vanished_prepared_statement_is_prepared_again_transparently(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    from shim.app import create_app
+
+    app = create_app(settings_for(proxy.dsn, pool_min=1, pool_max=1))
+    async with app.router.lifespan_context(app):
+        service = app.state.service
+        await service.listening.wait()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
+            assert (await client.post("/rpc/whoami")).status_code == 200
+            async with service.pool.connection() as conn:
+                await conn.execute("deallocate all")  # what DISCARD ALL or a pooler does
+            proxy.reset()
+            r = await client.post("/rpc/whoami")
+            assert r.status_code == 200
+            assert proxy.bursts == 2  # the failed attempt and the re-prepared one
+            proxy.reset()
+            assert (await client.post("/rpc/whoami")).status_code == 200
+            assert proxy.bursts == 1
