@@ -1,9 +1,10 @@
 -- Registration and unique-viewer counts for access_stats, kept by a trigger so that
 -- every path (functions, service_role DML, cascades) keeps them right. Only real
 -- changes fire it: a re-track of an entered registrant writes nothing here.
+-- Invoker rights suffice: the writers of registrations are the security definer api
+-- functions (as owner) and service_role, which may write webinar_counters itself.
 create or replace function eventlive.count_registrations() returns trigger
 language plpgsql
-security definer
 set search_path = ''
 as $$
 declare

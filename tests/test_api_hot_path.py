@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from test_api_behaviour import AUTO, World, build_world, call
 
-from shim.testing import act_as, create_user, freeze_now
+from shim.testing import act_as, as_service_role, create_user, freeze_now
 
 T0 = dt.datetime(2026, 2, 6, 13, 30, 5, tzinfo=dt.UTC)
 
@@ -272,6 +272,11 @@ def test_registration_counters_follow_every_insert_entry_and_delete(
     for u in users[15:]:
         call(db, "track_access", {"webinar_id": AUTO}, u, commit=True)
     admin_conn.execute("delete from eventlive.registrations where user_id = any(%s)", (users[:2],))
+    with as_service_role(db, commit=True) as c:  # direct DML by service_role counts too
+        c.execute(
+            "insert into eventlive.registrations (webinar_id, user_id, source) values (%s, %s, 'service')",
+            (AUTO, users[0]),
+        )
     counted = admin_conn.execute(
         "select sum(registrations), sum(unique_viewers) from eventlive.webinar_counters where webinar_id = %s",
         (AUTO,),
@@ -280,7 +285,7 @@ def test_registration_counters_follow_every_insert_entry_and_delete(
         "select count(*), count(first_entered_at) from eventlive.registrations where webinar_id = %s",
         (AUTO,),
     ).fetchone()
-    assert counted == actual == (18, 13)
+    assert counted == actual == (19, 13)
 
 
 def test_participants_pages_through_current_viewers_by_keyset(
