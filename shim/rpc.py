@@ -31,7 +31,6 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
-from psycopg.errors import InvalidSqlStatementName
 from psycopg.errors import error_from_result as errors_from_result
 from psycopg_pool import AsyncConnectionPool
 
@@ -56,6 +55,10 @@ _NUM = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z")
 _TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
 _NUMERIC_TYPES = frozenset({"numeric", "real", "double precision"})
 _JSON_TYPES = frozenset({"json", "jsonb"})
+
+
+class _VanishedError(Exception):
+    """The prepared settings statement was gone; nothing ran, so trying again is safe."""
 
 
 class DbTimeoutError(Exception):
@@ -306,11 +309,13 @@ async def _exchange(
                 pg.exit_pipeline_mode()
     if preparing and results[0].status == pq.ExecStatus.COMMAND_OK:
         done.add(name)
-    for res in results:
+    for index, res in enumerate(results):
         if res.status == pq.ExecStatus.FATAL_ERROR:
             exc = errors_from_result(res, conn.info.encoding)
-            if exc.diag.sqlstate == "26000":  # our statement vanished (DISCARD, a pooler)
+            if index == int(preparing) and exc.diag.sqlstate == "26000":
+                # Our settings statement vanished (DISCARD ALL, a pooler): nothing ran.
                 done.discard(name)
+                raise _VanishedError from exc
             raise exc
     last = results[-1]
     return last.get_value(0, 0) if last.ntuples else None
@@ -345,7 +350,7 @@ async def call(
                     value = await _exchange(
                         conn, settings, (statement, values), read_only=read_only, prepare=prepare
                     )
-                except InvalidSqlStatementName:
+                except _VanishedError:
                     # Nothing ran (the pipeline aborted at the settings); prepare again.
                     value = await _exchange(
                         conn, settings, (statement, values), read_only=read_only, prepare=prepare
