@@ -167,7 +167,7 @@ class Service:
     async def identify(self, request: Request, ctx: RequestContext) -> Identity:
         """Bearer token from Authorization, else the apikey header (Supabase clients)."""
         t0 = time.perf_counter()
-        header = request.headers.get("authorization")
+        header = _header(request, b"authorization")
         token: str | None
         if header is not None:
             scheme, _, token = header.partition(" ")
@@ -176,7 +176,7 @@ class Service:
                 raise rejected("malformed", "Authorization must be 'Bearer <token>'")
             token = token.strip()
         else:
-            token = request.headers.get("apikey")
+            token = _header(request, b"apikey")
         try:
             identity = await self.auth.identify(token)
         except ApiError as err:
@@ -189,8 +189,8 @@ class Service:
 
     def profile(self, request: Request) -> str:
         """The schema named by Accept-Profile (GET/HEAD) or Content-Profile (others)."""
-        name = "accept-profile" if request.method in ("GET", "HEAD") else "content-profile"
-        wanted = request.headers.get(name)
+        name = b"accept-profile" if request.method in ("GET", "HEAD") else b"content-profile"
+        wanted = _header(request, name)
         if wanted is None:
             return self.settings.schemas[0]
         if wanted not in self.settings.schemas:
@@ -205,7 +205,7 @@ class Service:
     async def body(self, request: Request) -> bytes:
         """The request body, refused with 413 past ``max_body`` without reading it all."""
         limit = self.settings.max_body
-        length = request.headers.get("content-length")
+        length = _header(request, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(limit)
         chunks: list[bytes] = []
@@ -287,7 +287,7 @@ class Service:
                 headers["Cache-Control"] = f"{scope}, max-age={routine.cache_seconds}"
             else:
                 headers["Cache-Control"] = "no-cache"
-            inm = request.headers.get("if-none-match")
+            inm = _header(request, b"if-none-match")
             if inm is not None and etag_matches(inm, entry.etag):
                 return Response(status_code=304, headers=headers)
         else:
@@ -358,7 +358,7 @@ class Service:
         work: Callable[[RequestContext], Awaitable[Response]],
     ) -> Response:
         """Run ``work`` and turn every outcome into a response with timing, metrics, log."""
-        incoming = request.headers.get("x-request-id", "")
+        incoming = _header(request, b"x-request-id") or ""
         ctx = RequestContext(
             incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else os.urandom(8).hex()
         )
@@ -408,8 +408,19 @@ class Service:
         return Response(err.body(), status_code=err.status, media_type=_JSON, headers=err.headers)
 
 
+def _header(request: Request, name: bytes) -> str | None:
+    """One request header (ASGI names are lower-case bytes); the scope's headers are turned
+    into a dict once per request instead of Starlette's list scan on every lookup."""
+    scope = request.scope
+    headers: dict[bytes, bytes] | None = scope.get("eventlive.headers")
+    if headers is None:
+        headers = scope["eventlive.headers"] = dict(scope["headers"])
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
 def _prefers_minimal(request: Request) -> bool:
-    prefer = request.headers.get("prefer")
+    prefer = _header(request, b"prefer")
     return prefer is not None and "return=minimal" in prefer
 
 
