@@ -237,7 +237,6 @@ class Service:
                 self.settings.retry_after,
                 "catalog_not_loaded",
             )
-        ctx.function = f"{schema}.{name}"
         candidates = catalog.find(schema, name)
         if not candidates:
             raise ApiError(
@@ -248,6 +247,8 @@ class Service:
                 "parameters, try reloading the schema cache.",
                 details="unknown_function",
             )
+        # Only routable names become metric labels: clients cannot grow the label set.
+        ctx.function = f"{schema}.{name}"
         is_get = request.method in ("GET", "HEAD")
         routine, statement, values = rpc.bind(candidates, given, from_query=is_get)
         if is_get and not routine.readonly:

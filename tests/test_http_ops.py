@@ -127,3 +127,12 @@ async def test_cors_preflight_lets_browser_clients_call_rpc(shim_db: ShimDb) -> 
     async with serve(settings_for(shim_db.dsn, cors_origins=())) as client:
         r = await client.post("/rpc/whoami", headers={"Origin": "https://app.example"})
         assert "Access-Control-Allow-Origin" not in r.headers
+
+
+async def test_unknown_function_names_do_not_become_metric_labels(shim_db: ShimDb) -> None:
+    async with serve(settings_for(shim_db.dsn)) as client:
+        for n in range(5):
+            await client.post(f"/rpc/made_up_{n}")
+        text = (await client.get("/metrics")).text
+    assert "made_up" not in text
+    assert 'eventlive_requests_total{function="",route="/rpc/{fn}",status="404"} 5.0' in text
