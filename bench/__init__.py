@@ -1,0 +1,1 @@
+"""Benchmarks of eventlive-rpc: ``python -m bench [--quick]`` (see bench/README.md)."""

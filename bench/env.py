@@ -1,0 +1,385 @@
+"""The bench's world: a throwaway PostgreSQL (shim.embedded), migrated; the bench's
+webinars, viewers and tokens; the shim and the old design as separate uvicorn processes.
+
+Viewer ``i`` is user ``<i as 32 hex digits>`` with session ``00000010<i as 24 hex
+digits>`` (the scheme of the SQL side's ``bench/pgbench_*.sql``, which the ceiling
+reuses); disjoint ranges serve the scenarios (see
+``Ranges``). Viewers that a scenario needs already entered are inserted set-based (the
+rows ``track_access`` would leave: registration, session, presence seen an hour ago),
+so that seeding 300,000 takes seconds; the join storm's viewers start unregistered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+import psycopg
+
+from shim.embedded import TemporaryServer, free_port
+from shim.migrate import migrate
+
+REPO = Path(__file__).resolve().parent.parent
+DBNAME = "eventlive"
+SECRET = "bench-hs256-secret-0123456789abcdef0123456789"  # noqa: S105 - throwaway bench key
+OLD_SCHEMA = Path(__file__).resolve().parent / "old_design" / "schema.sql"
+
+W_CEIL = 900001  # heartbeat 15 s (shortest allowed): pings of a 40k pool all write
+W_STORM = 900002
+W_STEADY = 900003
+
+
+BENCH_SQL = """
+create schema if not exists bench;
+-- the id scheme of bench/pgbench_*.sql (the SQL side's scripts, reused for the ceiling)
+create or replace function bench.uid(i bigint) returns uuid language sql immutable
+as $$ select lpad(to_hex(i), 32, '0')::uuid $$;
+create or replace function bench.sid(i bigint) returns uuid language sql immutable
+as $$ select ('00000010' || lpad(to_hex(i), 24, '0'))::uuid $$;
+grant usage on schema bench to authenticated, authenticator;
+grant execute on all functions in schema bench to authenticated, authenticator;
+"""
+
+
+def uid(i: int) -> str:
+    return str(uuid.UUID(int=i))
+
+
+def sid(i: int) -> str:
+    return str(uuid.UUID(int=(0x10 << 96) | i))
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """Viewer index ranges per scenario: [start, start + size)."""
+
+    ceiling: int
+    storm: int
+    steady: int
+    admins: int = 100
+    ceiling_start: int = 1
+    storm_start: int = 1_000_001
+    steady_start: int = 2_000_001
+    admins_start: int = 3_000_001
+
+
+def mint(i: int, exp: int, iat: int) -> str:
+    claims = {
+        "sub": uid(i),
+        "role": "authenticated",
+        "aud": "authenticated",
+        "iat": iat,
+        "exp": exp,
+    }
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5)
+
+    def pids(self) -> list[int]:
+        """The process and its children (uvicorn workers)."""
+        out = subprocess.run(
+            ["pgrep", "-g", str(self.popen.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+@dataclass
+class World:
+    out: Path
+    ranges: Ranges
+    workers: int
+    pool_max: int
+    server: TemporaryServer = field(default_factory=TemporaryServer)
+    procs: dict[str, Proc] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    # -- database ---------------------------------------------------------------------------
+    def admin_dsn(self) -> str:
+        return self.server.admin_dsn(DBNAME)
+
+    def auth_dsn(self) -> str:
+        return self.server.dsn(DBNAME, "authenticator")
+
+    def sql(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
+            cur = conn.execute(query, params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def start_db(self) -> None:
+        t = time.perf_counter()
+        self.server.start()
+        with psycopg.connect(self.server.admin_dsn(), autocommit=True) as conn:
+            conn.execute(f"create database {DBNAME}")
+        migrate(self.admin_dsn())
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
+            conn.execute(BENCH_SQL)
+            conn.execute(OLD_SCHEMA.read_text())
+            try:
+                conn.execute("create extension if not exists pg_stat_statements")
+                self.facts["pg_stat_statements"] = True
+            except psycopg.Error:
+                self.facts["pg_stat_statements"] = False
+            row = conn.execute("show server_version").fetchone()
+        self.facts["pg_version"] = str(row[0]) if row else "?"
+        self.facts["pg_bindir"] = str(self.server.server.bins.bindir)
+        self.facts["db_start_s"] = round(time.perf_counter() - t, 2)
+
+    def seed(self) -> None:
+        """Webinars, users, pre-entered viewers (product and legacy), staff, token files."""
+        t = time.perf_counter()
+        r = self.ranges
+        service = json.dumps({"role": "service_role"})
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
+            for lo, n in (
+                (r.ceiling_start, r.ceiling),
+                (r.storm_start, r.storm),
+                (r.steady_start, r.steady),
+                (r.admins_start, r.admins),
+            ):
+                conn.execute(
+                    "insert into auth.users (id) select bench.uid(i) "
+                    "from generate_series(%s::bigint, %s::bigint) i",
+                    (lo, lo + n - 1),
+                )
+            with conn.transaction():
+                conn.execute(
+                    "select set_config('role', 'service_role', true), "
+                    "set_config('request.jwt.claims', %s, true)",
+                    (service,),
+                )
+                for webinar, title, heartbeat in (
+                    (W_CEIL, "bench ceiling (heartbeat 15 s)", 15),
+                    (W_STORM, "bench join storm", 120),
+                    (W_STEADY, "bench steady state", 120),
+                ):
+                    conn.execute(
+                        "select api.upsert_webinar(webinar_id => %s, title => %s, "
+                        "heartbeat_seconds => %s)",
+                        (webinar, title, heartbeat),
+                    )
+                for i in range(r.admins_start, r.admins_start + r.admins):
+                    conn.execute(
+                        "select api.set_staff(webinar_id => %s, user_id => %s)", (W_STEADY, uid(i))
+                    )
+            for webinar, lo, n in (
+                (W_CEIL, r.ceiling_start, r.ceiling),
+                (W_STEADY, r.steady_start, r.steady),
+            ):
+                self._pre_enter(conn, webinar, lo, n)
+            for webinar in (W_CEIL, W_STORM):
+                conn.execute(
+                    "insert into legacy.webinars (id, title) values (%s, 'bench')", (webinar,)
+                )
+            lo, hi = r.ceiling_start, r.ceiling_start + r.ceiling - 1
+            conn.execute(
+                "insert into legacy.registrations (webinar_id, user_id) "
+                "select %s, bench.uid(i) from generate_series(%s::bigint, %s::bigint) i",
+                (W_CEIL, lo, hi),
+            )
+            conn.execute(
+                "insert into legacy.sessions (id, webinar_id, user_id, last_seen_at) "
+                "select bench.sid(i), %s, bench.uid(i), now() - interval '1 hour' "
+                "from generate_series(%s::bigint, %s::bigint) i",
+                (W_CEIL, lo, hi),
+            )
+            conn.execute(
+                "insert into legacy.presence (webinar_id, user_id, session_id, last_seen_at) "
+                "select %s, bench.uid(i), bench.sid(i), now() - interval '1 hour' "
+                "from generate_series(%s::bigint, %s::bigint) i",
+                (W_CEIL, lo, hi),
+            )
+            conn.execute("vacuum analyze")
+        self.facts["seed_s"] = round(time.perf_counter() - t, 2)
+        t = time.perf_counter()
+        now = int(time.time())
+        self.facts["token_iat"], self.facts["token_exp"] = now, now + 86400
+        for name, lo, n in (
+            ("ceiling", r.ceiling_start, r.ceiling),
+            ("storm", r.storm_start, r.storm),
+            ("steady", r.steady_start, r.steady),
+            ("admins", r.admins_start, r.admins),
+        ):
+            path = self.out / "work" / f"viewers-{name}.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("w") as fh:
+                for i in range(lo, lo + n):
+                    fh.write(f"{mint(i, now + 86400, now)} {sid(i)}\n")
+            self.files[name] = path
+        self.facts["tokens_s"] = round(time.perf_counter() - t, 2)
+
+    @staticmethod
+    def _pre_enter(conn: psycopg.Connection[Any], webinar: int, lo: int, n: int) -> None:
+        hi = lo + n - 1
+        conn.execute(
+            "insert into eventlive.registrations "
+            "(webinar_id, user_id, source, registered_at, first_entered_at) "
+            "select %s, bench.uid(i), 'auto', now() - interval '1 hour', now() - interval '1 hour' "
+            "from generate_series(%s::bigint, %s::bigint) i",
+            (webinar, lo, hi),
+        )
+        conn.execute(
+            "insert into eventlive.viewer_sessions (session_id, webinar_id, user_id, started_at) "
+            "select bench.sid(i), %s, bench.uid(i), now() - interval '1 hour' "
+            "from generate_series(%s::bigint, %s::bigint) i",
+            (webinar, lo, hi),
+        )
+        conn.execute(
+            "insert into eventlive.presence "
+            "(webinar_id, user_id, session_id, started_at, last_seen_at) "
+            "select %s, bench.uid(i), bench.sid(i), now() - interval '1 hour', "
+            "now() - interval '1 hour' from generate_series(%s::bigint, %s::bigint) i",
+            (webinar, lo, hi),
+        )
+
+    def statement_calls(self, like: str | None = None) -> int:
+        """Sum of pg_stat_statements calls (optionally of queries matching ``like``)."""
+        if not self.facts.get("pg_stat_statements"):
+            return -1
+        where = "where query ilike %s" if like else "where query not ilike '%%pg_stat_statements%%'"
+        params = (like,) if like else ()
+        rows = self.sql(f"select coalesce(sum(calls), 0) from pg_stat_statements {where}", params)  # noqa: S608 - where is one of two constants
+        return int(rows[0][0])
+
+    def reset_statements(self) -> None:
+        if self.facts.get("pg_stat_statements"):
+            self.sql("select pg_stat_statements_reset()")
+
+    # -- processes -----------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], health: str) -> Proc:
+        port = int(argv[argv.index("--port") + 1])
+        log = self.out / "work" / f"{name}.log"
+        full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
+        with log.open("wb") as fh:
+            popen = subprocess.Popen(
+                argv, env=full_env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        proc = Proc(name, popen, port, log)
+        self.procs[name] = proc
+        deadline = time.monotonic() + 60
+        delay = 0.05
+        while True:
+            if popen.poll() is not None:
+                raise RuntimeError(f"{name} exited ({popen.returncode}); see {log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2) as resp:
+                    if resp.status == 200:
+                        return proc
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not healthy after 60 s; see {log}")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def settle(self, timeout: float = 15.0) -> float:
+        """Wait (bounded) until the database has no active request of the servers and the
+        shim answers /health at once: one scenario's backlog must not land in the next.
+        Returns the seconds waited."""
+        t0 = time.monotonic()
+        calm = 0
+        while time.monotonic() - t0 < timeout and calm < 3:
+            busy = self.sql(
+                "select count(*) from pg_stat_activity "
+                "where usename = 'authenticator' and state = 'active' and pid <> pg_backend_pid()"
+            )[0][0]
+            fast = True
+            shim = self.procs.get("shim")
+            if shim is not None:
+                t = time.monotonic()
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{shim.port}/health", timeout=2):
+                        pass
+                except OSError:
+                    fast = False
+                fast = fast and time.monotonic() - t < 0.02
+            calm = calm + 1 if busy == 0 and fast else 0
+            time.sleep(0.1)
+        return round(time.monotonic() - t0, 2)
+
+    def uvicorn_argv(self, app: str, port: int, workers: int) -> list[str]:
+        return [
+            sys.executable, "-m", "uvicorn", app, "--factory",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+            "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+
+    def start_shim(self) -> Proc:
+        env = {
+            "DATABASE_URL": self.auth_dsn(),
+            "JWT_SECRET": SECRET,
+            "EVENTLIVE_ACCESS_LOG": "0",
+            "EVENTLIVE_POOL_MAX": str(self.pool_max),
+        }
+        argv = self.uvicorn_argv("shim.app:app_from_env", free_port(), self.workers)
+        return self._spawn("shim", argv, env, "/ready")
+
+    def start_old(self, auth_delay_ms: float) -> Proc:
+        """The old design: its API app and the proxy hop in front (both ``workers``)."""
+        for name in ("old-proxy", "old-app"):
+            if name in self.procs:
+                self.procs.pop(name).stop()
+        env = {
+            "OLD_DATABASE_URL": self.auth_dsn(),
+            "JWT_SECRET": SECRET,
+            "OLD_AUTH_DELAY_MS": str(auth_delay_ms),
+            "OLD_POOL_MAX": str(self.pool_max),
+        }
+        app = self._spawn(
+            "old-app",
+            self.uvicorn_argv("bench.old_design.app:create_app", free_port(), self.workers),
+            env,
+            "/health",
+        )
+        return self._spawn(
+            "old-proxy",
+            self.uvicorn_argv("bench.old_design.proxy:create_app", free_port(), self.workers),
+            {"OLD_UPSTREAM": f"http://127.0.0.1:{app.port}"},
+            "/health",
+        )
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.stop()
+        self.procs.clear()
+        self.server.stop()
+
+    def clean(self, *, keep_logs: bool) -> None:
+        """Remove work/ (token files, specs), or all but the process logs."""
+        work = self.out / "work"
+        if not keep_logs:
+            shutil.rmtree(work, ignore_errors=True)
+            return
+        for path in work.glob("*"):
+            if path.suffix != ".log":
+                path.unlink(missing_ok=True)

@@ -1,0 +1,537 @@
+"""``results.json`` -> ``report.md`` + PNG charts. Re-run alone with
+``python -m bench.report DIR`` (it reads DIR/results.json).
+
+Every figure is taken from the run's own measurements; ratios are between figures of
+the same run. Nothing here is hard-coded but the targets of DESIGN §5.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TARGETS = {
+    "ceiling_ratio": 0.5,
+    "old_ratio": 5.0,
+    "storm_p99_ms": 250.0,
+    "steady_viewers": 250_000,
+    "steady_p99_ms": 100.0,
+    "poll_calls_per_interval": 1.0,
+}
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:,.{digits}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return a / b
+
+
+def _yes(ok: bool | None) -> str:
+    return "-" if ok is None else ("yes" if ok else "**no**")
+
+
+def _statuses(s: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in s.items()) or "-"
+
+
+# -- figures ----------------------------------------------------------------------------
+
+
+def figures(r: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a run, computed from its results (None when not run)."""
+    f: dict[str, Any] = {}
+    best = r.get("ceiling", {}).get("best", {})
+    f["ceiling_ping"] = best.get("ping", {}).get("tps")
+    f["ceiling_track"] = best.get("track", {}).get("tps")
+    shim = r.get("closed_shim", {}).get("runs", [])
+    old = r.get("closed_old", {}).get("runs", [])
+
+    def top(
+        runs: list[dict[str, Any]], call: str, target: str | None = None
+    ) -> dict[str, Any] | None:
+        mine = [x for x in runs if x["call"] == call and (target is None or x["target"] == target)]
+        return max(mine, key=lambda x: x["rps"]) if mine else None
+
+    for call in ("ping", "track"):
+        f[f"shim_{call}"] = top(shim, call)
+        f[f"old_{call}"] = {}
+        for target in sorted({x["target"] for x in old}):
+            f[f"old_{call}"][target] = top(old, call, target)
+    storm = r.get("storm", {}).get("runs", [])
+    f["storm"] = storm
+    f["steady"] = r.get("steady", {})
+    f["pollers"] = r.get("pollers", {}).get("runs", [])
+    return f
+
+
+def headline(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """Rows: (figure, measured, target, met)."""
+    f = figures(r)
+    rows: list[tuple[str, str, str, str]] = []
+    sp = f["shim_ping"]
+    if sp:
+        stmts = sp.get("statements_per_call")
+        olds = [o for o in f["old_ping"].values() if o]
+        old_stmts = olds[0].get("statements_per_call") if olds else None
+        rows.append((
+            "Statements per presence_ping (pg_stat_statements)",
+            f"shim {_fmt(stmts)} (one pipeline: 1 round trip); old design {_fmt(old_stmts)}",
+            "1 round trip (old: 3-10 queries)",
+            _yes(stmts is not None and stmts <= 2.05),
+        ))  # fmt: skip
+        ratio = _ratio(sp["rps"], f["ceiling_ping"])
+        rows.append((
+            "Shim presence_ping / pgbench ceiling",
+            f"{_fmt(ratio)} ({_fmt(sp['rps'], 0)} / {_fmt(f['ceiling_ping'], 0)} calls/s)",
+            f"≥ {TARGETS['ceiling_ratio']}",
+            _yes(ratio >= TARGETS["ceiling_ratio"]) if ratio else "-",
+        ))  # fmt: skip
+        for target, o in f["old_ping"].items():
+            if not o:
+                continue
+            ratio = _ratio(sp["rps"], o["rps"])
+            rows.append((
+                f"Shim presence_ping / {target}",
+                f"{_fmt(ratio)} ({_fmt(sp['rps'], 0)} / {_fmt(o['rps'], 0)} req/s)",
+                f"≥ {TARGETS['old_ratio']:g}",
+                _yes(ratio >= TARGETS["old_ratio"]) if ratio else "-",
+            ))  # fmt: skip
+    st = f["shim_track"]
+    if st:
+        ratio = _ratio(st["rps"], f["ceiling_track"])
+        rows.append((
+            "Shim track_access / pgbench ceiling",
+            f"{_fmt(ratio)} ({_fmt(st['rps'], 0)} / {_fmt(f['ceiling_track'], 0)} calls/s)",
+            "(no target)",
+            "-",
+        ))  # fmt: skip
+    for s in f["storm"]:
+        t = s["track"]
+        ok = (
+            t["errors_5xx"] == 0 and t["errors_409"] == 0 and t["no_answer"] == 0
+            and s["registrations"] == s["viewers"] and t["p99_ms"] < TARGETS["storm_p99_ms"]
+        )  # fmt: skip
+        rows.append((
+            f"Join storm, {s['target']}: {s['viewers']:,} viewers in {s['window_s']:g} s, "
+            f"{s['doubles']:,} twice",
+            f"5xx {t['errors_5xx']}, 409 {t['errors_409']}, no answer {t['no_answer']}, "
+            f"registrations {s['registrations']:,}, p99 {_fmt(t['p99_ms'], 1)} ms",
+            f"0 5xx, 0 409, {s['viewers']:,} registrations, p99 < {TARGETS['storm_p99_ms']:g} ms",
+            _yes(ok),
+        ))  # fmt: skip
+    steady = f["steady"]
+    if steady.get("probes"):
+        v = steady["best_viewers"]
+        note = " (pool size reached: more not tried)" if steady.get("limited_by_pool") else ""
+        rows.append((
+            "Steady state: largest V with p99 < 100 ms",
+            f"{v:,} viewers ({_fmt(steady['best_rps'], 0)} calls/s){note}",
+            f"≥ {TARGETS['steady_viewers']:,} (≈ 2,900 calls/s)",
+            _yes(v >= TARGETS["steady_viewers"]),
+        ))  # fmt: skip
+    for p in f["pollers"]:
+        rows.append((
+            f"Pollers: {p['admins']} admin(s) every 5 s",
+            f"{_fmt(p['db_calls_per_interval'])} access_stats calls / interval, "
+            f"poll p99 {_fmt(p['stats']['p99_ms'], 1)} ms",
+            "≤ 1 call / interval",
+            _yes(p["db_calls_per_interval"] <= TARGETS["poll_calls_per_interval"]),
+        ))  # fmt: skip
+    return rows
+
+
+# -- charts --------------------------------------------------------------------------------
+
+
+def charts(out: Path, r: dict[str, Any]) -> dict[str, str]:  # noqa: PLR0912, PLR0915
+    """Write the PNGs; returns {name: file} (empty when matplotlib is missing)."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional: the bench extra
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        return {}
+    made: dict[str, str] = {}
+
+    # 1. throughput against concurrency
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, call in zip(axes, ("ping", "track"), strict=True):
+        for mode in ("prepared", "pipeline"):
+            pts = [
+                (x["clients"], x["tps"])
+                for x in r.get("ceiling", {}).get("runs", [])
+                if x["call"] == call and x["mode"] == mode
+            ]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", label=f"pgbench {mode}")
+        groups: dict[str, list[tuple[int, float]]] = {}
+        for key in ("closed_shim", "closed_old"):
+            for x in r.get(key, {}).get("runs", []):
+                if x["call"] == call:
+                    groups.setdefault(x["target"], []).append((x["connections"], x["rps"]))
+        for target, pts in groups.items():
+            ax.plot(*zip(*sorted(pts), strict=True), marker="s", label=target)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("clients / connections")
+        ax.set_ylabel("calls per second")
+        ax.set_title("presence_ping" if call == "ping" else "track_access (re-track)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=110)
+    plt.close(fig)
+    made["throughput"] = "throughput.png"
+
+    # 2. latency against offered load (open model)
+    runs = r.get("open", {}).get("runs", [])
+    if runs:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for target in dict.fromkeys(x["target"] for x in runs):
+            pts = sorted((x["offered_rps"], x) for x in runs if x["target"] == target)
+            xs = [p[0] for p in pts]
+            for q, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
+                ax.plot(xs, [p[1][q] for p in pts], style, marker="o", label=f"{target} {q[:3]}")
+        ax.set_yscale("log")
+        ax.set_xlabel("offered presence_ping rate (requests/s, open model)")
+        ax.set_ylabel("latency (ms, from scheduled send)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "latency_vs_load.png", dpi=110)
+        plt.close(fig)
+        made["latency"] = "latency_vs_load.png"
+
+    # 3. join storm: track_access p99 per second
+    storms = r.get("storm", {}).get("runs", [])
+    if storms:
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        for s in storms:
+            tl = s["timeline"]
+            ax.plot(
+                [p["second"] for p in tl], [p["p99_ms"] for p in tl], marker=".", label=s["target"]
+            )
+        ax.axhline(TARGETS["storm_p99_ms"], color="red", lw=0.8, ls="--", label="target p99")
+        ax.set_yscale("log")
+        ax.set_xlabel("second of the storm (by scheduled entry)")
+        ax.set_ylabel("track_access p99 (ms)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "storm.png", dpi=110)
+        plt.close(fig)
+        made["storm"] = "storm.png"
+
+    # 4. steady state search
+    probes = r.get("steady", {}).get("probes", [])
+    if probes:
+        fig, ax = plt.subplots(figsize=(8, 4.2))
+        pts = sorted((p["viewers"], p["p99_ms"], p["passed"]) for p in probes)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="grey", lw=0.8)
+        for v, p99, ok in pts:
+            ax.plot(v, p99, "o", color="green" if ok else "red")
+        ax.axhline(TARGETS["steady_p99_ms"], color="red", lw=0.8, ls="--", label="p99 100 ms")
+        ax.set_yscale("log")
+        ax.set_xlabel("simulated concurrent viewers V (rate = V/120 + V/300 per s)")
+        ax.set_ylabel("p99 (ms)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "steady.png", dpi=110)
+        plt.close(fig)
+        made["steady"] = "steady.png"
+
+    # 5. pollers
+    polls = r.get("pollers", {}).get("runs", [])
+    if polls:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        labels = [str(p["admins"]) for p in polls]
+        ax.bar(labels, [p["db_calls_per_interval"] for p in polls], color="tab:blue")
+        ax.axhline(1.0, color="red", lw=0.8, ls="--", label="target ≤ 1")
+        ax.set_xlabel("admins polling every 5 s")
+        ax.set_ylabel("access_stats database calls per 5 s")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "pollers.png", dpi=110)
+        plt.close(fig)
+        made["pollers"] = "pollers.png"
+    return made
+
+
+# -- markdown ------------------------------------------------------------------------------
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out
+
+
+def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, PLR0915
+    meta = r["meta"]
+    cfg = meta["config"]
+    facts = meta.get("facts", {})
+    tools = meta.get("tools", {})
+    machine = meta["machine"]
+    f = figures(r)
+    lines = [
+        "# eventlive-rpc benchmark report",
+        "",
+        f"Run `{cfg['name']}` started {meta['started_utc']}, took {_fmt(meta.get('duration_s'), 0)} s.",
+        "All figures below were measured in this run; ratios compare figures of this run only.",
+        "",
+        "## Headline (DESIGN §5 targets)",
+        "",
+        *_table(["figure", "measured", "target", "met"], [list(x) for x in headline(r)]),
+        "",
+    ]
+    failed = meta.get("scenarios_failed") or {}
+    if failed:
+        lines += ["**Scenarios that failed in this run:**", ""]
+        lines += [f"- `{k}`: {v}" for k, v in failed.items()]
+        lines.append("")
+    lines += [
+        "## Machine and tools",
+        "",
+        f"- {machine['cores']} cores ({machine['cpu']}), {machine['memory']}, {machine['os']}",
+        f"- PostgreSQL {facts.get('pg_version', '?')} ({facts.get('pg_bindir', '?')}), "
+        "throwaway server from `shim.embedded` (fsync off, full_page_writes off; "
+        "synchronous_commit at its default)",
+        "- " + ", ".join(f"{k} {v}" for k, v in tools.items()),
+        f"- Shim: uvicorn, {cfg['workers']} worker(s), pool max {cfg['pool_max']} per worker, "
+        "access log off. Old design: API app and proxy hop, "
+        f"{cfg['workers']} worker(s) each, the same pool max.",
+        f"- Closed-loop generator: {cfg['loadgen']}. Open-model, storm, steady-state and poller "
+        "runs use the Python generator (`bench.loadgen`, asyncio + uvloop, own process).",
+        "- **Everything shares the same cores**: load generator, shim (and old design), "
+        "PostgreSQL. The generator's CPU is taken from the servers it measures.",
+        "",
+        "## Exact commands",
+        "",
+        f"- Whole run: `{meta['command']}`",
+    ]
+    ceiling = r.get("ceiling", {})
+    seen = set()
+    for x in ceiling.get("runs", []):
+        if x["mode"] in seen:
+            continue
+        seen.add(x["mode"])
+        lines.append(
+            f"- pgbench ({x['mode']}), e.g.: `{x['command']}`, script `{x['script_name']}`:"
+        )
+        lines += ["", "```", x["script"].rstrip(), "```", ""]
+    shim_runs = r.get("closed_shim", {}).get("runs", [])
+    if shim_runs:
+        lines.append(f"- closed loop, e.g.: `{shim_runs[0]['command']}`")
+    lines.append("")
+
+    # 1. ceiling
+    lines += ["## 1. Ceiling: pgbench on the same SQL functions", ""]
+    if ceiling.get("skipped"):
+        lines.append(f"Skipped: {ceiling['skipped']}")
+    for note in ceiling.get("notes", []):
+        lines.append(f"Note: {note}")
+    runs = ceiling.get("runs", [])
+    if runs:
+        lines += [
+            "pgbench logs in as the shim does (`authenticator`) and switches to "
+            "`authenticated` with the viewer's claims, transaction-locally. `pipeline`: the SQL "
+            "side's scripts (`bench/pgbench_presence_ping.sql`, `bench/pgbench_track_access.sql`): "
+            "begin, role, claims, call, commit in one pipeline -- one round trip, the shim's "
+            "exchange -- with `-M extended` (pgbench prepares a pipeline's statements up front "
+            "as the login role, which may not use schema `api`). `prepared`: `-M prepared`, the "
+            "same statements one after another (five round trips, parsed once per connection). "
+            "track_access is a re-confirmation with the viewer's session id. Viewers drawn at "
+            f"random from {cfg['ceiling_pool']:,} pre-entered ones of a webinar with a 15 s "
+            "heartbeat (3.75 s ping throttle), so most pings write.",
+            "",
+        ]
+        lines += _table(
+            ["call", "mode", "clients", "calls/s", "avg latency ms", "failed"],
+            [
+                [x["call"], x["mode"], str(x["clients"]), _fmt(x["tps"], 0),
+                 _fmt(x["latency_avg_ms"], 3), str(x["failed"])]
+                for x in runs
+            ],
+        )  # fmt: skip
+        lines.append("")
+        for call, b in ceiling.get("best", {}).items():
+            lines.append(
+                f"Ceiling {call}: **{_fmt(b['tps'], 0)} calls/s** ({b['mode']}, {b['clients']} clients)."
+            )
+        lines.append("")
+
+    # 2/3. closed loop
+    lines += ["## 2-3. Shim and old design, closed loop (maximum)", ""]
+    closed_runs = r.get("closed_shim", {}).get("runs", []) + r.get("closed_old", {}).get("runs", [])
+    if closed_runs:
+        lines += [
+            "Each request as its own viewer (pre-minted HS256 JWT, its session id), on the "
+            "legacy routes both designs serve (`/api/webinars/{id}/presence/ping`, "
+            "`.../access/track` with the session id: a re-track). The old design: per call "
+            "a simulated auth-server lookup (the delay given; realistic default 30 ms; the "
+            "incident saw ~2 s, which would make any ratio absurd), then separate queries, "
+            "each its own PostgREST-style transaction, through a proxy hop.",
+            "",
+        ]
+        rows = []
+        for x in closed_runs:
+            ceil = f.get(f"ceiling_{x['call']}")
+            sp = f.get(f"shim_{x['call']}")
+            rows.append([
+                x["target"], x["call"], str(x["connections"]), _fmt(x["rps"], 0),
+                _fmt(x["p50_ms"]), _fmt(x["p95_ms"]), _fmt(x["p99_ms"]), _fmt(x["max_ms"]),
+                _statuses(x["statuses"]), _fmt(x.get("statements_per_call")),
+                _fmt(_ratio(x["rps"], ceil)),
+                _fmt(_ratio(sp["rps"], x["rps"])) if sp and x["target"] != "shim" else "-",
+            ])  # fmt: skip
+        lines += _table(
+            ["target", "call", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
+             "statuses", "stmts/call", "/ ceiling", "shim best / this"],
+            rows,
+        )  # fmt: skip
+        lines.append("")
+    if "throughput" in made:
+        lines += [f"![throughput against concurrency]({made['throughput']})", ""]
+
+    opened = r.get("open", {}).get("runs", [])
+    if opened:
+        lines += [
+            "### Open model: latency against offered load (presence_ping)",
+            "",
+            "Requests scheduled at a fixed rate whatever the answers (up to 256 keep-alive "
+            "connections); latency from the scheduled moment, so overload shows as latency.",
+            "",
+        ]
+        lines += _table(
+            ["target", "offered/s", "of closed max", "answered/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "statuses"],
+            [
+                [x["target"], _fmt(x["offered_rps"], 0), _fmt(x["fraction_of_closed_max"]),
+                 _fmt(x["rps"], 0), _fmt(x["p50_ms"]), _fmt(x["p95_ms"]), _fmt(x["p99_ms"]),
+                 _fmt(x["max_ms"]), _statuses(x["statuses"])]
+                for x in opened
+            ],
+        )  # fmt: skip
+        lines.append("")
+    if "latency" in made:
+        lines += [f"![latency against offered load]({made['latency']})", ""]
+
+    # 4. storm
+    storms = r.get("storm", {}).get("runs", [])
+    if storms:
+        s0 = storms[0]
+        lines += [
+            "## 4. Join storm",
+            "",
+            f"{s0['viewers']:,} never-registered viewers call track_access (no session id) at "
+            f"uniform random moments within {s0['window_s']:g} s; {s0['doubles']:,} of them "
+            "twice at the same moment (two tabs). Each then pings once at the "
+            f"first_ping_in its answer gave, divided by {s0['compress']:g} (time compression: "
+            "the 120 s heartbeat spread plays out in "
+            f"{120 / s0['compress']:.0f} s). A viewer with two tabs pings with the session "
+            "that superseded the other.",
+            "",
+        ]
+        lines += _table(
+            ["target", "track calls", "track statuses", "track p50 / p99 / max ms",
+             "registrations", "pings", "ping statuses", "ping p99 ms"],
+            [
+                [s["target"], _fmt(s["track"]["requests"]), _statuses(s["track"]["statuses"]),
+                 f"{_fmt(s['track']['p50_ms'])} / {_fmt(s['track']['p99_ms'])} / {_fmt(s['track']['max_ms'])}",
+                 _fmt(s["registrations"]), _fmt(s["ping"]["requests"]),
+                 _statuses(s["ping"]["statuses"]), _fmt(s["ping"]["p99_ms"])]
+                for s in storms
+            ],
+        )  # fmt: skip
+        lines.append("")
+        if "storm" in made:
+            lines += [f"![join storm]({made['storm']})", ""]
+
+    # 5. steady
+    steady = r.get("steady", {})
+    if steady.get("probes"):
+        lines += [
+            "## 5. Steady state",
+            "",
+            "V viewers at their real intervals: a ping every 120 s and a re-track every "
+            "300 s each, so V/120 + V/300 calls/s (71 % pings, 29 % tracks), open model. "
+            "No time compression: the rate is the real one, and the viewers are visited in "
+            f"a shuffled round robin over a pool of V pre-entered viewers (pool up to "
+            f"{steady['pool']:,}), so each viewer's calls are ~86 s apart and every ping "
+            "writes. A probe passes with p99 < 100 ms, only 2xx answers and the offered rate "
+            "achieved; V doubles until a probe fails, then bisects.",
+            "",
+        ]
+        lines += _table(
+            ["V", "offered/s", "answered/s", "p50 ms", "p99 ms", "max ms", "statuses", "passed"],
+            [
+                [_fmt(p["viewers"]), _fmt(p["offered_rps"], 0), _fmt(p["rps"], 0), _fmt(p["p50_ms"]),
+                 _fmt(p["p99_ms"]), _fmt(p["max_ms"]), _statuses(p["statuses"]), _yes(p["passed"])]
+                for p in steady["probes"]
+            ],
+        )  # fmt: skip
+        lines += ["", f"Largest V that passed: **{steady['best_viewers']:,}**.", ""]
+        if "steady" in made:
+            lines += [f"![steady state search]({made['steady']})", ""]
+
+    # 6. pollers
+    pol = r.get("pollers", {})
+    if pol.get("skipped"):
+        lines += ["## 6. Pollers", "", f"Skipped: {pol['skipped']}", ""]
+    elif pol.get("runs"):
+        lines += [
+            "## 6. Pollers",
+            "",
+            "Admins (webinar staff) GET `/api/webinars/{id}/stats/access` every 5 s, "
+            f"staggered, while viewers heartbeat at {pol['viewer_rps']:g}/s. Database calls: "
+            "pg_stat_statements `calls` of statements calling access_stats, reset before "
+            "each run.",
+            "",
+        ]
+        lines += _table(
+            ["admins", "seconds", "access_stats db calls", "per 5 s", "polls", "poll statuses",
+             "poll p99 ms", "ping p99 ms"],
+            [
+                [str(p["admins"]), _fmt(p["seconds"], 0), _fmt(p["db_calls"]),
+                 _fmt(p["db_calls_per_interval"]), _fmt(p["stats"]["requests"]),
+                 _statuses(p["stats"]["statuses"]), _fmt(p["stats"]["p99_ms"]), _fmt(p["ping"]["p99_ms"])]
+                for p in pol["runs"]
+            ],
+        )  # fmt: skip
+        lines.append("")
+        if "pollers" in made:
+            lines += [f"![pollers]({made['pollers']})", ""]
+    notes = r.get("notes")
+    if notes:
+        lines += ["## Notes", "", notes.strip(), ""]
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, results: dict[str, Any]) -> Path:
+    made = charts(out, results)
+    path = out / "report.md"
+    path.write_text(markdown(results, made))
+    return path
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    write(out, json.loads((out / "results.json").read_text()))
+    print(out / "report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

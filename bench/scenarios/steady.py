@@ -1,0 +1,81 @@
+"""5. Steady state: V viewers at their real intervals (ping every 120 s, re-track every
+300 s: V/120 + V/300 calls/s, 71 % pings, 29 % tracks), open model. No time
+compression: the rate is real, and viewers are visited in a shuffled round robin over a
+pool of V pre-entered viewers, so one viewer's calls are V/rate (~86 s) apart and every
+ping writes (the 30 s throttle does not flatter it). The largest V with p99 < 100 ms, no
+error and the offered rate achieved: doubling, then bisection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench import drivers, stats
+from bench.env import W_STEADY
+
+PER_VIEWER = 1 / 120 + 1 / 300
+TRACK_SHARE = (1 / 300) / PER_VIEWER
+
+
+def probe(ctx: Any, viewers: int, n: int) -> dict[str, Any]:
+    world, cfg = ctx.world, ctx.cfg
+    rate = viewers * PER_VIEWER
+    world.settle()
+    spec = {
+        "mode": "open", "host": "127.0.0.1", "port": world.procs["shim"].port,
+        "rate": rate, "duration": cfg.steady_seconds, "viewers": str(world.files["steady"]),
+        "limit": viewers, "seed": n, "webinar": W_STEADY, "mix_track": TRACK_SHARE,
+        "max_connections": 256,
+    }  # fmt: skip
+    raw = drivers.run_python(spec, world.out / "work", f"steady-{viewers}")
+    res = stats.summarize(raw["rows"], cfg.steady_seconds)
+    res["ping"] = stats.summarize(raw["rows"], cfg.steady_seconds, "ping")
+    res["track"] = stats.summarize(raw["rows"], cfg.steady_seconds, "track")
+    res.update(viewers=viewers, offered_rps=round(rate, 1))
+    res["passed"] = (
+        res["p99_ms"] < 100 and stats.ok_fraction(res) == 1.0 and res["rps"] >= 0.95 * rate
+    )
+    ctx.log(
+        f"steady V={viewers} ({rate:.0f}/s): p99 {res['p99_ms']} ms {res['statuses']} passed={res['passed']}"
+    )
+    return res
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    cfg = ctx.cfg
+    pool = ctx.world.ranges.steady
+    probes = []
+    v = min(cfg.steady_start, pool)
+    good, bad = 0, None
+    while True:
+        res = probe(ctx, v, len(probes))
+        probes.append(res)
+        if res["passed"]:
+            good = v
+            if v >= pool:
+                break
+            v = min(v * 2, pool)
+        else:
+            bad = v
+            break
+    steps = 0
+    while (
+        bad is not None
+        and good
+        and steps < cfg.steady_bisect
+        and bad - good > max(1000, good // 10)
+    ):
+        v = (good + bad) // 2
+        res = probe(ctx, v, len(probes))
+        probes.append(res)
+        if res["passed"]:
+            good = v
+        else:
+            bad = v
+        steps += 1
+    return {
+        "probes": probes,
+        "best_viewers": good,
+        "best_rps": round(good * PER_VIEWER, 1),
+        "limited_by_pool": bad is None,
+        "pool": pool,
+    }

@@ -1,0 +1,47 @@
+"""Summaries of load-generator rows: rate, percentiles, statuses."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def summarize(rows: list[list[Any]], elapsed: float, kind: str | None = None) -> dict[str, Any]:
+    """rows: [kind, scheduled_offset_s, latency_ms, status]; only ``kind`` when given.
+
+    ``rps`` counts answered requests (any status but 0) per second of ``elapsed``.
+    """
+    picked = [r for r in rows if kind is None or r[0] == kind]
+    lat = sorted(float(r[2]) for r in picked)
+    statuses = Counter(str(int(r[3])) for r in picked)
+    answered = sum(n for s, n in statuses.items() if s != "0")
+    return {
+        "requests": len(picked),
+        "answered": answered,
+        "elapsed_s": round(elapsed, 3),
+        "rps": round(answered / elapsed, 1) if elapsed > 0 else 0.0,
+        "p50_ms": round(percentile(lat, 50), 2),
+        "p95_ms": round(percentile(lat, 95), 2),
+        "p99_ms": round(percentile(lat, 99), 2),
+        "max_ms": round(lat[-1], 2) if lat else 0.0,
+        "statuses": dict(sorted(statuses.items())),
+        "errors_5xx": sum(n for s, n in statuses.items() if s.startswith("5")),
+        "errors_409": statuses.get("409", 0),
+        "no_answer": statuses.get("0", 0),
+    }
+
+
+def ok_fraction(summary: dict[str, Any]) -> float:
+    """Share of requests answered 2xx."""
+    total = summary["requests"]
+    good = sum(n for s, n in summary["statuses"].items() if s.startswith("2"))
+    return good / total if total else 0.0
