@@ -120,11 +120,21 @@ grant execute on function bench.presence_ping_counted(bigint, uuid) to authentic
 """
 
 
+RECORD = re.compile(r"len \(rec/tot\):\s*(\d+)/\s*(\d+), tx:\s*(\d+)")
+BLOCK_REF = re.compile(r"rel \d+/(\d+)/\d+")
+
+
 def waldump_split(admin: psycopg.Connection[Any], start: int, end: int) -> tuple[int, int] | None:
-    """(record bytes, full-page-image bytes) written between two LSNs, by pg_waldump
-    --stats; None when the WAL directory or pg_waldump is not reachable from here."""
+    """(record bytes, full-page-image bytes) that this database wrote between two LSNs.
+
+    pg_waldump lists every record; a record is ours when it touches a block of this
+    database, and a commit record when its transaction wrote one of those. So other
+    databases on a shared server (tests cloning templates, ...) do not count. None when
+    the WAL directory or pg_waldump is not reachable from here.
+    """
     row = admin.execute(
-        "select current_setting('data_directory'), current_setting('server_version_num')::int / 10000"
+        "select current_setting('data_directory'), current_setting('server_version_num')::int / 10000,"
+        " (select oid from pg_database where datname = current_database())::text"
     ).fetchone()
     assert row is not None
     waldump = Path(f"/usr/lib/postgresql/{row[1]}/bin/pg_waldump")
@@ -133,13 +143,29 @@ def waldump_split(admin: psycopg.Connection[Any], start: int, end: int) -> tuple
         return None
     lsn = lambda v: f"{v >> 32:X}/{v & 0xFFFFFFFF:X}"  # noqa: E731
     out = subprocess.run(
-        [str(waldump), "--stats", "-p", str(wal_dir), "-s", lsn(start), "-e", lsn(end)],
+        [str(waldump), "-p", str(wal_dir), "-s", lsn(start), "-e", lsn(end)],
         capture_output=True,
         text=True,
         check=False,
     )
-    total = re.search(r"^Total\s+\d+\s+(\d+)\s+\[[^]]*\]\s+(\d+)", out.stdout, re.MULTILINE)
-    return (int(total.group(1)), int(total.group(2))) if total else None
+    if not out.stdout:
+        print(f"pg_waldump: {out.stderr.strip()}", file=sys.stderr)
+        return None
+    ours: set[str] = set()
+    records = images = 0
+    for line in out.stdout.splitlines():
+        match = RECORD.search(line)
+        if match is None:
+            continue
+        rec, tot, tx = match.groups()
+        mine = row[2] in BLOCK_REF.findall(line)
+        if mine and tx != "0":
+            ours.add(tx)
+        elif not mine and not (tx in ours and line.startswith("rmgr: Transaction")):
+            continue
+        records += int(rec)
+        images += int(tot) - int(rec)
+    return records, images
 
 
 @dataclass
@@ -304,22 +330,27 @@ def hot_path_runs(args: argparse.Namespace, admin: psycopg.Connection[Any]) -> l
 
 
 def print_results(results: list[Result]) -> None:
-    print("WAL B/call = all WAL / calls; of which records and full-page images (pg_waldump),")
-    print("the images being paid once per page after the checkpoint that starts each run.\n")
+    print("WAL B/call: this database's WAL per call (pg_waldump: records + full-page images;")
+    print("images are paid once per page after the checkpoint that starts each run, so they")
+    print("shrink in longer runs). Cluster-wide LSN difference per call in the last column.\n")
     print(
         f"{'run':38} {'calls/s':>8} {'ms/call':>8} {'calls':>7} {'rows written':>12}"
-        f" {'HOT %':>6} {'WAL B/call':>10} {'records':>8} {'images':>8}"
+        f" {'HOT %':>6} {'WAL B/call':>10} {'records':>8} {'images':>8} {'cluster':>8}"
     )
     for r in results:
         hot = f"{100 * r.hot / r.upd:.0f}" if r.upd else "-"
-        rec, img = (
-            (f"{r.wal_split[0] / r.calls:.0f}", f"{r.wal_split[1] / r.calls:.0f}")
+        total, rec, img = (
+            (
+                f"{sum(r.wal_split) / r.calls:.0f}",
+                f"{r.wal_split[0] / r.calls:.0f}",
+                f"{r.wal_split[1] / r.calls:.0f}",
+            )
             if r.wal_split
-            else ("?", "?")
+            else ("?", "?", "?")
         )
         print(
             f"{r.name:38} {r.tps:8.0f} {r.latency_ms:8.2f} {r.calls:7d} {r.ins:12d}"
-            f" {hot:>6} {r.wal_bytes / r.calls:10.0f} {rec:>8} {img:>8}"
+            f" {hot:>6} {total:>10} {rec:>8} {img:>8} {r.wal_bytes / r.calls:8.0f}"
         )
 
 
