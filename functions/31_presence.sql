@@ -1,7 +1,9 @@
 -- The heartbeat: the call made most often, so it costs as little as Postgres allows.
 -- Fast path = the webinar row by primary key + one HOT update of the viewer's presence
 -- row (only last_seen_at changes, no index covers it, fillfactor 70). It never
--- registers. Security definer: viewers cannot write presence directly.
+-- registers. Writes: its presence row, or nothing when throttled; once per minute per
+-- webinar, the first call also stores the minute's viewer count (sample_presence).
+-- Security definer: viewers cannot write presence directly.
 create or replace function api.presence_ping(webinar_id bigint, session_id uuid)
 returns void
 language plpgsql
