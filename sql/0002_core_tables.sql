@@ -92,12 +92,12 @@ create table eventlive.viewer_sessions (
     user_id uuid not null references auth.users (id) on delete cascade,
     started_at timestamptz not null default now(),
     ended_at timestamptz,
-    end_reason text check (end_reason in ('left', 'superseded', 'expired', 'removed')),
+    end_reason text check (end_reason in ('left', 'superseded', 'expired')),
     superseded_by uuid,
     client jsonb,
     check ((ended_at is null) = (end_reason is null))
 );
-comment on table eventlive.viewer_sessions is 'Viewing sessions, one per device entry; ended ones say why (left|superseded|expired|removed).';
+comment on table eventlive.viewer_sessions is 'Viewing sessions, one per device entry; ended ones say why (left|superseded|expired).';
 alter table eventlive.viewer_sessions enable row level security;
 grant select on eventlive.viewer_sessions to authenticated;
 grant select, insert, update, delete on eventlive.viewer_sessions to service_role;
