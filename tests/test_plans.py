@@ -241,7 +241,7 @@ def assert_intended(found: dict[str, set[str]], *required: str | set[str]) -> No
         assert used(found) & options, (need, found)
 
 
-def test_presence_ping_finds_its_rows_by_primary_keys(explain: Any) -> None:
+def test_presence_ping_finds_its_rows_by_key(explain: Any) -> None:
     found = scans(explain("select api.presence_ping(%s, %s)", (BIG, session(42)), uid(42)))
     assert_intended(found, "webinars_pkey", "presence_pkey", REGISTRATION)
     update = [v for k, v in found.items() if k.startswith("update eventlive.presence")]
@@ -249,7 +249,7 @@ def test_presence_ping_finds_its_rows_by_primary_keys(explain: Any) -> None:
     assert "presence_pkey" in update[0]
 
 
-def test_a_throttled_or_refused_ping_also_uses_primary_keys(
+def test_a_throttled_or_refused_ping_also_uses_key_lookups(
     explain: Any, loaded: psycopg.Connection[Any]
 ) -> None:
     loaded.execute(
@@ -265,7 +265,7 @@ def test_a_throttled_or_refused_ping_also_uses_primary_keys(
     assert_intended(scans(plans), "presence_pkey", REGISTRATION, SESSION)
 
 
-def test_track_access_reentry_and_supersession_use_primary_keys(explain: Any) -> None:
+def test_track_access_reentry_and_supersession_use_key_lookups(explain: Any) -> None:
     reconfirm = scans(explain("select api.track_access(%s, %s)", (BIG, session(7)), uid(7)))
     supersede = scans(explain("select api.track_access(%s)", (BIG,), uid(8)))
     assert_intended(
@@ -276,7 +276,7 @@ def test_track_access_reentry_and_supersession_use_primary_keys(explain: Any) ->
     )
 
 
-def test_a_new_viewer_auto_registers_through_primary_keys(
+def test_a_new_viewer_auto_registers_through_key_lookups(
     explain: Any, loaded: psycopg.Connection[Any]
 ) -> None:
     newcomer = uuid.uuid4()
@@ -285,7 +285,7 @@ def test_a_new_viewer_auto_registers_through_primary_keys(
     assert_intended(found, "webinars_pkey", REGISTRATION, "presence_pkey", "users_pkey")
 
 
-def test_presence_leave_uses_primary_keys(explain: Any) -> None:
+def test_presence_leave_uses_key_lookups(explain: Any) -> None:
     found = scans(explain("select api.presence_leave(%s, %s)", (BIG, session(9)), uid(9)))
     assert_intended(found, "webinars_pkey", "presence_pkey", SESSION)
 
@@ -322,7 +322,7 @@ def test_participants_pages_along_the_presence_key(explain: Any) -> None:
     assert_intended(found, "webinar_staff_pkey", "presence_pkey", "profiles_pkey")
 
 
-def test_profiles_batch_uses_primary_keys(explain: Any) -> None:
+def test_profiles_batch_uses_key_lookups(explain: Any) -> None:
     found = scans(
         explain("select api.profiles_batch(%s)", ([uid(n) for n in range(1, 301)],), STAFF)
     )
