@@ -2,6 +2,9 @@
 -- schema runs on plain PostgreSQL 15+ and on a Supabase project unchanged.
 -- On Supabase every object below exists and this file changes nothing.
 
+-- Catalog and role changes queue behind live transactions: give up rather than stall.
+set local lock_timeout = '5s';
+
 -- Roles are cluster-wide: create each one only if absent, never alter an existing one.
 do $roles$
 begin
@@ -18,10 +21,10 @@ begin
     if not exists (select from pg_catalog.pg_roles where rolname = 'authenticator') then
         create role authenticator login noinherit;
     end if;
+    -- Granting a membership that exists only repeats a notice; Supabase has them all.
+    grant anon, authenticated, service_role to authenticator;
 end
 $roles$;
-
-grant anon, authenticated, service_role to authenticator;
 
 create schema if not exists auth;
 

@@ -104,14 +104,17 @@ grant select, insert, update, delete on eventlive.viewer_sessions to service_rol
 
 -- Live presence: one row per viewer per webinar naming the active session. Heartbeats
 -- update last_seen_at in place; no index covers it and the fill factor leaves room,
--- so those updates stay HOT (no index writes).
+-- so those updates stay HOT (no index writes). Only registered viewers are present:
+-- the key references their registration, so deleting a user or a registration
+-- cascades here through this table's own primary key (no extra index to maintain).
 create table eventlive.presence (
     webinar_id bigint not null references eventlive.webinars (id) on delete cascade,
-    user_id uuid not null references auth.users (id) on delete cascade,
+    user_id uuid not null,
     session_id uuid not null,
     started_at timestamptz not null default now(),
     last_seen_at timestamptz not null default now(),
-    primary key (webinar_id, user_id)
+    primary key (webinar_id, user_id),
+    foreign key (webinar_id, user_id) references eventlive.registrations (webinar_id, user_id) on delete cascade
 ) with (fillfactor = 70);
 comment on table eventlive.presence is 'The active session of each viewer of each webinar and when it was last seen (heartbeat).';
 alter table eventlive.presence enable row level security;
