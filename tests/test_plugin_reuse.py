@@ -108,3 +108,22 @@ def test_kit_works_in_another_project_on_its_own_throwaway_server(tmp_path: Path
 def _version(server: EventliveServer) -> str:
     with psycopg.connect(server.admin_dsn()) as conn:
         return conn.info.parameter_status("server_version") or "?"
+
+
+def test_plugin_imports_without_the_test_extra() -> None:
+    """The pytest11 entry point loads the plugin wherever eventlive-rpc is installed, so
+    it must import without pytest-postgresql (which only the [test] extra brings)."""
+    blocked = (
+        "import sys; sys.modules['pytest_postgresql'] = None\n"
+        "import shim.testing.plugin, shim.testing\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", blocked],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.stdout.strip() == "ok", proc.stderr

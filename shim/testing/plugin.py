@@ -26,15 +26,17 @@ import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from shim.embedded import TemporaryServer
 from shim.pgbin import find_binaries
+
+if TYPE_CHECKING:
+    from pytest_postgresql.janitor import DatabaseJanitor
 
 DSN_ENV = "EVENTLIVE_TEST_DSN"
 AUTHENTICATOR = "authenticator"
@@ -95,6 +97,10 @@ class EventliveServer:
         self, dbname: str, *, template: str | None = None, as_template: bool = False
     ) -> DatabaseJanitor:
         """pytest-postgresql's janitor for creating / dropping ``dbname`` here."""
+        # Imported here: the entry point loads this plugin wherever eventlive-rpc is
+        # installed, also without the [test] extra that brings pytest-postgresql.
+        from pytest_postgresql.janitor import DatabaseJanitor  # noqa: PLC0415
+
         return DatabaseJanitor(
             user=self.user,
             password=self.password,
