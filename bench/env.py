@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -84,6 +85,94 @@ def mint(i: int, exp: int, iat: int) -> str:
         "exp": exp,
     }
     return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+Snapshot = dict[int, tuple[str, int, int, int]]
+
+
+def cpu_snapshot() -> tuple[float, Snapshot]:
+    """(when, pid -> (comm, process group, parent, CPU ticks of it + its reaped children))."""
+    out: Snapshot = {}
+    now = time.monotonic()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
+        f = raw[raw.rindex(")") + 2 :].split()
+        # f[0] = field 3 (state): ppid 4, pgrp 5, utime 14, stime 15, cutime 16, cstime 17
+        ticks = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+        out[int(entry.name)] = (comm, int(f[2]), int(f[1]), ticks)
+    return now, out
+
+
+def cpu_split(
+    before: tuple[float, Snapshot],
+    after: tuple[float, Snapshot],
+    groups: dict[int, str],
+    postmaster: int | None,
+) -> dict[str, float]:
+    """Cores used per component between two snapshots. A process counts with its reaped
+    children, so backends that came and went between the snapshots are in their
+    postmaster's figure. Ours: the servers by process group (``groups``: pgid -> name),
+    PostgreSQL = our postmaster and its children; this process is left out (its waited
+    children, the load generators, are measured by getrusage); the rest is ``other``."""
+    elapsed = after[0] - before[0]
+    if elapsed <= 0:
+        return {}
+    me = os.getpid()
+
+    def totals(snap: Snapshot) -> dict[str, int]:
+        acc: dict[str, int] = {}
+        for pid, (_comm, pgrp, ppid, ticks) in snap.items():
+            if pid == me:
+                continue
+            if postmaster is not None and postmaster in (pid, ppid):
+                name = "postgres"
+            elif pgrp in groups:
+                name = groups[pgrp]
+            else:
+                name = "other (not the bench's)"
+            acc[name] = acc.get(name, 0) + ticks
+        return acc
+
+    t0, t1 = totals(before[1]), totals(after[1])
+    return {k: round(max(0, t1.get(k, 0) - t0.get(k, 0)) / _TICK / elapsed, 2) for k in sorted(t1)}
+
+
+class CpuMeter:
+    """Cores used per component while the block runs: the servers we started and
+    PostgreSQL from /proc, the load generator (wrk, pgbench or bench.loadgen: our waited
+    children) from getrusage, everything else as ``other (not the bench's)``."""
+
+    def __init__(self, groups: dict[int, str], postmaster: int | None) -> None:
+        self.groups = groups
+        self.postmaster = postmaster
+        self.split: dict[str, float] = {}
+
+    def __enter__(self) -> CpuMeter:
+        self._before = cpu_snapshot()
+        self._children = _children_cpu()
+        self._t = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        split = cpu_split(self._before, cpu_snapshot(), self.groups, self.postmaster)
+        elapsed = time.monotonic() - self._t
+        if elapsed > 0:
+            split["load generator"] = round((_children_cpu() - self._children) / elapsed, 2)
+        self.split = split
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 @dataclass
@@ -301,6 +390,17 @@ class World:
                 raise RuntimeError(f"{name} not healthy after 60 s; see {log}")
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    def cpu(self) -> CpuMeter:
+        """``with world.cpu() as meter:`` -> ``meter.split`` (cores per component)."""
+        return CpuMeter({p.popen.pid: p.name for p in self.procs.values()}, self.postmaster())
+
+    def postmaster(self) -> int | None:
+        """PID of our server's postmaster (first line of postmaster.pid)."""
+        try:
+            return int((self.server.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
 
     def settle(self, timeout: float = 15.0) -> float:
         """Wait (bounded) until the database has no active request of the servers and the

@@ -42,6 +42,15 @@ def _yes(ok: bool | None) -> str:
     return "-" if ok is None else ("yes" if ok else "**no**")
 
 
+def _cpu(split: dict[str, float] | None) -> str:
+    """Cores used per component, largest first ("other" = processes not the bench's)."""
+    if not split:
+        return "-"
+    short = {"load generator": "gen", "other (not the bench's)": "other"}
+    parts = sorted(split.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{short.get(k, k)} {v:.2f}" for k, v in parts if v >= 0.01)
+
+
 def _statuses(s: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in s.items()) or "-"
 
@@ -135,9 +144,11 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if steady.get("probes"):
         v = steady["best_viewers"]
         note = " (pool size reached: more not tried)" if steady.get("limited_by_pool") else ""
+        share = _ratio(steady["best_rps"], f["ceiling_ping"])
         rows.append((
             "Steady state: largest V with p99 < 100 ms",
-            f"{v:,} viewers ({_fmt(steady['best_rps'], 0)} calls/s){note}",
+            f"{v:,} viewers ({_fmt(steady['best_rps'], 0)} calls/s = {_fmt(share)} of the "
+            f"ping ceiling){note}",
             f"≥ {TARGETS['steady_viewers']:,} (≈ 2,900 calls/s)",
             _yes(v >= TARGETS["steady_viewers"]),
         ))  # fmt: skip
@@ -316,7 +327,10 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
         f"- Closed-loop generator: {cfg['loadgen']}. Open-model, storm, steady-state and poller "
         "runs use the Python generator (`bench.loadgen`, asyncio + uvloop, own process).",
         "- **Everything shares the same cores**: load generator, shim (and old design), "
-        "PostgreSQL. The generator's CPU is taken from the servers it measures.",
+        "PostgreSQL. The generator's CPU is taken from the servers it measures. \"CPU cores "
+        "used\" columns split the machine's time per component during each run (from /proc "
+        "and getrusage): shim / old-app / old-proxy / postgres / gen (load generator) / other "
+        "(processes that are not the bench's: a shared machine).",
         "",
         "## Exact commands",
         "",
@@ -359,10 +373,10 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
             "",
         ]
         lines += _table(
-            ["call", "mode", "clients", "calls/s", "avg latency ms", "failed"],
+            ["call", "mode", "clients", "calls/s", "avg latency ms", "failed", "CPU cores used"],
             [
                 [x["call"], x["mode"], str(x["clients"]), _fmt(x["tps"], 0),
-                 _fmt(x["latency_avg_ms"], 3), str(x["failed"])]
+                 _fmt(x["latency_avg_ms"], 3), str(x["failed"]), _cpu(x.get("cpu_cores"))]
                 for x in runs
             ],
         )  # fmt: skip
@@ -396,16 +410,39 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
                 _statuses(x["statuses"]), _fmt(x.get("statements_per_call")),
                 _fmt(_ratio(x["rps"], ceil)),
                 _fmt(_ratio(sp["rps"], x["rps"])) if sp and x["target"] != "shim" else "-",
+                _cpu(x.get("cpu_cores")),
             ])  # fmt: skip
         lines += _table(
             ["target", "call", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
-             "statuses", "stmts/call", "/ ceiling", "shim best / this"],
+             "statuses", "stmts/call", "/ ceiling", "shim best / this", "CPU cores used"],
             rows,
         )  # fmt: skip
         lines.append("")
     if "throughput" in made:
         lines += [f"![throughput against concurrency]({made['throughput']})", ""]
 
+    prof = r.get("profile", {})
+    if prof.get("skipped"):
+        lines += ["### Profile of the shim under load", "", f"Skipped: {prof['skipped']}", ""]
+    elif prof.get("samples"):
+        lines += [
+            "### Profile of the shim under load (py-spy)",
+            "",
+            f"`{prof['command']}` on the {prof['pid_role']} while presence_ping runs closed-loop "
+            f"({_fmt(prof.get('load_rps'), 0)} req/s, {_statuses(prof.get('load_statuses') or {})}); "
+            f"{prof['samples']:,} samples of the process on CPU.",
+            "",
+        ]
+        lines += _table(
+            ["area (innermost matching frame)", "share of samples"],
+            [[a, f"{s:.0%}"] for a, s in prof["areas"].items()],
+        )
+        lines += [""]
+        lines += _table(
+            ["top of stack (self)", "share"],
+            [[f"`{x['frame']}`", f"{x['share']:.1%}"] for x in prof["self"]],
+        )
+        lines.append("")
     opened = r.get("open", {}).get("runs", [])
     if opened:
         lines += [
@@ -446,15 +483,24 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
         ]
         lines += _table(
             ["target", "track calls", "track statuses", "track p50 / p99 / max ms",
-             "registrations", "pings", "ping statuses", "ping p99 ms"],
+             "registrations", "pings", "ping statuses", "ping p99 ms", "CPU cores used"],
             [
                 [s["target"], _fmt(s["track"]["requests"]), _statuses(s["track"]["statuses"]),
                  f"{_fmt(s['track']['p50_ms'])} / {_fmt(s['track']['p99_ms'])} / {_fmt(s['track']['max_ms'])}",
                  _fmt(s["registrations"]), _fmt(s["ping"]["requests"]),
-                 _statuses(s["ping"]["statuses"]), _fmt(s["ping"]["p99_ms"])]
+                 _statuses(s["ping"]["statuses"]), _fmt(s["ping"]["p99_ms"]), _cpu(s.get("cpu_cores"))]
                 for s in storms
             ],
         )  # fmt: skip
+        if len(storms) == 2 and storms[0]["track"]["p99_ms"]:
+            a, b = storms
+            lines += [
+                "",
+                f"track_access p99, {b['target']} / {a['target']}: "
+                f"{_fmt(_ratio(b['track']['p99_ms'], a['track']['p99_ms']))}; 409s "
+                f"{a['track']['errors_409']} vs {b['track']['errors_409']}; unanswered "
+                f"{a['track']['no_answer']} vs {b['track']['no_answer']}.",
+            ]
         lines.append("")
         if "storm" in made:
             lines += [f"![join storm]({made['storm']})", ""]
@@ -475,10 +521,11 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
             "",
         ]
         lines += _table(
-            ["V", "offered/s", "answered/s", "p50 ms", "p99 ms", "max ms", "statuses", "passed"],
+            ["V", "offered/s", "answered/s", "p50 ms", "p99 ms", "max ms", "statuses", "passed", "CPU cores used"],
             [
                 [_fmt(p["viewers"]), _fmt(p["offered_rps"], 0), _fmt(p["rps"], 0), _fmt(p["p50_ms"]),
-                 _fmt(p["p99_ms"]), _fmt(p["max_ms"]), _statuses(p["statuses"]), _yes(p["passed"])]
+                 _fmt(p["p99_ms"]), _fmt(p["max_ms"]), _statuses(p["statuses"]), _yes(p["passed"]),
+                 _cpu(p.get("cpu_cores"))]
                 for p in steady["probes"]
             ],
         )  # fmt: skip

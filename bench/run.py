@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import drivers, report
 from bench.env import REPO, Ranges, World
-from bench.scenarios import ceiling, closed, openmodel, pollers, steady, storm
+from bench.scenarios import ceiling, closed, openmodel, pollers, profile, steady, storm
 
 
 @dataclass
@@ -56,6 +56,8 @@ class Config:
     poller_counts: list[int]
     poller_seconds: float
     poller_viewer_rps: float
+    profile: bool = False
+    profile_seconds: float = 10
     workers: int = 1
     pool_max: int = 10
     use_wrk: bool = True
@@ -88,6 +90,7 @@ class Config:
             poller_counts=[1, 10, 100],
             poller_seconds=30,
             poller_viewer_rps=300,
+            profile=True,
         )
 
     @classmethod
@@ -142,6 +145,7 @@ class Context:
 SCENARIOS: list[tuple[str, str, Callable[[Context], dict[str, Any]]]] = [
     ("ceiling", "1. Ceiling (pgbench)", ceiling.run),
     ("closed_shim", "2. Shim, closed loop", closed.run_shim),
+    ("profile", "Profile of the shim under load (py-spy)", profile.run),
     ("closed_old", "3. Old design, closed loop", closed.run_old),
     ("open", "2/3. Open model (fixed rates)", openmodel.run),
     ("storm", "4. Join storm", storm.run),
@@ -197,6 +201,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-work", action="store_true", help="keep work/ (tokens, specs, process logs)"
     )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy the shim under load (default: on in the full run, off with --quick)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="uvicorn workers per process")
     parser.add_argument(
         "--old-auth-delay-ms",
@@ -207,11 +217,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - the run, step by step
     args = parse_args(argv)
     cfg = Config.quick() if args.quick else Config.full()
     if args.workers:
         cfg.workers = args.workers
+    if args.profile is not None:
+        cfg.profile = args.profile
     if args.old_auth_delay_ms is not None:
         cfg.old_delays = [args.old_auth_delay_ms, 0.0] if args.old_auth_delay_ms else [0.0]
     wrk = drivers.wrk_path()

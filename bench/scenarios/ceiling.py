@@ -71,11 +71,13 @@ def run(ctx: Any) -> dict[str, Any]:
                 path = work / f"pgbench-{call}-prepared.sql"
                 path.write_text(prepared_script(call))
             for clients in cfg.pgbench_clients:
-                res = drivers.run_pgbench(
-                    pgbench, world.auth_dsn(), path,
-                    mode="prepared" if mode == "prepared" else "extended",
-                    clients=clients, duration=cfg.pgbench_seconds, variables=variables,
-                )  # fmt: skip
+                with world.cpu() as meter:
+                    res = drivers.run_pgbench(
+                        pgbench, world.auth_dsn(), path,
+                        mode="prepared" if mode == "prepared" else "extended",
+                        clients=clients, duration=cfg.pgbench_seconds, variables=variables,
+                    )  # fmt: skip
+                res["cpu_cores"] = meter.split
                 res.update(
                     call=call, mode=mode, clients=clients, script=path.read_text(),
                     script_name=str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name,

@@ -20,16 +20,18 @@ def measure(ctx: Any, target: str, port: int, call: str, connections: int) -> di
     world, cfg = ctx.world, ctx.cfg
     world.settle()
     world.reset_statements()
-    if cfg.use_wrk:
-        res = drivers.run_wrk(
-            port, PATHS[call], world.files["ceiling"],
-            connections=connections, duration=cfg.closed_seconds,
-        )  # fmt: skip
-    else:
-        res = drivers.python_closed(
-            port, call, world.files["ceiling"], W_CEIL, connections=connections,
-            duration=cfg.closed_seconds, work=world.out / "work", name=f"closed-{target}-{call}",
-        )  # fmt: skip
+    with world.cpu() as meter:
+        if cfg.use_wrk:
+            res = drivers.run_wrk(
+                port, PATHS[call], world.files["ceiling"],
+                connections=connections, duration=cfg.closed_seconds,
+            )  # fmt: skip
+        else:
+            res = drivers.python_closed(
+                port, call, world.files["ceiling"], W_CEIL, connections=connections,
+                duration=cfg.closed_seconds, work=world.out / "work", name=f"closed-{target}-{call}",
+            )  # fmt: skip
+    res["cpu_cores"] = meter.split
     calls = world.statement_calls()
     res["statements_per_call"] = (
         round(calls / res["answered"], 2) if res["answered"] and calls >= 0 else None

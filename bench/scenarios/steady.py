@@ -26,11 +26,12 @@ def probe(ctx: Any, viewers: int, n: int) -> dict[str, Any]:
         "limit": viewers, "seed": n, "webinar": W_STEADY, "mix_track": TRACK_SHARE,
         "max_connections": 256,
     }  # fmt: skip
-    raw = drivers.run_python(spec, world.out / "work", f"steady-{viewers}")
+    with world.cpu() as meter:
+        raw = drivers.run_python(spec, world.out / "work", f"steady-{viewers}")
     res = stats.summarize(raw["rows"], cfg.steady_seconds)
     res["ping"] = stats.summarize(raw["rows"], cfg.steady_seconds, "ping")
     res["track"] = stats.summarize(raw["rows"], cfg.steady_seconds, "track")
-    res.update(viewers=viewers, offered_rps=round(rate, 1))
+    res.update(viewers=viewers, offered_rps=round(rate, 1), cpu_cores=meter.split)
     res["passed"] = (
         res["p99_ms"] < 100 and stats.ok_fraction(res) == 1.0 and res["rps"] >= 0.95 * rate
     )

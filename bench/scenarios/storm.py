@@ -21,7 +21,8 @@ def storm(ctx: Any, target: str, port: int, count_sql: str) -> dict[str, Any]:
         "double_fraction": cfg.storm_doubles, "compress": cfg.storm_compress,
         "heartbeat": 120, "max_connections": cfg.storm_connections, "drain": cfg.storm_drain,
     }  # fmt: skip
-    raw = drivers.run_python(spec, world.out / "work", f"storm-{target}")
+    with world.cpu() as meter:
+        raw = drivers.run_python(spec, world.out / "work", f"storm-{target}")
     track = stats.summarize(raw["rows"], cfg.storm_window, "track")
     ping = stats.summarize(raw["rows"], raw["elapsed"], "ping")
     registrations = int(world.sql(count_sql, (W_STORM,))[0][0])
@@ -37,7 +38,7 @@ def storm(ctx: Any, target: str, port: int, count_sql: str) -> dict[str, Any]:
         "target": target, "viewers": cfg.storm_viewers, "window_s": cfg.storm_window,
         "doubles": raw["extra"].get("doubles", 0), "track": track, "ping": ping,
         "registrations": registrations, "facts": raw["extra"], "timeline": timeline,
-        "compress": cfg.storm_compress,
+        "compress": cfg.storm_compress, "cpu_cores": meter.split,
     }  # fmt: skip
     ctx.log(
         f"storm {target}: track {track['statuses']} p99 {track['p99_ms']} ms; "
