@@ -51,6 +51,17 @@ def _cpu(split: dict[str, float] | None) -> str:
     return ", ".join(f"{short.get(k, k)} {v:.2f}" for k, v in parts if v >= 0.01)
 
 
+def cpu_ms(split: dict[str, float] | None, rate: float | None, *names: str) -> float | None:
+    """CPU milliseconds per request of the named components (cores / rate)."""
+    if not split or not rate:
+        return None
+    return sum(split.get(n, 0.0) for n in names) / rate * 1000
+
+
+def _server_names(target: str) -> tuple[str, ...]:
+    return ("shim",) if target == "shim" else ("old-app", "old-proxy")
+
+
 def _statuses(s: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in s.items()) or "-"
 
@@ -117,6 +128,35 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 f"≥ {TARGETS['old_ratio']:g}",
                 _yes(ratio >= TARGETS["old_ratio"]) if ratio else "-",
             ))  # fmt: skip
+    if sp:
+        ceil_runs = [
+            x
+            for x in r.get("ceiling", {}).get("runs", [])
+            if x["call"] == "ping" and x.get("cpu_cores")
+        ]
+        pg_ceiling = min(
+            (v for x in ceil_runs if (v := cpu_ms(x["cpu_cores"], x["tps"], "postgres"))),
+            default=None,
+        )
+        shim_ms = cpu_ms(sp.get("cpu_cores"), sp["rps"], "shim")
+        pg_ms = cpu_ms(sp.get("cpu_cores"), sp["rps"], "postgres")
+        olds = [o for o in f["old_ping"].values() if o]
+        old_ms = min(
+            (
+                v
+                for o in olds
+                if (v := cpu_ms(o.get("cpu_cores"), o["rps"], "old-app", "old-proxy", "postgres"))
+            ),
+            default=None,
+        )
+        rows.append((
+            "CPU per presence_ping (derived from the CPU split; robust to a busy machine)",
+            f"shim {_fmt(shim_ms, 3)} ms + postgres {_fmt(pg_ms, 3)} ms per request; "
+            f"pgbench ceiling: postgres {_fmt(pg_ceiling, 3)} ms per call; old design "
+            f"(app + proxy + postgres) {_fmt(old_ms, 3)} ms",
+            "(no target; says what limits the ratio)",
+            "-",
+        ))  # fmt: skip
     st = f["shim_track"]
     if st:
         ratio = _ratio(st["rps"], f["ceiling_track"])
@@ -373,10 +413,14 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
             "",
         ]
         lines += _table(
-            ["call", "mode", "clients", "calls/s", "avg latency ms", "failed", "CPU cores used"],
+            ["call", "mode", "clients", "calls/s", "avg latency ms", "failed",
+             "CPU ms/call: postgres, pgbench", "CPU cores used"],
             [
                 [x["call"], x["mode"], str(x["clients"]), _fmt(x["tps"], 0),
-                 _fmt(x["latency_avg_ms"], 3), str(x["failed"]), _cpu(x.get("cpu_cores"))]
+                 _fmt(x["latency_avg_ms"], 3), str(x["failed"]),
+                 f"{_fmt(cpu_ms(x.get('cpu_cores'), x['tps'], 'postgres'), 3)}, "
+                 f"{_fmt(cpu_ms(x.get('cpu_cores'), x['tps'], 'load generator'), 3)}",
+                 _cpu(x.get("cpu_cores"))]
                 for x in runs
             ],
         )  # fmt: skip
@@ -410,11 +454,14 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
                 _statuses(x["statuses"]), _fmt(x.get("statements_per_call")),
                 _fmt(_ratio(x["rps"], ceil)),
                 _fmt(_ratio(sp["rps"], x["rps"])) if sp and x["target"] != "shim" else "-",
+                f"{_fmt(cpu_ms(x.get('cpu_cores'), x['rps'], *_server_names(x['target'])), 3)}, "
+                f"{_fmt(cpu_ms(x.get('cpu_cores'), x['rps'], 'postgres'), 3)}",
                 _cpu(x.get("cpu_cores")),
             ])  # fmt: skip
         lines += _table(
             ["target", "call", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms",
-             "statuses", "stmts/call", "/ ceiling", "shim best / this", "CPU cores used"],
+             "statuses", "stmts/call", "/ ceiling", "shim best / this",
+             "CPU ms/req: server, postgres", "CPU cores used"],
             rows,
         )  # fmt: skip
         lines.append("")

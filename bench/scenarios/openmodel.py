@@ -1,6 +1,7 @@
 """2/3. Open model: presence_ping at fixed offered rates (fractions of each target's
-closed-loop maximum), latency from the scheduled send time (overload shows as latency).
-The Python generator (bench.loadgen) drives it: wrk cannot hold a fixed rate."""
+closed-loop maximum, rising until the server falls behind: p99 > 1 s, errors, or under
+90 % of the rate answered), latency from the scheduled send time (overload shows as
+latency). The Python generator (bench.loadgen) drives it: wrk cannot hold a fixed rate."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ def sweep(ctx: Any, target: str, port: int, top_rps: float) -> list[dict[str, An
             f"open {target} {rate}/s: p50 {res['p50_ms']} p99 {res['p99_ms']} ms {res['statuses']}"
         )
         out.append(res)
+        if res["p99_ms"] > 1000 or stats.ok_fraction(res) < 0.99 or res["rps"] < 0.9 * rate:
+            break  # past the knee: higher rates only queue more
     return out
 
 
