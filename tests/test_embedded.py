@@ -248,7 +248,12 @@ def test_project_server_up_is_idempotent_and_down_stops_it(
     data_dir = tmp_path / "proj" / ".eventlive" / "pgdata"
     try:
         dsn = embedded.up(data_dir)
-        assert capsys.readouterr().out.strip() == dsn
+        out = capsys.readouterr()
+        assert out.out.strip() == dsn  # only the DSN on stdout: $(eventlive db up)
+        user = embedded.server_os_user()
+        if user is not None and not pgbin.traversable_by(tmp_path, user):
+            # pytest's tmp_path is private to root: the data moved, and up said where.
+            assert "the data directory is /tmp/eventlive-" in out.err
         with psycopg.connect(dsn) as conn:
             assert conn.execute("select current_database()").fetchone() == ("eventlive",)
             # Migrated: the schema and the API roles exist. A durable server: fsync stays on.
