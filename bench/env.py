@@ -444,11 +444,15 @@ class World:
         argv = self.uvicorn_argv("shim.app:app_from_env", free_port(), self.workers)
         return self._spawn("shim", argv, env, "/ready")
 
-    def start_old(self, auth_delay_ms: float) -> Proc:
-        """The old design: its API app and the proxy hop in front (both ``workers``)."""
+    def stop_old(self) -> None:
+        """Stop the old design (its backlog must not run into the next scenario)."""
         for name in ("old-proxy", "old-app"):
             if name in self.procs:
                 self.procs.pop(name).stop()
+
+    def start_old(self, auth_delay_ms: float) -> Proc:
+        """The old design: its API app and the proxy hop in front (both ``workers``)."""
+        self.stop_old()
         env = {
             "OLD_DATABASE_URL": self.auth_dsn(),
             "JWT_SECRET": SECRET,

@@ -182,16 +182,24 @@ class Pool:
 
 
 class Recorder:
-    """(kind, scheduled offset s, latency ms, status) per request; status 0 = no answer."""
+    """(kind, scheduled offset s, latency ms, status, generator lag ms) per request;
+    status 0 = no answer; lag = how late the generator itself started the request."""
 
     def __init__(self, t0: float) -> None:
         self.t0 = t0
-        self.rows: list[tuple[str, float, float, int]] = []
+        self.rows: list[tuple[str, float, float, int, float]] = []
 
-    def add(self, kind: str, scheduled: float, status: int) -> None:
+    def add(self, kind: str, scheduled: float, status: int, started: float | None = None) -> None:
         now = time.perf_counter()
+        lag = 0.0 if started is None else max(0.0, started - scheduled)
         self.rows.append(
-            (kind, round(scheduled - self.t0, 4), round((now - scheduled) * 1000, 3), status)
+            (
+                kind,
+                round(scheduled - self.t0, 4),
+                round((now - scheduled) * 1000, 3),
+                status,
+                round(lag * 1000, 3),
+            )
         )
 
 
@@ -201,6 +209,7 @@ async def send(
     """One request on a pooled connection; (0, b"") when there was no answer. With
     ``rec``, the outcome is recorded, also when the request is cancelled (status 0)."""
     status, body = 0, b""
+    started = time.perf_counter()
     try:
         conn = await pool.get()
         if conn is None:
@@ -220,7 +229,7 @@ async def send(
         return status, body
     finally:
         if rec is not None:
-            rec.add(kind, scheduled, status)
+            rec.add(kind, scheduled, status, started)
 
 
 # -- workloads ----------------------------------------------------------------------------

@@ -16,7 +16,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 def summarize(rows: list[list[Any]], elapsed: float, kind: str | None = None) -> dict[str, Any]:
-    """rows: [kind, scheduled_offset_s, latency_ms, status]; only ``kind`` when given.
+    """rows: [kind, scheduled_offset_s, latency_ms, status, lag_ms]; only ``kind`` when
+    given. ``gen_lag_p99_ms``: how late the generator itself started requests (its own
+    saturation; large values mean the figure measures the generator too).
 
     ``rps`` counts answered requests (any status but 0) per second of ``elapsed``.
     """
@@ -37,6 +39,9 @@ def summarize(rows: list[list[Any]], elapsed: float, kind: str | None = None) ->
         "errors_5xx": sum(n for s, n in statuses.items() if s.startswith("5")),
         "errors_409": statuses.get("409", 0),
         "no_answer": statuses.get("0", 0),
+        "gen_lag_p99_ms": round(
+            percentile(sorted(float(r[4]) for r in picked if len(r) > 4), 99), 2
+        ),
     }
 
 

@@ -63,4 +63,5 @@ def run_old(ctx: Any) -> dict[str, Any]:
                 res = measure(ctx, f"old ({delay:g} ms auth)", proxy.port, call, c)
                 res["auth_delay_ms"] = delay
                 runs.append(res)
+    ctx.world.stop_old()
     return {"runs": runs}

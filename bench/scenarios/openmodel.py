@@ -45,4 +45,5 @@ def run(ctx: Any) -> dict[str, Any]:
     if old_max:
         proxy = ctx.world.start_old(delay)
         results["runs"] += sweep(ctx, old_target, proxy.port, old_max)
+        ctx.world.stop_old()
     return results

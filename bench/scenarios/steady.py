@@ -58,6 +58,14 @@ def run(ctx: Any) -> dict[str, Any]:
         else:
             bad = v
             break
+    while not good and v > 1000:  # even the first probe failed: halve until one passes
+        v //= 2
+        res = probe(ctx, v, len(probes))
+        probes.append(res)
+        if res["passed"]:
+            good = v
+        else:
+            bad = v
     steps = 0
     while (
         bad is not None

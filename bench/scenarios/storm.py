@@ -27,7 +27,7 @@ def storm(ctx: Any, target: str, port: int, count_sql: str) -> dict[str, Any]:
     ping = stats.summarize(raw["rows"], raw["elapsed"], "ping")
     registrations = int(world.sql(count_sql, (W_STORM,))[0][0])
     per_second: dict[int, list[float]] = {}
-    for kind, at, lat, _status in raw["rows"]:
+    for kind, at, lat, *_rest in raw["rows"]:
         if kind == "track":
             per_second.setdefault(int(at), []).append(float(lat))
     timeline = [
@@ -62,4 +62,5 @@ def run(ctx: Any) -> dict[str, Any]:
             "select count(*) from legacy.registrations where webinar_id = %s",
         )
     )  # fmt: skip
+    ctx.world.stop_old()
     return {"runs": out}
