@@ -203,6 +203,65 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _saturation(split: dict[str, float] | None, cores: int) -> str:
+    """Who used the machine during a run, in words, from its CPU split."""
+    if not split:
+        return "no CPU figures"
+    total = sum(split.values())
+    parts = ", ".join(
+        f"{k} {v:.2f}" for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v >= 0.05
+    )
+    busy = (
+        "the cores were saturated" if total >= 0.85 * cores else f"{cores - total:.2f} cores idle"
+    )
+    single = [
+        k for k, v in split.items() if v >= 0.85 and k != "postgres" and not k.startswith("other")
+    ]
+    extra = f"; {', '.join(single)} at ~1 core (one Python process per server)" if single else ""
+    return f"{parts} cores of {cores} ({busy}{extra})"
+
+
+def limits(r: dict[str, Any]) -> list[str]:
+    """One line per headline figure: what the machine was doing while it was measured."""
+    cores = int(r["meta"]["machine"].get("cores") or 2)
+    f = figures(r)
+    out = []
+    best = r.get("ceiling", {}).get("best", {}).get("ping")
+    if best:
+        run = next(
+            (x for x in r["ceiling"]["runs"] if x["call"] == "ping" and x["tps"] == best["tps"]),
+            None,
+        )
+        if run:
+            out.append(f"pgbench ceiling (ping): {_saturation(run.get('cpu_cores'), cores)}.")
+    if f["shim_ping"]:
+        out.append(f"Shim, best ping run: {_saturation(f['shim_ping'].get('cpu_cores'), cores)}.")
+    for target, o in f["old_ping"].items():
+        if o:
+            out.append(f"{target}, best ping run: {_saturation(o.get('cpu_cores'), cores)}.")
+    for s in f["storm"]:
+        out.append(f"Join storm, {s['target']}: {_saturation(s.get('cpu_cores'), cores)}.")
+    probes = f["steady"].get("probes", [])
+    failed = [p for p in probes if not p["passed"]]
+    if failed:
+        p = min(failed, key=lambda p: p["viewers"])
+        why = []
+        if p["p99_ms"] >= 100:
+            why.append(f"p99 {p['p99_ms']:,.0f} ms")
+        if p["rps"] < 0.95 * p["offered_rps"]:
+            why.append(f"{p['rps']:,.0f} of {p['offered_rps']:,.0f}/s answered")
+        bad = {k: v for k, v in p["statuses"].items() if not k.startswith("2")}
+        if bad:
+            why.append(f"statuses {bad}")
+        if p.get("gen_lag_p99_ms", 0) > 10:
+            why.append(f"generator lag p99 {p['gen_lag_p99_ms']:,.0f} ms")
+        out.append(
+            f"Steady state, smallest failing V = {p['viewers']:,} ({', '.join(why)}): "
+            f"{_saturation(p.get('cpu_cores'), cores)}."
+        )
+    return out
+
+
 # -- charts --------------------------------------------------------------------------------
 
 
@@ -348,6 +407,16 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
         *_table(["figure", "measured", "target", "met"], [list(x) for x in headline(r)]),
         "",
     ]
+    lim = limits(r)
+    if lim:
+        lines += ["### What the machine was doing (CPU cores per component, from /proc)", ""]
+        lines += [f"- {x}" for x in lim]
+        lines.append("")
+    if not made:
+        lines += [
+            "(charts not drawn: matplotlib is not installed; `pip install -e '.[bench]'`)",
+            "",
+        ]
     failed = meta.get("scenarios_failed") or {}
     if failed:
         lines += ["**Scenarios that failed in this run:**", ""]
