@@ -328,27 +328,34 @@ class World:
 
     @staticmethod
     def _pre_enter(conn: psycopg.Connection[Any], webinar: int, lo: int, n: int) -> None:
-        hi = lo + n - 1
-        conn.execute(
-            "insert into eventlive.registrations "
-            "(webinar_id, user_id, source, registered_at, first_entered_at) "
-            "select %s, bench.uid(i), 'auto', now() - interval '1 hour', now() - interval '1 hour' "
-            "from generate_series(%s::bigint, %s::bigint) i",
-            (webinar, lo, hi),
-        )
-        conn.execute(
-            "insert into eventlive.viewer_sessions (session_id, webinar_id, user_id, started_at) "
-            "select bench.sid(i), %s, bench.uid(i), now() - interval '1 hour' "
-            "from generate_series(%s::bigint, %s::bigint) i",
-            (webinar, lo, hi),
-        )
-        conn.execute(
-            "insert into eventlive.presence "
-            "(webinar_id, user_id, session_id, started_at, last_seen_at) "
-            "select %s, bench.uid(i), bench.sid(i), now() - interval '1 hour', "
-            "now() - interval '1 hour' from generate_series(%s::bigint, %s::bigint) i",
-            (webinar, lo, hi),
-        )
+        """Registration, session and presence rows for viewers lo..lo+n-1, in chunks: one
+        statement for 300,000 rows would make the registration trigger update the same
+        counter rows 300,000 times in one transaction (ever longer version chains)."""
+        chunk = 5_000
+        for start in range(lo, lo + n, chunk):
+            hi = min(start + chunk, lo + n) - 1
+            with conn.transaction():
+                conn.execute(
+                    "insert into eventlive.registrations "
+                    "(webinar_id, user_id, source, registered_at, first_entered_at) "
+                    "select %s, bench.uid(i), 'auto', now() - interval '1 hour', "
+                    "now() - interval '1 hour' from generate_series(%s::bigint, %s::bigint) i",
+                    (webinar, start, hi),
+                )
+                conn.execute(
+                    "insert into eventlive.viewer_sessions "
+                    "(session_id, webinar_id, user_id, started_at) "
+                    "select bench.sid(i), %s, bench.uid(i), now() - interval '1 hour' "
+                    "from generate_series(%s::bigint, %s::bigint) i",
+                    (webinar, start, hi),
+                )
+                conn.execute(
+                    "insert into eventlive.presence "
+                    "(webinar_id, user_id, session_id, started_at, last_seen_at) "
+                    "select %s, bench.uid(i), bench.sid(i), now() - interval '1 hour', "
+                    "now() - interval '1 hour' from generate_series(%s::bigint, %s::bigint) i",
+                    (webinar, start, hi),
+                )
 
     def statement_calls(self, like: str | None = None) -> int:
         """Sum of pg_stat_statements calls (optionally of queries matching ``like``)."""

@@ -299,7 +299,8 @@ def charts(out: Path, r: dict[str, Any]) -> dict[str, str]:  # noqa: PLR0912, PL
         ax.set_ylabel("calls per second")
         ax.set_title("presence_ping" if call == "ping" else "track_access (re-track)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "throughput.png", dpi=110)
     plt.close(fig)
