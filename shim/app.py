@@ -203,18 +203,31 @@ class Service:
         return wanted
 
     async def body(self, request: Request) -> bytes:
-        """The request body, refused with 413 past ``max_body`` without reading it all."""
+        """The request body, refused with 413 past ``max_body`` without reading it all,
+        and with 408 when it has not all arrived within ``body_timeout``."""
         limit = self.settings.max_body
         length = _header(request, b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise _too_large(limit)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _too_large(limit)
-            chunks.append(chunk)
+        try:
+            # A client that stalls mid-body would otherwise wait here forever: uvicorn
+            # has no body timeout. No pool connection is held yet either way.
+            async with asyncio.timeout(self.settings.body_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise _too_large(limit)
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "PGRST408",
+                f"The request body did not arrive within {self.settings.body_timeout:g} s",
+                details="body_timeout",
+                headers={"Connection": "close"},
+            ) from None
         return b"".join(chunks)
 
     async def invoke(

@@ -28,6 +28,7 @@ ENV_DOC = {
     "EVENTLIVE_DB_TIMEOUT": "client-side bound on one database exchange, seconds (10)",
     "EVENTLIVE_STATEMENT_TIMEOUT": "statement_timeout for roles that have none of their own (5s)",
     "EVENTLIVE_MAX_BODY": "largest request body in bytes before 413 (65536)",
+    "EVENTLIVE_BODY_TIMEOUT": "seconds a client may take to send its request body before 408 (10)",
     "EVENTLIVE_RETRY_AFTER": "Retry-After seconds sent with 503 (1)",
     "EVENTLIVE_LEGACY_SCHEMA": "schema of the /api/webinars/... routes (api)",
     "EVENTLIVE_ACCESS_LOG": "one JSON log line per request: 1 or 0 (1)",
@@ -63,6 +64,7 @@ class Settings:
     db_timeout: float = 10.0
     statement_timeout: str = "5s"
     max_body: int = 65_536
+    body_timeout: float = 10.0
     retry_after: int = 1
     legacy_schema: str = "api"
     access_log: bool = True
@@ -101,6 +103,7 @@ class Settings:
             db_timeout=float(get("EVENTLIVE_DB_TIMEOUT") or d.db_timeout),
             statement_timeout=get("EVENTLIVE_STATEMENT_TIMEOUT") or d.statement_timeout,
             max_body=int(get("EVENTLIVE_MAX_BODY") or d.max_body),
+            body_timeout=float(get("EVENTLIVE_BODY_TIMEOUT") or d.body_timeout),
             retry_after=int(get("EVENTLIVE_RETRY_AFTER") or d.retry_after),
             legacy_schema=get("EVENTLIVE_LEGACY_SCHEMA") or d.legacy_schema,
             access_log=(get("EVENTLIVE_ACCESS_LOG") or "1") not in ("0", "false", "off"),
