@@ -42,6 +42,18 @@ def json_schema(arg: Arg) -> dict[str, Any]:
     return schema
 
 
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` admitting JSON null, at the top and for array elements: in a body, null
+    is SQL NULL, which every argument and array element accepts (as with PostgREST; the
+    function decides what it means)."""
+    out = dict(schema)
+    if "type" in out:
+        out["type"] = [out["type"], "null"]
+    if isinstance(out.get("items"), dict):
+        out["items"] = nullable(out["items"])
+    return out
+
+
 def _operation(r: Routine, method: str) -> dict[str, Any]:
     summary, _, description = (r.comment or r.name).partition("\n")
     op: dict[str, Any] = {
@@ -85,7 +97,7 @@ def _operation(r: Routine, method: str) -> dict[str, Any]:
                     "schema": {
                         "type": "object",
                         "additionalProperties": False,
-                        "properties": {a.name: json_schema(a) for a in r.args},
+                        "properties": {a.name: nullable(json_schema(a)) for a in r.args},
                         "required": required,
                     }
                 }

@@ -98,7 +98,7 @@ async def test_openapi_describes_the_exposed_functions(shim_db: ShimDb) -> None:
     assert echo["post"]["summary"] == "Echo the arguments."
     body = echo["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["a"]
-    assert body["properties"]["a"]["type"] == "integer"
+    assert body["properties"]["a"]["type"] == ["integer", "null"]  # null is SQL NULL
     assert body["properties"]["b"]["format"] == "uuid"
     assert "get" in echo  # stable
     assert "get" not in doc["paths"]["/rpc/whoami"]
