@@ -365,6 +365,24 @@ class Service:
             ctx.db_ms = (time.perf_counter() - t0) * 1000
             self.metrics.db_latency.labels(ctx.function).observe(ctx.db_ms / 1000)
 
+    async def ping(self) -> None:
+        """``select 1`` on a pooled connection, bounded like a request (pool timeout, then
+        ``db_timeout``): a frozen database is "not ready" now, not when it thaws."""
+        assert self.pool is not None
+        s = self.settings
+        try:
+            async with self.pool.connection(timeout=s.pool_timeout) as conn:
+                try:
+                    async with asyncio.timeout(s.db_timeout):
+                        await rpc.ping(conn)
+                except TimeoutError:
+                    await conn.close()  # mid-exchange: never back into the pool
+                    raise
+        except (psycopg.Error, PoolTimeout, TimeoutError):
+            raise errors.unavailable(
+                "PGRST000", "Could not connect with the database", s.retry_after, "database_down"
+            ) from None
+
     async def handle(
         self,
         request: Request,
@@ -487,17 +505,7 @@ def create_app(settings: Settings) -> Starlette:
 
     async def ready(request: Request) -> Response:
         async def work(ctx: RequestContext) -> Response:
-            assert service.pool is not None
-            try:
-                async with service.pool.connection(timeout=settings.pool_timeout) as conn:
-                    await conn.execute("select 1")
-            except (psycopg.Error, PoolTimeout):
-                raise errors.unavailable(
-                    "PGRST000",
-                    "Could not connect with the database",
-                    settings.retry_after,
-                    "database_down",
-                ) from None
+            await service.ping()
             if not service.catalog.loaded:
                 raise errors.unavailable(
                     "PGRST002",

@@ -321,6 +321,25 @@ async def _exchange(
     return last.get_value(0, 0) if last.ntuples else None
 
 
+async def ping(conn: Any) -> None:
+    """``select 1`` talking to libpq the way ``call`` does, so that ``asyncio.timeout`` can
+    abandon it: psycopg's ``execute``, when cancelled, sends a cancel request and then waits
+    for the server's answer, which a frozen (SIGSTOPped) server never gives."""
+    pg = conn.pgconn
+    pg.enter_pipeline_mode()
+    try:
+        pg.send_query_params(b"select 1", None)
+        pg.pipeline_sync()
+        results = await _results(pg)
+    finally:
+        if pg.pipeline_status != pq.PipelineStatus.OFF:
+            with contextlib.suppress(psycopg.Error):
+                pg.exit_pipeline_mode()
+    for res in results:
+        if res.status == pq.ExecStatus.FATAL_ERROR:
+            raise errors_from_result(res, conn.info.encoding)
+
+
 async def call(
     pool: AsyncConnectionPool[Any],
     statement: bytes,
