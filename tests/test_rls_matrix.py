@@ -2,7 +2,7 @@
 ``eventlive`` plus ``realtime.messages`` and ``auth.users``, every actor that is not the
 rows' owner (a viewer of webinar A, the same viewer forging ``role: service_role`` in its
 claims, a signed-in request without ``sub``, anon, staff of webinar A), every operation
-(read, lock, insert, upsert, update, reassign, delete, truncate) against the rows of
+(read, probe, lock, insert, upsert, update, reassign, delete, truncate) against the rows of
 another viewer and of another webinar: zero leaks, and the superuser's view of every
 table is unchanged afterwards.
 
@@ -311,7 +311,17 @@ def expected_visible(actor: Actor, w: World, table: str, snap: Snapshot) -> set[
 
 # --- The matrix ---------------------------------------------------------------------------
 
-OPERATIONS = ("read", "lock", "insert", "upsert", "update", "reassign", "delete", "truncate")
+OPERATIONS = (
+    "read",
+    "probe",
+    "lock",
+    "insert",
+    "upsert",
+    "update",
+    "reassign",
+    "delete",
+    "truncate",
+)
 
 
 @dataclass
@@ -401,6 +411,15 @@ class Attack:
         elif must_see:
             c.broken.append("denied rows it should see")
 
+    def probe(self, query: sql.Composable, params: Any) -> None:
+        c = self.cell("probe")
+        c.statements += 1
+        status, got = _attempt(self.db, self.actor, self.w, query, params, commit=self.commit)
+        if status == "error" and got.startswith("22012"):
+            c.leaks.append("a division by zero on hidden rows answered")
+        elif status == "error":
+            c.broken.append(got)
+
     def write(self, op: str, statements: list[tuple[sql.Composable, Any]]) -> None:
         c = self.cell(op)
         for query, params in statements:
@@ -442,6 +461,14 @@ def attack_table(
         sql.SQL("select {} from {}").format(key_json, ident),
         expected,
         expected if signed_in else set(),
+    )
+    # probe: a filter that fails on a hidden row would betray it (RLS must filter first)
+    hidden = sorted(set(snap[table]) - expected)
+    a.probe(
+        sql.SQL("select count(*) from {} where 1 / (case when {} then 0 else 1 end) = 1").format(
+            ident, _pk_filter(pk, hidden)[0]
+        ),
+        [hidden],
     )
     # lock: select ... for update takes only rows the actor could write
     a.read("lock", sql.SQL("select {} from {} for update").format(key_json, ident), writable, set())
