@@ -213,7 +213,11 @@ def bind(
     routine = fits[0]
     ordered = tuple(a.name for a in routine.args if a.name in names)
     by_name = routine.by_name
-    values = [encode(_value(by_name[n], given[n], from_query)) for n in ordered]
+    try:
+        values = [encode(_value(by_name[n], given[n], from_query)) for n in ordered]
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows the escape "\ud800"): no UTF-8 text can carry it.
+        raise bad_request("22021", "Text values must be valid Unicode", "invalid_unicode") from None
     if any(v is not None and b"\x00" in v for v in values):
         # libpq sends text parameters as C strings: a NUL would silently cut the value.
         raise bad_request("22021", "Text values may not contain NUL characters", "nul_character")

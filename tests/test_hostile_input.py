@@ -263,3 +263,27 @@ async def test_sql_in_get_argument_names_and_values_is_refused(shim_db: ShimDb) 
         assert clean_4xx(r)["details"] == "duplicate_argument"
         r = await client.get("/rpc/access_stats?webinar_id=%00", headers=USER)
         clean_4xx(r)
+
+
+async def test_a_lone_surrogate_in_a_text_argument_is_400_not_500(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    # Valid JSON escapes, but no UTF-8 text: Postgres cannot receive them.
+    bodies = [
+        (b'{"webinar_id": 1, "title": "\\ud800"}', "upsert_webinar"),
+        (b'{"webinar_id": 1, "title": "ok", "state": "\\udfff"}', "upsert_webinar"),
+        (b'{"user_ids": ["\\ud83d"]}', "profiles_batch"),
+    ]
+    async with serve(_settings(proxy.dsn)) as client:
+        await client.post("/rpc/track_access", headers=USER, json={"webinar_id": 1})  # warm
+        for payload, fn in bodies:
+            proxy.reset()
+            r = await client.post(f"/rpc/{fn}", content=payload, headers={**SERVICE, **JSON})
+            assert clean_4xx(r)["code"] in ("22021", "22P02"), payload
+            assert proxy.bytes_up == 0
+        r = await client.post(
+            "/rpc/echo",
+            content=b'{"a": 1, "d": "\\udc00", "f": null}',
+            headers={**TEST_API, **JSON},
+        )
+        assert clean_4xx(r)["details"] == "invalid_unicode"
