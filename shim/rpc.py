@@ -70,12 +70,20 @@ def bad_request(code: str, message: str, details: str | None = None) -> ApiError
     return ApiError(400, code, message, details=details)
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# Python's json reads NaN and +-Infinity, which JSON (and Postgres' jsonb) has not.
+_DECODER = json.JSONDecoder(parse_constant=_not_json)
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     """The JSON object of named arguments; an empty body means no arguments."""
     if not raw.strip():
         return {}
     try:
-        value = json.loads(raw)
+        value = _DECODER.decode(raw.decode(json.detect_encoding(raw)))
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise bad_request("PGRST102", "Empty or invalid json", "malformed_json") from None
     if not isinstance(value, dict):

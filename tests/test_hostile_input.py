@@ -287,3 +287,20 @@ async def test_a_lone_surrogate_in_a_text_argument_is_400_not_500(
             headers={**TEST_API, **JSON},
         )
         assert clean_4xx(r)["details"] == "invalid_unicode"
+
+
+async def test_nan_and_infinity_are_not_json_and_never_reach_the_database(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    async with serve(_settings(proxy.dsn)) as client:
+        await client.post("/rpc/track_access", headers=USER, json={"webinar_id": 1})  # warm
+        for payload in (
+            b'{"webinar_id": NaN}',
+            b'{"webinar_id": Infinity}',
+            b'{"webinar_id": 1, "client": -Infinity}',
+            b'{"webinar_id": 1, "client": {"x": [NaN]}}',
+        ):
+            proxy.reset()
+            r = await client.post("/rpc/track_access", content=payload, headers={**USER, **JSON})
+            assert clean_4xx(r)["details"] == "malformed_json", payload
+            assert proxy.bytes_up == 0, payload
