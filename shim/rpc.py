@@ -74,8 +74,20 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-# Python's json reads NaN and +-Infinity, which JSON (and Postgres' jsonb) has not.
-_DECODER = json.JSONDecoder(parse_constant=_not_json)
+class _DuplicateKeyError(ValueError):
+    """An object names the same key twice."""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise _DuplicateKeyError
+    return value
+
+
+# Python's json reads NaN and +-Infinity, which JSON (and Postgres' jsonb) has not, and
+# keeps the last of duplicated keys, where other parsers keep the first: both refused.
+_DECODER = json.JSONDecoder(parse_constant=_not_json, object_pairs_hook=_object)
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -84,6 +96,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         return {}
     try:
         value = _DECODER.decode(raw.decode(json.detect_encoding(raw)))
+    except _DuplicateKeyError:
+        raise bad_request(
+            "PGRST102", "A JSON object in the body names the same key twice", "duplicate_key"
+        ) from None
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise bad_request("PGRST102", "Empty or invalid json", "malformed_json") from None
     if not isinstance(value, dict):

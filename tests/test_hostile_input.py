@@ -304,3 +304,20 @@ async def test_nan_and_infinity_are_not_json_and_never_reach_the_database(
             r = await client.post("/rpc/track_access", content=payload, headers={**USER, **JSON})
             assert clean_4xx(r)["details"] == "malformed_json", payload
             assert proxy.bytes_up == 0, payload
+
+
+async def test_a_duplicated_argument_in_a_body_is_400_as_in_a_query_string(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    # Which of two values counts is parser trivia (first? last?): a filter in front may
+    # have judged the other one. Refused, like a repeated query parameter.
+    async with serve(_settings(proxy.dsn)) as client:
+        await client.post("/rpc/track_access", headers=USER, json={"webinar_id": 1})  # warm
+        for payload in (
+            b'{"webinar_id": 1, "webinar_id": 149402}',
+            b'{"webinar_id": 1, "client": {"k": 1, "k": 2}}',
+        ):
+            proxy.reset()
+            r = await client.post("/rpc/track_access", content=payload, headers={**USER, **JSON})
+            assert clean_4xx(r)["details"] == "duplicate_key", payload
+            assert proxy.bytes_up == 0, payload
