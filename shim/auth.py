@@ -166,7 +166,7 @@ class Authenticator:
     async def _verify(self, token: str) -> Identity:
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # DecodeError, or a header PyJWT refuses (kid: {})
             raise rejected("malformed", "JWT could not be decoded") from None
         alg = header.get("alg")
         if not isinstance(alg, str):

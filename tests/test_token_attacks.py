@@ -292,3 +292,16 @@ def test_absurdly_long_and_non_ascii_tokens_through_real_uvicorn_are_4xx_never_5
         assert proxy.bytes_up == 0
         # And the server is still fine.
         assert client.post("/rpc/whoami", headers=bearer(token())).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_a_kid_that_is_not_a_string_is_401_not_500(
+    shim_db: ShimDb, proxy: TcpProxy, anyio_backend: str
+) -> None:
+    async with serve(settings_for(proxy.dsn)) as client:
+        proxy.reset()
+        for kid in ({"$ne": ""}, ["rs-1"], 1, True):
+            tok = forge({"alg": "HS256", "kid": kid}, claims())
+            assert_refused(await client.post("/rpc/whoami", headers=bearer(tok)), str(kid))
+            assert_refused(await client.post("/rpc/whoami", headers={"apikey": tok}), str(kid))
+        assert proxy.bytes_up == 0
