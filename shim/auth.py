@@ -197,7 +197,8 @@ class Authenticator:
         return Identity(
             role,
             json.dumps(payload, separators=(",", ":")),
-            float(exp) if isinstance(exp, (int, float)) else None,
+            # PyJWT checked int(exp) (it takes "1700000000" too): the cache honours the same.
+            None if exp is None else int(exp),
             anonymous=role == self._s.anon_role,
         )
 

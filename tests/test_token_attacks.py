@@ -36,6 +36,9 @@ from shim_support import (
 )
 
 from shim.app import create_app
+from shim.auth import Authenticator
+from shim.errors import ApiError
+from shim.settings import Settings
 
 pytest_plugins = ["shim_fixtures"]
 
@@ -305,3 +308,19 @@ async def test_a_kid_that_is_not_a_string_is_401_not_500(
             assert_refused(await client.post("/rpc/whoami", headers=bearer(tok)), str(kid))
             assert_refused(await client.post("/rpc/whoami", headers={"apikey": tok}), str(kid))
         assert proxy.bytes_up == 0
+
+
+@pytest.mark.anyio
+async def test_a_cached_token_with_exp_as_a_numeric_string_still_expires(
+    monkeypatch: pytest.MonkeyPatch, anyio_backend: str
+) -> None:
+    # PyJWT accepts exp "1700000000" (it calls int() on it); the cache must honour it too.
+    auth = Authenticator(Settings(jwt_secret=SECRET, jwt_leeway=0))
+    tok = forge(HS, {"role": "authenticated", "exp": str(int(time.time()) + 60)})
+    assert (await auth.identify(tok)).role == "authenticated"
+    real = time.time
+    monkeypatch.setattr("shim.auth.time.time", lambda: real() + 120)
+    with pytest.raises(ApiError) as err:
+        await auth.identify(tok)  # from the cache
+    assert err.value.status == 401
+    assert err.value.reason == "expired"
