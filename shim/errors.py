@@ -124,7 +124,9 @@ def from_database(
         headers["WWW-Authenticate"] = "Bearer"
     if status == 503:
         headers["Retry-After"] = str(retry_after)
-    if not is_public_sqlstate(sqlstate) or (status >= 500 and not deliberate):
+    if not is_public_sqlstate(sqlstate) or (
+        status >= 500 and not deliberate and sqlstate not in _PUBLIC_CODES
+    ):
         err = internal(request_id)
         err.status, err.code, err.headers = status, sqlstate, headers
         return err

@@ -173,6 +173,7 @@ async def test_statement_timeout_stops_a_slow_call_promptly_with_a_clear_message
         assert r.status_code == 500, r.text  # PostgREST: class 57 -> 500
         data = body(r)
         assert data["code"] == "57014"
+        assert data["message"] == "canceling statement due to statement timeout", data
         assert "pg_sleep" not in r.text
         assert "sleepy" not in data["message"]
         # The connection went back to the pool clean: the next call works at once.
@@ -192,5 +193,6 @@ async def test_a_per_role_statement_timeout_stops_that_role_only(shim_db: ShimDb
         r = await client.post("/rpc/sleepy", json={"seconds": 1}, headers=profile)
         assert r.status_code == 500, r.text
         assert body(r)["code"] == "57014"
+        assert "statement timeout" in body(r)["message"]
         r = await client.post("/rpc/sleepy", json={"seconds": 0.5}, headers={**USER, **profile})
         assert r.json() == 1  # authenticated keeps the default (5s)
