@@ -166,7 +166,6 @@ class Shim:
             "EVENTLIVE_ACCESS_LOG": "0",
             **env,
         }
-        self.env.pop("PYTHONWARNINGS", None)
         fd, name = tempfile.mkstemp(prefix="eventlive-faults-", suffix=".log")
         os.close(fd)
         self.log = Path(name)
