@@ -33,7 +33,8 @@ _ROUTES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 def _webinar_id(request: Request) -> int:
     raw = request.path_params["webinar_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    # isascii: str.isdigit() also passes superscripts (int() then fails) and Arabic digits.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ApiError(
             400, "22P02", "The webinar id must be a positive integer", details="invalid_webinar_id"
         )

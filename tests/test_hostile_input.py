@@ -321,3 +321,21 @@ async def test_a_duplicated_argument_in_a_body_is_400_as_in_a_query_string(
             r = await client.post("/rpc/track_access", content=payload, headers={**USER, **JSON})
             assert clean_4xx(r)["details"] == "duplicate_key", payload
             assert proxy.bytes_up == 0, payload
+
+
+@pytest.mark.parametrize(
+    "webinar",
+    ["%C2%B2", "%D9%A1%D9%A2", "%EF%BC%91", "1%3Bdrop", "-1", "0x10", "9" * 19, "1e3", "%00"],
+)
+async def test_a_legacy_route_id_that_is_not_ascii_digits_is_400(
+    shim_db: ShimDb, proxy: TcpProxy, webinar: str
+) -> None:
+    # Superscript two and Arabic-Indic digits pass str.isdigit(); only ASCII digits count.
+    async with serve(_settings(proxy.dsn)) as client:
+        await client.post("/rpc/track_access", headers=USER, json={"webinar_id": 1})  # warm
+        proxy.reset()
+        r = await client.post(f"/api/webinars/{webinar}/access/track", headers=USER)
+        assert clean_4xx(r)["details"] == "invalid_webinar_id", r.text
+        r = await client.get(f"/api/webinars/{webinar}/stats/access", headers=USER)
+        assert clean_4xx(r)["details"] == "invalid_webinar_id", r.text
+        assert proxy.bytes_up == 0
