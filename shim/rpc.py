@@ -50,8 +50,8 @@ _PREPARED = {
 # Connections on which the settings statements are prepared (server-side, per session).
 _prepared_on: weakref.WeakKeyDictionary[Any, set[bytes]] = weakref.WeakKeyDictionary()
 
-_INT = re.compile(r"-?\d{1,20}\Z")
-_NUM = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z")
+_INT = re.compile(r"-?\d{1,20}\Z", re.ASCII)  # ASCII: \d and int() read any script's digits
+_NUM = re.compile(r"-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\Z", re.ASCII)
 _TEXT_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
 _NUMERIC_TYPES = frozenset({"numeric", "real", "double precision"})
 _JSON_TYPES = frozenset({"json", "jsonb"})

@@ -339,3 +339,16 @@ async def test_a_legacy_route_id_that_is_not_ascii_digits_is_400(
         r = await client.get(f"/api/webinars/{webinar}/stats/access", headers=USER)
         assert clean_4xx(r)["details"] == "invalid_webinar_id", r.text
         assert proxy.bytes_up == 0
+
+
+async def test_integers_in_strings_are_ascii_digits_only(shim_db: ShimDb, proxy: TcpProxy) -> None:
+    # Python's \d and int() read Arabic-Indic and other Unicode digits; Postgres does not.
+    async with serve(_settings(proxy.dsn)) as client:
+        await client.post("/rpc/track_access", headers=USER, json={"webinar_id": 1})  # warm
+        proxy.reset()
+        for value in ("\u0661\u0664\u0669", "\uff11", "1\u0662"):
+            r = await client.post("/rpc/track_access", headers=USER, json={"webinar_id": value})
+            assert clean_4xx(r)["details"] == "wrong_type", value
+            r = await client.get(f"/rpc/access_stats?webinar_id={value}", headers=USER)
+            assert clean_4xx(r)["details"] == "wrong_type", value
+        assert proxy.bytes_up == 0
