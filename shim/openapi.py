@@ -105,10 +105,21 @@ def _operation(r: Routine, method: str) -> dict[str, Any]:
         }
     else:
         op["parameters"] = [
-            {"name": a.name, "in": "query", "required": not a.has_default, "schema": json_schema(a)}
+            {"name": a.name, "in": "query", "required": not a.has_default, "schema": _query(a)}
             for a in r.args
         ]
     return op
+
+
+def _query(arg: Arg) -> dict[str, Any]:
+    """A query parameter's schema: an array travels as one Postgres array literal."""
+    if not arg.is_array:
+        return json_schema(arg)
+    return {
+        "type": "string",
+        "pattern": r"^\{.*\}$",
+        "description": f"{arg.type} as a Postgres array literal, e.g. {{a,b}}",
+    }
 
 
 def document(catalog: Catalog, schema: str, settings: Settings) -> dict[str, Any]:

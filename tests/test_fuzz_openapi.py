@@ -273,3 +273,25 @@ def test_openapi_body_arguments_admit_null_which_is_sql_null() -> None:
     assert ids["type"] == ["array", "null"]
     assert ids["items"] == {"type": ["string", "null"], "format": "uuid"}
     assert nullable(json_schema(Arg("c", "jsonb", has_default=True)))["description"] == "jsonb"
+
+
+@pytest.mark.anyio
+async def test_get_array_arguments_are_documented_in_the_form_the_shim_reads(
+    eventlive_db: Any, anyio_backend: str
+) -> None:
+    # One query parameter holding a Postgres array literal ({a,b}), not OpenAPI's default
+    # of one parameter per element (which the shim refuses as a repeated argument).
+    from shim_support import serve
+
+    _seed(eventlive_db.admin_dsn)
+    settings = settings_for(eventlive_db.dsn, schemas=("api",), jwt_secret=SECRET)
+    async with serve(settings) as client:
+        doc = (await client.get("/openapi.json")).json()
+        (param,) = doc["paths"]["/rpc/profiles_batch"]["get"]["parameters"]
+        assert param["schema"]["type"] == "string", param
+        literal = "{" + ",".join(USERS) + "}"
+        assert re.fullmatch(param["schema"]["pattern"], literal)
+        r = await client.get(
+            "/rpc/profiles_batch", params={"user_ids": literal}, headers=bearer(CALLERS["staff"])
+        )
+        assert r.status_code == 200, r.text
