@@ -127,3 +127,24 @@ def test_plugin_imports_without_the_test_extra() -> None:
         check=False,
     )
     assert proc.stdout.strip() == "ok", proc.stderr
+
+
+def _readme_tester_example() -> str:
+    """The Python block of README's tester section, as a tester would paste it."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## For testers") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+def test_readme_tester_example_passes_as_written(
+    tmp_path: Path, env_on_session_server: dict[str, str]
+) -> None:
+    (tmp_path / "test_readme_example.py").write_text(_readme_tester_example())
+    env = dict(env_on_session_server)
+    args = ["-W", "error"]
+    if not PLUGIN_VIA_ENTRY_POINT:  # a checkout that was not pip-installed
+        env["PYTHONPATH"] = str(REPO)
+        args += ["-p", "shim.testing.plugin"]
+    out = _finish(_pytest([*args, "test_readme_example.py"], cwd=tmp_path, env=env))
+    assert "2 passed" in out
