@@ -307,6 +307,20 @@ async def _results(pg: Any) -> list[Any]:
         await _wait(pg.socket)
 
 
+async def _pipeline(pg: Any, send: Callable[[], None]) -> list[Any]:
+    """Enter pipeline mode, ``send()`` the statements, Sync, and collect the results;
+    the connection always leaves pipeline mode, even when the wait is cancelled."""
+    pg.enter_pipeline_mode()
+    try:
+        send()
+        pg.pipeline_sync()
+        return await _results(pg)
+    finally:
+        if pg.pipeline_status != pq.PipelineStatus.OFF:
+            with contextlib.suppress(psycopg.Error):
+                pg.exit_pipeline_mode()
+
+
 async def _exchange(
     conn: Any,
     settings: list[bytes | None],
@@ -320,8 +334,8 @@ async def _exchange(
     name, text = _PREPARED[read_only]
     done = _prepared_on.setdefault(conn, set())
     preparing = prepare and name not in done
-    pg.enter_pipeline_mode()
-    try:
+
+    def send() -> None:
         if not prepare:  # e.g. behind a transaction-mode pooler: no named statements
             pg.send_query_params(text, settings)
         else:
@@ -329,12 +343,8 @@ async def _exchange(
                 pg.send_prepare(name, text)
             pg.send_query_prepared(name, settings)
         pg.send_query_params(*call)
-        pg.pipeline_sync()
-        results = await _results(pg)
-    finally:
-        if pg.pipeline_status != pq.PipelineStatus.OFF:
-            with contextlib.suppress(psycopg.Error):
-                pg.exit_pipeline_mode()
+
+    results = await _pipeline(pg, send)
     if preparing and results[0].status == pq.ExecStatus.COMMAND_OK:
         done.add(name)
     for index, res in enumerate(results):
@@ -354,15 +364,7 @@ async def ping(conn: Any) -> None:
     abandon it: psycopg's ``execute``, when cancelled, sends a cancel request and then waits
     for the server's answer, which a frozen (SIGSTOPped) server never gives."""
     pg = conn.pgconn
-    pg.enter_pipeline_mode()
-    try:
-        pg.send_query_params(b"select 1", None)
-        pg.pipeline_sync()
-        results = await _results(pg)
-    finally:
-        if pg.pipeline_status != pq.PipelineStatus.OFF:
-            with contextlib.suppress(psycopg.Error):
-                pg.exit_pipeline_mode()
+    results = await _pipeline(pg, lambda: pg.send_query_params(b"select 1", None))
     for res in results:
         if res.status == pq.ExecStatus.FATAL_ERROR:
             raise errors_from_result(res, conn.info.encoding)
