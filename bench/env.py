@@ -1,4 +1,4 @@
-"""The bench's world: a throwaway PostgreSQL (shim.embedded), migrated; the bench's
+"""The bench's world: a throwaway PostgreSQL (shim.pg.embedded), migrated; the bench's
 webinars, viewers and tokens; the shim and the old design as separate uvicorn processes.
 
 Viewer ``i`` is user ``<i as 32 hex digits>`` with session ``00000010<i as 24 hex
@@ -29,8 +29,9 @@ from typing import Any
 import jwt
 import psycopg
 
-from shim.embedded import TemporaryServer, free_port
 from shim.migrate import migrate
+from shim.pg.ports import free_port
+from shim.pg.throwaway import TemporaryServer
 
 REPO = Path(__file__).resolve().parent.parent
 DBNAME = "eventlive"
@@ -448,7 +449,7 @@ class World:
             "EVENTLIVE_ACCESS_LOG": "0",
             "EVENTLIVE_POOL_MAX": str(self.pool_max),
         }
-        argv = self.uvicorn_argv("shim.app:app_from_env", free_port(), self.workers)
+        argv = self.uvicorn_argv("shim.http.app:app_from_env", free_port(), self.workers)
         return self._spawn("shim", argv, env, "/ready")
 
     def stop_old(self) -> None:

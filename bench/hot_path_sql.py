@@ -4,8 +4,8 @@ Each call is sent exactly as the shim sends it -- one transaction in one pipelin
 (one round trip): ``begin; set local role authenticated; select set_config(
 'request.jwt.claims', ..., true); select api.<fn>(...); commit`` -- by pgbench logged
 in as ``authenticator``, with ``-M extended`` (statements are parsed in order, after the
-role switch; ``-M prepared`` would parse the call as ``authenticator`` and fail, see
-DESIGN §6). Scripts: ``bench/pgbench_*.sql``.
+role switch; ``-M prepared`` would parse the call as ``authenticator`` and fail:
+privileges are checked at parse time, as the role of that moment). Scripts: ``bench/pgbench_*.sql``.
 
 For every run it prints calls/s, mean latency, the HOT-update ratio of
 ``eventlive.presence`` (n_tup_hot_upd / n_tup_upd), rows written, and WAL bytes per call
@@ -13,7 +13,7 @@ For every run it prints calls/s, mean latency, the HOT-update ratio of
 ``pg_stat_wal``; a CHECKPOINT precedes each run so every run pays them alike). WAL is
 cluster-wide: other activity on a shared server adds to it, so run it when quiet.
 
-It also measures the access_stats choice: reading the per-minute rollup versus counting
+It also measures the access_stats choice: reading the presence minutes versus counting
 present viewers on every call, the once-a-minute sample, and a write-path alternative
 (one counter row per webinar-minute bumped by every heartbeat).
 
@@ -89,7 +89,7 @@ def variant_sql() -> str:
     """Copies of presence_ping in schema bench, for the comparisons:
     - presence_ping_durable: without synchronous_commit = off;
     - presence_ping_counted: plus a per-minute counter row bumped on every heartbeat
-      (the write-path rollup alternative)."""
+      (the write-path counter alternative)."""
     source = (ROOT / "functions" / "31_presence.sql").read_text()
     start = source.index("create or replace function api.presence_ping(")
     end = source.index("comment on function api.presence_ping(")
@@ -355,9 +355,9 @@ def print_results(results: list[Result]) -> None:
 
 
 def access_stats_choice(dsn: str, viewers: int) -> None:
-    """The rollup read versus counting present viewers on every call, and the sample."""
+    """The presence-minutes read versus counting present viewers on every call, and the sample."""
     with psycopg.connect(dsn) as conn:
-        rollup = timed(conn, "select api.access_stats(%s)", (WEBINAR,), 50)
+        minutes = timed(conn, "select api.access_stats(%s)", (WEBINAR,), 50)
         live = timed(
             conn,
             "select count(*) from eventlive.presence where webinar_id = %s"
@@ -368,15 +368,15 @@ def access_stats_choice(dsn: str, viewers: int) -> None:
         )
         sample = timed(
             conn,
-            "select eventlive.sample_presence(%s, now())",
+            "select eventlive.record_presence_minute(%s, now())",
             (WEBINAR,),
             10,
             setup="reset role; update eventlive.webinars set sampled_minute = null where id = 1",
         )
     print(f"\naccess_stats with {viewers} viewers (median ms, client round trip included):")
-    print(f"  rollup read (api.access_stats)              {rollup:8.2f}")
+    print(f"  presence minutes read (api.access_stats)   {minutes:8.2f}")
     print(f"  counting present viewers on every call      {live:8.2f}")
-    print(f"  the once-a-minute sample (sample_presence)  {sample:8.2f}")
+    print(f"  the once-a-minute record_presence_minute     {sample:8.2f}")
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import gc
 import ipaddress
 import json
@@ -358,39 +359,38 @@ async def _drain(tasks: list[asyncio.Task[None]], timeout: float) -> None:
         task.cancel()
 
 
-async def storm(spec: dict[str, Any], rec: Recorder) -> dict[str, Any]:  # noqa: PLR0915
-    """Join storm; returns extra facts (sessions chosen, pings scheduled)."""
-    tokens = [line.split()[0] for line in Path(spec["viewers"]).read_text().splitlines() if line]
-    webinar = spec["webinar"]
-    window = spec["window"]
-    compress = spec["compress"]
-    rng = random.Random(spec.get("seed", 7))  # noqa: S311 - load shaping, not secrets
-    doubles = set(rng.sample(range(len(tokens)), int(len(tokens) * spec["double_fraction"])))
-    starts = sorted((rng.uniform(0, window), i) for i in range(len(tokens)))
-    pool = Pool(spec["host"], spec["port"], spec.get("max_connections", 512))
-    await pool.prewarm(spec.get("prewarm", 64))
-    start_clock(rec)
-    ping_tasks: list[asyncio.Task[None]] = []
-    facts = collections.Counter[str]()
+@dataclasses.dataclass
+class _Storm:
+    """One join storm in flight: viewers enter (some with two tabs at once), then each
+    pings once at its ``first_ping_in`` (divided by ``compress``)."""
 
-    async def ping(token: str, session: str, scheduled: float) -> None:
+    pool: Pool
+    rec: Recorder
+    webinar: int
+    compress: float
+    tokens: list[str]
+    doubles: set[int]
+    facts: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    ping_tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+
+    async def ping(self, token: str, session: str, scheduled: float) -> None:
         delay = scheduled - time.perf_counter()
         if delay > 0:
             try:
                 await asyncio.sleep(delay)
             except asyncio.CancelledError:
-                rec.add("ping", scheduled, 0)  # never sent: the drain deadline passed
+                self.rec.add("ping", scheduled, 0)  # never sent: the drain deadline passed
                 raise
         body = json.dumps({"session_id": session}).encode()
-        raw = build("POST", f"/api/webinars/{webinar}/presence/ping", token, body)
-        await send(pool, raw, rec, "ping", scheduled)
+        raw = build("POST", f"/api/webinars/{self.webinar}/presence/ping", token, body)
+        await send(self.pool, raw, self.rec, "ping", scheduled)
 
-    async def enter(i: int, scheduled: float) -> None:
-        token = tokens[i]
-        raw = fresh_track(webinar, token)
-        copies = 2 if i in doubles else 1
+    async def enter(self, i: int, scheduled: float) -> None:
+        token = self.tokens[i]
+        raw = fresh_track(self.webinar, token)
+        copies = 2 if i in self.doubles else 1
         answers = await asyncio.gather(
-            *(send(pool, raw, rec, "track", scheduled) for _ in range(copies))
+            *(send(self.pool, raw, self.rec, "track", scheduled) for _ in range(copies))
         )
         ok = []
         for status, body in answers:
@@ -398,7 +398,7 @@ async def storm(spec: dict[str, Any], rec: Recorder) -> dict[str, Any]:  # noqa:
                 try:
                     ok.append(json.loads(body))
                 except ValueError:
-                    facts["unparsable_answer"] += 1
+                    self.facts["unparsable_answer"] += 1
         if not ok:
             return
         # With two tabs, the active session is the one that superseded the other.
@@ -409,32 +409,37 @@ async def storm(spec: dict[str, Any], rec: Recorder) -> dict[str, Any]:  # noqa:
         session = chosen.get("session_id")
         first = chosen.get("first_ping_in")
         if session is None or first is None:
-            facts["no_session_or_first_ping"] += 1
+            self.facts["no_session_or_first_ping"] += 1
             return
-        facts["pings_scheduled"] += 1
-        at = time.perf_counter() + float(first) / compress
-        ping_tasks.append(asyncio.create_task(ping(token, str(session), at)))
+        self.facts["pings_scheduled"] += 1
+        at = time.perf_counter() + float(first) / self.compress
+        self.ping_tasks.append(asyncio.create_task(self.ping(token, str(session), at)))
 
-    by_index = [i for _t, i in starts]
-    offsets = [t for t, _i in starts]
 
-    async def start_one(k: int, _scheduled: float) -> None:
-        await enter(by_index[k], rec.t0 + offsets[k])
-
+async def storm(spec: dict[str, Any], rec: Recorder) -> dict[str, Any]:
+    """Join storm; returns extra facts (sessions chosen, pings scheduled)."""
+    tokens = [line.split()[0] for line in Path(spec["viewers"]).read_text().splitlines() if line]
+    rng = random.Random(spec.get("seed", 7))  # noqa: S311 - load shaping, not secrets
+    doubles = set(rng.sample(range(len(tokens)), int(len(tokens) * spec["double_fraction"])))
+    starts = sorted((rng.uniform(0, spec["window"]), i) for i in range(len(tokens)))
+    pool = Pool(spec["host"], spec["port"], spec.get("max_connections", 512))
+    await pool.prewarm(spec.get("prewarm", 64))
+    start_clock(rec)
+    run = _Storm(pool, rec, spec["webinar"], spec["compress"], tokens, doubles)
     tasks: list[asyncio.Task[None]] = []
-    for k in range(len(by_index)):
-        due = rec.t0 + offsets[k]
+    for offset, i in starts:
+        due = rec.t0 + offset
         now = time.perf_counter()
         if due > now:
             await asyncio.sleep(due - now)
-        tasks.append(asyncio.create_task(start_one(k, due)))
+        tasks.append(asyncio.create_task(run.enter(i, due)))
     await _drain(tasks, spec.get("drain", 30.0))
-    ping_window = spec.get("heartbeat", 120) / compress
-    await _drain(ping_tasks, ping_window + spec.get("drain", 30.0))
+    ping_window = spec.get("heartbeat", 120) / run.compress
+    await _drain(run.ping_tasks, ping_window + spec.get("drain", 30.0))
     pool.close()
-    facts["viewers"] = len(tokens)
-    facts["doubles"] = len(doubles)
-    return dict(facts)
+    run.facts["viewers"] = len(tokens)
+    run.facts["doubles"] = len(doubles)
+    return dict(run.facts)
 
 
 async def pollers(spec: dict[str, Any], rec: Recorder) -> None:

@@ -1,5 +1,5 @@
 -- The heartbeat plus a per-minute counter row bumped on every call: the write-path
--- rollup alternative for access_stats (the copy is made by hot_path_sql.py).
+-- counter alternative for access_stats (the copy is made by hot_path_sql.py).
 \set u random(1, :viewers)
 \startpipeline
 begin;

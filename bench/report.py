@@ -2,7 +2,7 @@
 ``python -m bench.report DIR`` (it reads DIR/results.json).
 
 Every figure is taken from the run's own measurements; ratios are between figures of
-the same run. Nothing here is hard-coded but the targets of DESIGN §5.
+the same run. Nothing here is hard-coded but the targets (``TARGETS``).
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def limits(r: dict[str, Any]) -> list[str]:
 # -- charts --------------------------------------------------------------------------------
 
 
-def charts(out: Path, r: dict[str, Any]) -> dict[str, str]:  # noqa: PLR0912, PLR0915
+def charts(out: Path, r: dict[str, Any]) -> dict[str, str]:
     """Write the PNGs; returns {name: file} (empty when matplotlib is missing)."""
     try:
         import matplotlib  # noqa: PLC0415 - optional: the bench extra
@@ -275,8 +275,29 @@ def charts(out: Path, r: dict[str, Any]) -> dict[str, str]:  # noqa: PLR0912, PL
     except ImportError:
         return {}
     made: dict[str, str] = {}
+    for name, draw in CHARTS.items():
+        fig = draw(plt, r)
+        if fig is None:
+            continue
+        fig.tight_layout()
+        fig.savefig(out / f"{name}.png", dpi=110)
+        plt.close(fig)
+        made[name] = f"{name}.png"
+    return made
 
-    # 1. throughput against concurrency
+
+def _log_axes(ax: Any, xlabel: str, ylabel: str, *, legend: bool = True) -> None:
+    """The house style of a latency chart: log y, grid, labels, small legend."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    if legend:
+        ax.legend(fontsize=8)
+
+
+def _throughput(plt: Any, r: dict[str, Any]) -> Any:
+    """Calls per second against concurrency: pgbench, the shim, the old design."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, call in zip(axes, ("ping", "track"), strict=True):
         for mode in ("prepared", "pipeline"):
@@ -301,84 +322,80 @@ def charts(out: Path, r: dict[str, Any]) -> dict[str, str]:  # noqa: PLR0912, PL
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "throughput.png", dpi=110)
-    plt.close(fig)
-    made["throughput"] = "throughput.png"
+    return fig
 
-    # 2. latency against offered load (open model)
+
+def _latency(plt: Any, r: dict[str, Any]) -> Any:
+    """Latency against offered load (open model)."""
     runs = r.get("open", {}).get("runs", [])
-    if runs:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-        for target in dict.fromkeys(x["target"] for x in runs):
-            pts = sorted((x["offered_rps"], x) for x in runs if x["target"] == target)
-            xs = [p[0] for p in pts]
-            for q, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
-                ax.plot(xs, [p[1][q] for p in pts], style, marker="o", label=f"{target} {q[:3]}")
-        ax.set_yscale("log")
-        ax.set_xlabel("offered presence_ping rate (requests/s, open model)")
-        ax.set_ylabel("latency (ms, from scheduled send)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "latency_vs_load.png", dpi=110)
-        plt.close(fig)
-        made["latency"] = "latency_vs_load.png"
+    if not runs:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for target in dict.fromkeys(x["target"] for x in runs):
+        pts = sorted((x["offered_rps"], x) for x in runs if x["target"] == target)
+        xs = [p[0] for p in pts]
+        for q, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
+            ax.plot(xs, [p[1][q] for p in pts], style, marker="o", label=f"{target} {q[:3]}")
+    _log_axes(
+        ax,
+        "offered presence_ping rate (requests/s, open model)",
+        "latency (ms, from scheduled send)",
+    )
+    return fig
 
-    # 3. join storm: track_access p99 per second
+
+def _storm(plt: Any, r: dict[str, Any]) -> Any:
+    """The join storm: track_access p99 per second."""
     storms = r.get("storm", {}).get("runs", [])
-    if storms:
-        fig, ax = plt.subplots(figsize=(8, 4.2))
-        for s in storms:
-            tl = s["timeline"]
-            ax.plot(
-                [p["second"] for p in tl], [p["p99_ms"] for p in tl], marker=".", label=s["target"]
-            )
-        ax.axhline(TARGETS["storm_p99_ms"], color="red", lw=0.8, ls="--", label="target p99")
-        ax.set_yscale("log")
-        ax.set_xlabel("second of the storm (by scheduled entry)")
-        ax.set_ylabel("track_access p99 (ms)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "storm.png", dpi=110)
-        plt.close(fig)
-        made["storm"] = "storm.png"
+    if not storms:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for s in storms:
+        tl = s["timeline"]
+        ax.plot([p["second"] for p in tl], [p["p99_ms"] for p in tl], marker=".", label=s["target"])
+    ax.axhline(TARGETS["storm_p99_ms"], color="red", lw=0.8, ls="--", label="target p99")
+    _log_axes(ax, "second of the storm (by scheduled entry)", "track_access p99 (ms)")
+    return fig
 
-    # 4. steady state search
+
+def _steady(plt: Any, r: dict[str, Any]) -> Any:
+    """The steady-state search: p99 per number of viewers."""
     probes = r.get("steady", {}).get("probes", [])
-    if probes:
-        fig, ax = plt.subplots(figsize=(8, 4.2))
-        pts = sorted((p["viewers"], p["p99_ms"], p["passed"]) for p in probes)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="grey", lw=0.8)
-        for v, p99, ok in pts:
-            ax.plot(v, p99, "o", color="green" if ok else "red")
-        ax.axhline(TARGETS["steady_p99_ms"], color="red", lw=0.8, ls="--", label="p99 100 ms")
-        ax.set_yscale("log")
-        ax.set_xlabel("simulated concurrent viewers V (rate = V/120 + V/300 per s)")
-        ax.set_ylabel("p99 (ms)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "steady.png", dpi=110)
-        plt.close(fig)
-        made["steady"] = "steady.png"
+    if not probes:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    pts = sorted((p["viewers"], p["p99_ms"], p["passed"]) for p in probes)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], color="grey", lw=0.8)
+    for v, p99, ok in pts:
+        ax.plot(v, p99, "o", color="green" if ok else "red")
+    ax.axhline(TARGETS["steady_p99_ms"], color="red", lw=0.8, ls="--", label="p99 100 ms")
+    _log_axes(ax, "simulated concurrent viewers V (rate = V/120 + V/300 per s)", "p99 (ms)")
+    return fig
 
-    # 5. pollers
+
+def _pollers(plt: Any, r: dict[str, Any]) -> Any:
+    """Pollers: access_stats database calls per interval."""
     polls = r.get("pollers", {}).get("runs", [])
-    if polls:
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        labels = [str(p["admins"]) for p in polls]
-        ax.bar(labels, [p["db_calls_per_interval"] for p in polls], color="tab:blue")
-        ax.axhline(1.0, color="red", lw=0.8, ls="--", label="target ≤ 1")
-        ax.set_xlabel("admins polling every 5 s")
-        ax.set_ylabel("access_stats database calls per 5 s")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "pollers.png", dpi=110)
-        plt.close(fig)
-        made["pollers"] = "pollers.png"
-    return made
+    if not polls:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    labels = [str(p["admins"]) for p in polls]
+    ax.bar(labels, [p["db_calls_per_interval"] for p in polls], color="tab:blue")
+    ax.axhline(1.0, color="red", lw=0.8, ls="--", label="target ≤ 1")
+    ax.set_xlabel("admins polling every 5 s")
+    ax.set_ylabel("access_stats database calls per 5 s")
+    ax.legend(fontsize=8)
+    return fig
+
+
+# name of the PNG -> its drawing (None when the run has no data for it)
+CHARTS = {
+    "throughput": _throughput,
+    "latency_vs_load": _latency,
+    "storm": _storm,
+    "steady": _steady,
+    "pollers": _pollers,
+}
 
 
 # -- markdown ------------------------------------------------------------------------------
@@ -390,20 +407,21 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, PLR0915
+def _intro(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """The title, the headline, what limited it, the machine and the exact commands."""
+    lines: list[str] = []
     meta = r["meta"]
     cfg = meta["config"]
     facts = meta.get("facts", {})
     tools = meta.get("tools", {})
     machine = meta["machine"]
-    f = figures(r)
-    lines = [
+    lines += [
         "# eventlive-rpc benchmark report",
         "",
         f"Run `{cfg['name']}` started {meta['started_utc']}, took {_fmt(meta.get('duration_s'), 0)} s.",
         "All figures below were measured in this run; ratios compare figures of this run only.",
         "",
-        "## Headline (DESIGN §5 targets)",
+        "## Headline (against the targets)",
         "",
         *_table(["figure", "measured", "target", "met"], [list(x) for x in headline(r)]),
         "",
@@ -428,7 +446,7 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
         "",
         f"- {machine['cores']} cores ({machine['cpu']}), {machine['memory']}, {machine['os']}",
         f"- PostgreSQL {facts.get('pg_version', '?')} ({facts.get('pg_bindir', '?')}), "
-        "throwaway server from `shim.embedded` (fsync off, full_page_writes off; "
+        "throwaway server from `shim.pg.throwaway` (fsync off, full_page_writes off; "
         "synchronous_commit at its default)",
         "- " + ", ".join(f"{k} {v}" for k, v in tools.items()),
         f"- Shim: uvicorn, {cfg['workers']} worker(s), pool max {cfg['pool_max']} per worker, "
@@ -460,8 +478,14 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
     if shim_runs:
         lines.append(f"- closed loop, e.g.: `{shim_runs[0]['command']}`")
     lines.append("")
+    return lines
 
-    # 1. ceiling
+
+def _ceiling_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """1. The ceiling: pgbench on the same SQL functions."""
+    lines: list[str] = []
+    cfg = r["meta"]["config"]
+    ceiling = r.get("ceiling", {})
     lines += ["## 1. Ceiling: pgbench on the same SQL functions", ""]
     if ceiling.get("skipped"):
         lines.append(f"Skipped: {ceiling['skipped']}")
@@ -500,8 +524,13 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
                 f"Ceiling {call}: **{_fmt(b['tps'], 0)} calls/s** ({b['mode']}, {b['clients']} clients)."
             )
         lines.append("")
+    return lines
 
-    # 2/3. closed loop
+
+def _closed_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """2-3. The shim and the old design, closed loop; the profile; the open model."""
+    lines: list[str] = []
+    f = figures(r)
     lines += ["## 2-3. Shim and old design, closed loop (maximum)", ""]
     closed_runs = r.get("closed_shim", {}).get("runs", []) + r.get("closed_old", {}).get("runs", [])
     if closed_runs:
@@ -582,10 +611,14 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
             ],
         )  # fmt: skip
         lines.append("")
-    if "latency" in made:
-        lines += [f"![latency against offered load]({made['latency']})", ""]
+    if "latency_vs_load" in made:
+        lines += [f"![latency against offered load]({made['latency_vs_load']})", ""]
+    return lines
 
-    # 4. storm
+
+def _storm_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """4. The join storm."""
+    lines: list[str] = []
     storms = r.get("storm", {}).get("runs", [])
     if storms:
         s0 = storms[0]
@@ -624,8 +657,12 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
         lines.append("")
         if "storm" in made:
             lines += [f"![join storm]({made['storm']})", ""]
+    return lines
 
-    # 5. steady
+
+def _steady_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """5. The steady state."""
+    lines: list[str] = []
     steady = r.get("steady", {})
     if steady.get("probes"):
         lines += [
@@ -653,8 +690,12 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
         lines += ["", f"Largest V that passed: **{steady['best_viewers']:,}**.", ""]
         if "steady" in made:
             lines += [f"![steady state search]({made['steady']})", ""]
+    return lines
 
-    # 6. pollers
+
+def _pollers_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """6. The pollers."""
+    lines: list[str] = []
     pol = r.get("pollers", {})
     if pol.get("skipped"):
         lines += ["## 6. Pollers", "", f"Skipped: {pol['skipped']}", ""]
@@ -681,10 +722,32 @@ def markdown(r: dict[str, Any], made: dict[str, str]) -> str:  # noqa: PLR0912, 
         lines.append("")
         if "pollers" in made:
             lines += [f"![pollers]({made['pollers']})", ""]
+    return lines
+
+
+def _notes_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """Free-text notes of the run."""
+    lines: list[str] = []
     notes = r.get("notes")
     if notes:
         lines += ["## Notes", "", notes.strip(), ""]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+SECTIONS = (
+    _intro,
+    _ceiling_section,
+    _closed_section,
+    _storm_section,
+    _steady_section,
+    _pollers_section,
+    _notes_section,
+)
+
+
+def markdown(r: dict[str, Any], made: dict[str, str]) -> str:
+    """The whole report: each section in turn."""
+    return "\n".join(line for section in SECTIONS for line in section(r, made)) + "\n"
 
 
 def write(out: Path, results: dict[str, Any]) -> Path:

@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [--out DIR]``: the whole benchmark, one command.
 
-Starts a throwaway PostgreSQL (shim.embedded), migrates it, seeds the bench's webinars
+Starts a throwaway PostgreSQL (shim.pg.embedded), migrates it, seeds the bench's webinars
 and viewers, starts the shim (uvicorn, separate process) and the old design (its API
 app and a proxy hop, separate processes), runs the scenarios and writes
 ``report.md``, ``results.json`` and PNG charts to ``--out`` (default
@@ -217,8 +217,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - the run, step by step
-    args = parse_args(argv)
+def configure(args: argparse.Namespace) -> Config:
+    """The run's configuration from the command line (``SystemExit(2)`` when impossible)."""
     cfg = Config.quick() if args.quick else Config.full()
     if args.workers:
         cfg.workers = args.workers
@@ -229,12 +229,36 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - the run, step
     wrk = drivers.wrk_path()
     if args.loadgen == "wrk" and not wrk:
         print("error: --loadgen wrk but wrk is not installed", file=sys.stderr)
-        return 2
+        raise SystemExit(2)
     cfg.use_wrk = bool(wrk) and args.loadgen != "python"
     cfg.loadgen = (
         "wrk" if cfg.use_wrk else
         "python (wrk not installed)" if not wrk else "python (--loadgen python)"
     )  # fmt: skip
+    return cfg
+
+
+def run_scenarios(ctx: Context, only: set[str] | None) -> None:
+    """Each scenario after the machine settled; one scenario's failure is recorded and the
+    rest still run."""
+    results = ctx.results
+    for key, title, fn in SCENARIOS:
+        if only is not None and key not in only:
+            continue
+        waited = ctx.world.settle()
+        t = time.perf_counter()
+        ctx.log(f"== {title} (settled in {waited} s)")
+        try:
+            results[key] = fn(ctx)
+        except Exception as exc:  # noqa: BLE001 - one scenario's failure is reported, the rest runs
+            results["meta"]["scenarios_failed"][key] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        results.setdefault(key, {})["seconds"] = round(time.perf_counter() - t, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = configure(args)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = (args.out or REPO / "bench" / "results" / "runs" / stamp).absolute()
     out.mkdir(parents=True, exist_ok=True)
@@ -264,18 +288,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - the run, step
         ctx.log(f"seeded (db {world.facts['seed_s']} s, tokens {world.facts['tokens_s']} s)")
         world.start_shim()
         ctx.log(f"shim on port {world.procs['shim'].port} ({cfg.workers} worker(s))")
-        for key, title, fn in SCENARIOS:
-            if only is not None and key not in only:
-                continue
-            waited = world.settle()
-            t = time.perf_counter()
-            ctx.log(f"== {title} (settled in {waited} s)")
-            try:
-                results[key] = fn(ctx)
-            except Exception as exc:  # noqa: BLE001 - one scenario's failure is reported, the rest runs
-                results["meta"]["scenarios_failed"][key] = f"{type(exc).__name__}: {exc}"
-                traceback.print_exc()
-            results.setdefault(key, {})["seconds"] = round(time.perf_counter() - t, 1)
+        run_scenarios(ctx, only)
     finally:
         results["meta"]["facts"] = world.facts
         results["meta"]["tools"] = drivers.tool_versions(world.facts.get("pg_bindir", ""))

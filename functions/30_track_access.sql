@@ -2,8 +2,8 @@
 -- Security definer: viewers may not write registrations, sessions or presence
 -- directly; this function is the only way in, with its rules. Durable on purpose:
 -- registrations and sessions keep the default synchronous_commit.
--- Concurrency: one advisory lock per (webinar, viewer) for the transaction serialises
--- a viewer's concurrent entries (200 tabs at once end with one registration and one
+-- Concurrency: the viewer lock (eventlive.lock_viewer) serialises a viewer's concurrent
+-- entries (200 tabs at once end with one registration and one
 -- active session); writes are upserts, so no unique violation can escape.
 create or replace function api.track_access(
     webinar_id bigint,
@@ -41,14 +41,12 @@ begin
             detail = 'webinar_not_found';
     end if;
     if not eventlive.entry_open(v_webinar.state, v_webinar.closes_at, v_now) then
-        raise exception using errcode = 'PT403', message = 'This webinar is not open for entry.',
+        raise exception using errcode = 'PT403', message = 'This webinar is not open.',
             detail = 'webinar_closed';
     end if;
 
-    -- One viewer's entries run one at a time (int4 pair: its own lock space).
-    perform pg_catalog.pg_advisory_xact_lock(
-        (v_webinar.id % 2147483647)::integer, pg_catalog.hashtext(v_uid::text)
-    );
+    -- One viewer's entries run one at a time.
+    perform eventlive.lock_viewer(v_webinar.id, v_uid);
 
     -- Registration: a read first, so that a registrant's re-track writes nothing here.
     select r.first_entered_at is not null into v_entered
@@ -136,7 +134,7 @@ begin
     );
 
     if v_webinar.sampled_minute is null or v_webinar.sampled_minute < pg_catalog.date_trunc('minute', v_now) then
-        perform eventlive.sample_presence(v_webinar.id, v_now);
+        perform eventlive.record_presence_minute(v_webinar.id, v_now);
     end if;
 
     return pg_catalog.jsonb_build_object(

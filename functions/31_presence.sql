@@ -2,7 +2,7 @@
 -- Fast path = the webinar row by primary key + one HOT update of the viewer's presence
 -- row (only last_seen_at changes, no index covers it, fillfactor 70). It never
 -- registers. Writes: its presence row, or nothing when throttled; once per minute per
--- webinar, the first call also stores the minute's viewer count (sample_presence).
+-- webinar, the first call also stores the minute's viewer count (record_presence_minute).
 -- Security definer: viewers cannot write presence directly.
 create or replace function api.presence_ping(webinar_id bigint, session_id uuid)
 returns void
@@ -34,7 +34,7 @@ begin
             detail = 'webinar_not_found';
     end if;
     if not eventlive.entry_open(v_webinar.state, v_webinar.closes_at, v_now) then
-        raise exception using errcode = 'PT403', message = 'This webinar is closed.',
+        raise exception using errcode = 'PT403', message = 'This webinar is not open.',
             detail = 'webinar_closed';
     end if;
 
@@ -79,7 +79,7 @@ begin
     end if;
 
     if v_webinar.sampled_minute is null or v_webinar.sampled_minute < pg_catalog.date_trunc('minute', v_now) then
-        perform eventlive.sample_presence(v_webinar.id, v_now);
+        perform eventlive.record_presence_minute(v_webinar.id, v_now);
     end if;
 end
 $$;
@@ -114,9 +114,7 @@ begin
         raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
             detail = 'webinar_not_found';
     end if;
-    perform pg_catalog.pg_advisory_xact_lock(
-        (presence_leave.webinar_id % 2147483647)::integer, pg_catalog.hashtext(v_uid::text)
-    );
+    perform eventlive.lock_viewer(presence_leave.webinar_id, v_uid);
     delete from eventlive.presence as p
     where p.webinar_id = presence_leave.webinar_id and p.user_id = v_uid
         and p.session_id = presence_leave.session_id;

@@ -2,7 +2,7 @@
 -- Security definer: staff read other viewers' rows through an explicit gate here
 -- rather than through per-row policy checks on 100,000 rows.
 
--- Reads only the rollups (presence_minutes, webinar_counters): its cost does not grow
+-- Reads only the presence minutes and the counters (presence_minutes, webinar_counters): its cost does not grow
 -- with the viewers. Stable (writes nothing), so the shim may serve it by GET and cache
 -- it: one database call per cache interval per webinar, whatever the number of admins.
 -- current_participants is the latest minute sample (at most a minute old), 0 when no
@@ -62,7 +62,7 @@ begin
 end
 $$;
 comment on function api.access_stats(bigint) is
-'Staff only: current_participants (latest minute sample), peak_participants, peak_at, registrations, unique_viewers and timeline (viewers per minute, last 24 h). Reads rollups only. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff.';
+'Staff only: current_participants (latest minute sample), peak_participants, peak_at, registrations, unique_viewers and timeline (viewers per minute, last 24 h). Reads presence minutes and counters only. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff.';
 grant execute on function api.access_stats(bigint) to authenticated, service_role;
 
 -- Current viewers with their profile fields, keyset-paginated on user_id along the

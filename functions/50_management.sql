@@ -161,7 +161,7 @@ begin
     elsif v_target = v_uid then
         v_source := 'self';
         if not eventlive.entry_open(v_webinar.state, v_webinar.closes_at, eventlive.now()) then
-            raise exception using errcode = 'PT403', message = 'This webinar is not open for registration.',
+            raise exception using errcode = 'PT403', message = 'This webinar is not open.',
                 detail = 'webinar_closed';
         end if;
     elsif exists (

@@ -1,10 +1,6 @@
 -- Append-only: each index is paid on every track_access. A viewer's own records (RLS
 -- reads) and a webinar's history by time are the two reads worth one each.
 
--- Give up after a minute of waiting for a lock (e.g. behind a long transaction) rather
--- than hang the migration; an abandoned build leaves an invalid index, which migrate rebuilds.
-set lock_timeout = '1min';
-
 create index concurrently if not exists access_log_user_id_at_idx
 on eventlive.access_log (user_id, at);
 

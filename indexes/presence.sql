@@ -1,5 +1,5 @@
 -- Presence needs no index beyond its primary key (webinar_id, user_id), which every
--- hot-path statement uses (proved in tests/test_plans.py) and which also serves the
+-- hot-path statement uses (proved in tests/sql/test_plans.py) and which also serves the
 -- cascade from registrations (the only foreign key on user_id). Deliberately none on
 -- last_seen_at: every heartbeat updates it, and an index on it would turn each HOT
 -- update into an index insert (bench/ measures the HOT ratio). None on user_id either:

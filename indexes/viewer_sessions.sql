@@ -1,10 +1,6 @@
 -- A viewer's sessions per webinar (RLS own-rows reads, history) and the cascades.
 -- Hot-path lookups use the primary key (session_id).
 
--- Give up after a minute of waiting for a lock (e.g. behind a long transaction) rather
--- than hang the migration; an abandoned build leaves an invalid index, which migrate rebuilds.
-set lock_timeout = '1min';
-
 create index concurrently if not exists viewer_sessions_user_id_webinar_id_idx
 on eventlive.viewer_sessions (user_id, webinar_id);
 

@@ -1,17 +1,11 @@
 """The ``eventlive`` command.
 
-Exit codes:
-
-- ``db migrate``: 0 done (or nothing to do); 1 a file failed (rolled back, run stopped);
-  2 drift, bad source or connection failure (nothing applied); 3 another migrate held
-  the lock past ``--lock-timeout`` (nothing applied).
-- ``db status``: 0 nothing pending; 1 something pending; 2 drift or error.
-- ``db plan``: 0 (SQL printed on stdout, possibly "nothing to apply"); 2 drift or error.
-- ``db repair`` / ``db baseline``: 0 done; 2 refused or error; 3 lock timeout.
-- ``doctor``: 0 no finding; 1 findings; 2 cannot connect or error.
+Exit codes come from the errors and results that carry them (``ApplyError.exit_code``,
+``Assessment.exit_code``, ``Report.exit_code`` ...); ``EXIT_CODES`` below puts them in
+words for ``--help`` and the README, so they are stated once.
 
 The database: ``--dsn``, else ``DATABASE_URL``, else the embedded PostgreSQL
-(``shim.embedded.ensure_running()``). Output (progress, status table, plan SQL) goes to
+(``shim.pg.embedded.ensure_running()``). Output (progress, status table, plan SQL) goes to
 stdout, errors to stderr.
 """
 
@@ -26,15 +20,37 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from shim import doctor
 from shim import migrate as mig
+from shim.doctor.diagnose import FINDINGS
+from shim.migrate.plan import STATUS_DRIFT, STATUS_PENDING
 
-_EPILOG_DB = """\
-database: --dsn, else $DATABASE_URL, else the embedded PostgreSQL (eventlive db up).
-exit codes: migrate 0 ok / 1 a file failed / 2 drift or error / 3 lock timeout;
-            status 0 up to date / 1 pending / 2 drift or error.
-"""
+ERROR = mig.MigrationError.exit_code  # bad input, drift, no connection: nothing was done
+EXIT_CODES = {
+    "db migrate": (
+        f"0 done / {mig.ApplyError.exit_code} a file failed (rolled back) / "
+        f"{ERROR} drift or error (nothing applied) / "
+        f"{mig.LockTimeoutError.exit_code} lock timeout (nothing applied)"
+    ),
+    "db status": f"0 up to date / {STATUS_PENDING} pending / {STATUS_DRIFT} drift or error",
+    "db plan": f"0 SQL printed / {ERROR} drift or error",
+    "db repair, db baseline": (
+        f"0 done / {ERROR} refused or error / {mig.LockTimeoutError.exit_code} lock timeout"
+    ),
+    "doctor": f"0 no finding / {FINDINGS} findings / {doctor.DoctorError.exit_code} cannot check",
+}
+
+
+def _exits(*commands: str) -> str:
+    return "exit codes:\n" + "".join(f"  {c}: {EXIT_CODES[c]}\n" for c in commands)
+
+
+_EPILOG_DB = (
+    "database: --dsn, else $DATABASE_URL, else the embedded PostgreSQL (eventlive db up).\n"
+    + _exits("db migrate", "db status", "db plan", "db repair, db baseline")
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
-        return 2
+        return ERROR
     try:
         code: int = args.run(args)
     except mig.MigrationError as exc:
@@ -51,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except psycopg.Error as exc:
         _err(f"error: database: {str(exc).strip()}")
-        return 2
+        return ERROR
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
@@ -104,7 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     status = _db_command(
         db_commands,
         "status",
-        "list applied / pending / changed files (exit 0 up to date, 1 pending, 2 drift)",
+        f"list applied / pending / changed files (exit {EXIT_CODES['db status']})",
         "List every file and its state: applied, pending, changed (repeatable, will be "
         "re-applied), drift (versioned file changed after it was applied), missing "
         "(applied but not in the source), removed (repeatable no longer in the source).",
@@ -175,7 +191,7 @@ def _db_command(
 def _doctor_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     doctor = commands.add_parser(
         "doctor",
-        help="check a live database against the rules (exit 0 clean, 1 findings, 2 error)",
+        help=f"check a live database against the rules (exit {EXIT_CODES['doctor']})",
         description=textwrap.fill(
             "Check a live database (ours, or a Supabase project) against the rules: row level "
             "security on every table, policy forms ((select auth.uid()), roles named), "
@@ -186,7 +202,7 @@ def _doctor_command(commands: argparse._SubParsersAction[argparse.ArgumentParser
             88,
         ),
         epilog="database: --dsn, else $DATABASE_URL, else the embedded PostgreSQL.\n"
-        "exit codes: 0 no finding / 1 findings / 2 cannot connect or error.\n",
+        + _exits("doctor"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     doctor.add_argument("--dsn", metavar="URL", help="PostgreSQL URL or conninfo string")
@@ -222,7 +238,7 @@ def _lock_option(command: argparse.ArgumentParser) -> None:
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
-    return 2
+    return ERROR
 
 
 def _out(line: str) -> None:
@@ -238,7 +254,7 @@ def _dsn(args: argparse.Namespace) -> str:
     explicit: str | None = args.dsn or os.environ.get("DATABASE_URL")
     if explicit:
         return explicit
-    from shim import embedded  # noqa: PLC0415 - lazy: a server is only for this fallback
+    from shim.pg import embedded  # noqa: PLC0415 - lazy: a server is only for this fallback
 
     _err("no --dsn and no DATABASE_URL: using the embedded PostgreSQL")
     return embedded.ensure_running()
@@ -247,12 +263,31 @@ def _dsn(args: argparse.Namespace) -> str:
 def _serve(args: argparse.Namespace) -> int:
     # Lazy: db commands must not need the HTTP stack.
     try:
-        server = importlib.import_module("shim.server")
+        server = importlib.import_module("shim.http.server")
     except ModuleNotFoundError as exc:
         _err(f"error: the HTTP shim is not available in this build ({exc})")
-        return 2
+        return ERROR
+    if not os.environ.get("DATABASE_URL"):
+        _embedded_default(args.host, args.port)
     server.run(args.host, args.port, args.workers)
     return 0
+
+
+def _embedded_default(host: str, port: int) -> None:
+    """No DATABASE_URL: start and migrate the embedded PostgreSQL, make the demo webinar
+    and a development token, print the walk-through, and point the app at it as
+    ``authenticator`` (the workers read the environment)."""
+    from shim.http import demo  # noqa: PLC0415 - lazy: only the embedded default needs it
+    from shim.pg import embedded  # noqa: PLC0415 - lazy: only without DATABASE_URL
+
+    admin_dsn = embedded.ensure_running(migrate=True)
+    secret_path = embedded.DEFAULT_DATA_DIR.absolute().parent / "dev-jwt-secret"
+    secret = os.environ.get("JWT_SECRET") or demo.dev_secret(secret_path)
+    walkthrough = demo.prepare(admin_dsn, secret)
+    os.environ["DATABASE_URL"] = make_conninfo(admin_dsn, user="authenticator")
+    os.environ["JWT_SECRET"] = secret
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a comparison
+    print(demo.instructions(f"http://{shown}:{port}", walkthrough, secret_path), flush=True)
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -264,20 +299,20 @@ def _doctor(args: argparse.Namespace) -> int:
         )
     except doctor.DoctorError as exc:
         _err(f"error: {exc}")
-        return 2
+        return exc.exit_code
     sys.stdout.write(report.json() if args.format == "json" else report.text())
     return report.exit_code
 
 
 def _db_up(_args: argparse.Namespace) -> int:
-    from shim import embedded  # noqa: PLC0415 - lazy: only db up/down need it
+    from shim.pg import embedded  # noqa: PLC0415 - lazy: only db up/down need it
 
     embedded.up()  # prints the DSN on stdout (only it, for `$(eventlive db up)`)
     return 0
 
 
 def _db_down(_args: argparse.Namespace) -> int:
-    from shim import embedded  # noqa: PLC0415 - lazy: only db up/down need it
+    from shim.pg import embedded  # noqa: PLC0415 - lazy: only db up/down need it
 
     embedded.down()
     return 0

@@ -1,6 +1,6 @@
 -- The private schema behind the API. Tables live in eventlive, which no API role may
--- use directly except through the grants and RLS policies below; callable functions
--- live in api. Functions are never executable by PUBLIC unless granted explicitly.
+-- use directly except through the grants below and the RLS policies in policies/ (one
+-- file per table); callable functions live in api. Functions are never executable by PUBLIC unless granted explicitly.
 
 -- Creating a table with foreign keys locks the referenced tables: give up rather than
 -- queue the live hot path behind this migration.

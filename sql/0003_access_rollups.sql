@@ -1,6 +1,6 @@
--- What access_stats reads, so that it never scans a webinar's presence rows.
--- Both tables are written only by eventlive functions (security definer) and read by
--- staff through RLS; see functions/20_rollups.sql for how they are kept up.
+-- What access_stats reads, so that it never scans a webinar's presence rows: the
+-- presence minutes (written by eventlive.record_presence_minute) and the registration
+-- counters (kept by the trigger in functions/10_counters.sql). Staff read both through RLS.
 
 -- Creating a table with foreign keys locks the referenced tables: give up rather than
 -- queue the live hot path behind this migration.

@@ -1,7 +1,7 @@
 """Helpers for the shim's tests: a test-only API schema, a TCP proxy that counts round
 trips and can cut the database away, token minting, and an app runner on real uvicorn.
 
-Not a test module. Fixtures live in ``shim_fixtures`` (``pytest_plugins``).
+Not a test module. The fixtures built on it live in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -24,13 +24,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from starlette.applications import Starlette
 
-from shim.settings import Settings
+from shim.http.settings import Settings
+from shim.pg.ports import free_port
 
 SECRET = "shim-tests-hs256-secret-of-at-least-32-bytes"
 USER_ID = "6c2d6f8e-8a51-4c4e-9d61-0d7f6e2b9a10"
 
 # A schema only authenticated/anon/service_role may use (not authenticator): a call parsed
-# as the login role would fail (DESIGN §6), so every passing call proves the role switch.
+# as the login role would fail (privileges are checked at parse time), so every passing
+# call proves the role switch.
 TEST_SCHEMA_SQL = r"""
 create schema test_api;
 create schema test_api2;
@@ -308,13 +310,6 @@ class TcpProxy:
         self._thread.join(timeout=2)
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def uvicorn_server(app: Starlette) -> Iterator[str]:
     """Serve ``app`` with real uvicorn on 127.0.0.1 in a thread; yield its base URL."""
@@ -340,7 +335,7 @@ def uvicorn_server(app: Starlette) -> Iterator[str]:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process, lifespan included, behind an httpx client."""
-    from shim.app import create_app
+    from shim.http.app import create_app
 
     app = create_app(settings)
     async with app.router.lifespan_context(app):

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from shim.cli import main
-from shim.embedded import free_port
-from shim.paths import SQL_FOLDERS
+from shim.migrate.paths import SQL_FOLDERS
+from shim.pg.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 FUNCTION = "create or replace function app.one() returns int language sql as $$ select 1 $$;\n"
@@ -50,7 +50,8 @@ def test_help_names_every_command() -> None:
     ).stdout
     for command in ("up", "down", "migrate", "status", "plan", "repair", "baseline"):
         assert f"    {command} " in sub
-    assert "status 0 up to date / 1 pending / 2 drift or error" in sub
+    assert "db status: 0 up to date / 1 pending / 2 drift or error" in sub
+    assert "db migrate: 0 done / 1 a file failed (rolled back) / 2 drift or error" in sub
 
 
 def test_no_command_prints_usage_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,16 +20,16 @@ from bench.env import W_CEIL
 # area -> substrings of a frame ("function (path:line)"); a sample belongs to the area of
 # its innermost frame that matches one (so the shares add up to 100 %).
 AREAS = {
-    "JWT verification (shim.auth, PyJWT, hmac)": ("shim/auth.py", "jwt/", "hmac"),
-    "database exchange (shim.rpc, psycopg, psycopg_pool)": (
+    "JWT verification (shim.http.auth, PyJWT, hmac)": ("shim/auth.py", "jwt/", "hmac"),
+    "database exchange (shim.http.bind, psycopg, psycopg_pool)": (
         "shim/rpc.py",
         "psycopg/",
         "psycopg_pool/",
     ),
     "argument binding, catalog, JSON": ("shim/catalog.py", "json/"),
-    "metrics (shim.metrics, prometheus_client)": ("shim/metrics.py", "prometheus_client"),
+    "metrics (shim.http.metrics, prometheus_client)": ("shim/metrics.py", "prometheus_client"),
     "logging": ("logging/",),
-    "shim request handling (shim.app, legacy, errors, cache)": ("shim/",),
+    "shim request handling (shim.http.app, legacy, errors, cache)": ("shim/",),
     "Starlette (routing, requests, responses)": ("starlette/",),
     "uvicorn HTTP protocol": ("uvicorn/",),
     "asyncio / event loop": ("asyncio/", "uvloop"),

@@ -1,6 +1,6 @@
 """pytest plugin (entry point ``pytest11: eventlive``): real PostgreSQL for tests.
 
-Server: a throwaway server started by ``shim.embedded.TemporaryServer`` (works as root),
+Server: a throwaway server started by ``shim.pg.throwaway.TemporaryServer`` (works as root),
 or the existing server named by ``EVENTLIVE_TEST_DSN`` (a superuser DSN; nothing is
 started, and every database we create there carries a random suffix and is dropped).
 
@@ -32,13 +32,17 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shim.embedded import TemporaryServer
-from shim.pgbin import find_binaries
+from shim.pg.binaries import find_binaries
+from shim.pg.throwaway import TemporaryServer
 
 if TYPE_CHECKING:
     from pytest_postgresql.janitor import DatabaseJanitor
 
 DSN_ENV = "EVENTLIVE_TEST_DSN"
+# The environment variables the test kit reads (the README's configuration table shows them).
+ENV_DOC = {
+    DSN_ENV: "tests: a superuser DSN of an existing server to use instead of a throwaway one",
+}
 AUTHENTICATOR = "authenticator"
 _TEMPLATE_LOCK = 0x6576656E746C6976  # "eventliv": serializes template builds across runs
 AUTHENTICATOR_PASSWORD_ENV = "EVENTLIVE_TEST_AUTHENTICATOR_PASSWORD"  # noqa: S105 - a name

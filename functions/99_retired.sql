@@ -1,0 +1,7 @@
+-- Functions that were renamed or removed. They are dropped here, in the last repeatable
+-- file, because migrate re-applies functions/ in file order: by now every caller has been
+-- replaced, so no live call can reach a dropped function in between (dropping them in a
+-- versioned migration would break the hot path until the callers were re-applied).
+
+-- Renamed to eventlive.record_presence_minute (20_presence_minutes.sql).
+drop function if exists eventlive.sample_presence(bigint, timestamptz);

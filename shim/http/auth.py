@@ -1,0 +1,213 @@
+"""In-process JWT verification: HS256 with a shared secret, ES256 / RS256 from a JWKS.
+
+Contract of ``Authenticator.identify(token)``: returns the ``Identity`` (role + the claims
+as JSON text for ``request.jwt.claims``) or raises ``ApiError`` 401 with a
+``WWW-Authenticate`` header and a ``reason`` (metric label). It never touches the
+database; it contacts the JWKS URL only for a ``kid`` it does not know, at most once per
+``jwks_refetch_seconds``. Verified tokens are cached (bounded; expiry still enforced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+
+from shim.http.errors import ApiError
+from shim.http.settings import Settings
+
+log = logging.getLogger("eventlive.auth")
+
+# The only algorithm each key type may verify: no "none", no HS256 with an RSA key.
+_ASYMMETRIC = {"RS256": "RSA", "ES256": "EC"}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: the database role and the claims JSON for the transaction."""
+
+    role: str
+    claims: str
+    expires: float | None = None
+    # The anon role, with or without a token: 42501 is then 401, not 403 (PostgREST).
+    anonymous: bool = False
+
+
+def _anon_claims(role: str) -> str:
+    return json.dumps({"role": role})
+
+
+def rejected(reason: str, description: str) -> ApiError:
+    """The 401 PostgREST gives an invalid token, with RFC 6750's header."""
+    safe = description.replace('"', "'")
+    return ApiError(
+        401,
+        "PGRST301",
+        description,
+        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{safe}"'},
+        reason=reason,
+    )
+
+
+def load_jwks(data: dict[str, Any]) -> dict[str | None, jwt.PyJWK]:
+    """Usable asymmetric keys of a JWKS by kid; symmetric and unknown types are dropped."""
+    keys: dict[str | None, jwt.PyJWK] = {}
+    for raw in data.get("keys", []):
+        if raw.get("kty") not in ("RSA", "EC"):
+            continue
+        try:
+            key = jwt.PyJWK(raw)
+        except jwt.PyJWKError as exc:
+            log.warning("JWKS key %s skipped: %s", raw.get("kid"), exc)
+            continue
+        if key.algorithm_name in _ASYMMETRIC:
+            keys[key.key_id] = key
+    return keys
+
+
+class Authenticator:
+    """Verifies bearer tokens against the configured secret and JWKS (see module doc)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._s = settings
+        self._anon = Identity(
+            settings.anon_role, _anon_claims(settings.anon_role), None, anonymous=True
+        )
+        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._cache: dict[str, Identity] = {}
+        self._last_fetch = float("-inf")
+        self._fetch_lock = asyncio.Lock()
+        self._roles = frozenset(settings.jwt_roles)
+
+    @property
+    def anon(self) -> Identity:
+        """The identity of requests that carry no token."""
+        return self._anon
+
+    async def load_keys(self) -> None:
+        """Read ``JWKS_FILE`` and fetch ``JWKS_URL`` (start-up; failures are logged)."""
+        keys: dict[str | None, jwt.PyJWK] = {}
+        if self._s.jwks_file:
+            with open(self._s.jwks_file, encoding="utf-8") as fh:
+                keys.update(load_jwks(json.load(fh)))
+        self._keys = keys
+        if self._s.jwks_url:
+            await self._refetch(force=True)
+
+    async def _refetch(self, force: bool = False) -> None:
+        async with self._fetch_lock:
+            now = time.monotonic()
+            if not force:
+                # Only on-demand refetches count against the rate limit: a key rotated
+                # just after start is still picked up by the first token that uses it.
+                if now - self._last_fetch < self._s.jwks_refetch_seconds:
+                    return
+                self._last_fetch = now
+            assert self._s.jwks_url is not None
+            try:
+                async with httpx.AsyncClient(timeout=2.0) as client:
+                    response = await client.get(self._s.jwks_url)
+                    response.raise_for_status()
+                    fetched = load_jwks(response.json())
+            except (httpx.HTTPError, ValueError) as exc:
+                log.warning("JWKS fetch from %s failed: %s", self._s.jwks_url, exc)
+                return
+            self._keys = {**self._keys, **fetched}
+            log.info("JWKS: %d keys from %s", len(fetched), self._s.jwks_url)
+
+    async def identify(self, token: str | None) -> Identity:
+        """The identity for ``token`` (None -> anon), or raise a 401 ``ApiError``."""
+        if not token:
+            return self._anon
+        hit = self._cache.get(token)
+        if hit is not None:
+            if hit.expires is not None and hit.expires + self._s.jwt_leeway < time.time():
+                del self._cache[token]
+                raise rejected("expired", "JWT expired")
+            return hit
+        identity = await self._verify(token)
+        if len(self._cache) >= self._s.token_cache:
+            # Oldest first: dicts keep insertion order; cheap and bounded.
+            del self._cache[next(iter(self._cache))]
+        self._cache[token] = identity
+        return identity
+
+    async def _key_for(self, alg: str, kid: str | None) -> Any:
+        if alg == "HS256":
+            if not self._s.jwt_secret:
+                raise rejected("bad_algorithm", "HS256 tokens are not accepted here")
+            return self._s.jwt_secret
+        if alg not in _ASYMMETRIC:
+            raise rejected("bad_algorithm", f"Algorithm {alg!r} is not allowed")
+        key = self._find(alg, kid)
+        if key is None and self._s.jwks_url:
+            await self._refetch()
+            key = self._find(alg, kid)
+        if key is None:
+            raise rejected("unknown_kid", "No key matches the token's kid")
+        return key.key
+
+    def _find(self, alg: str, kid: str | None) -> jwt.PyJWK | None:
+        if kid is not None:
+            key = self._keys.get(kid)
+        else:
+            candidates = [k for k in self._keys.values() if k.algorithm_name == alg]
+            key = candidates[0] if len(candidates) == 1 else None
+        if key is not None and key.algorithm_name != alg:
+            raise rejected("bad_algorithm", "The token's algorithm does not match its key")
+        return key
+
+    async def _verify(self, token: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:  # DecodeError, or a header PyJWT refuses (kid: {})
+            raise rejected("malformed", "JWT could not be decoded") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise rejected("bad_algorithm", "JWT has no algorithm")
+        kid = header.get("kid")
+        key = await self._key_for(alg, kid if isinstance(kid, str) else None)
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                leeway=self._s.jwt_leeway,
+                options={"verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise rejected("expired", "JWT expired") from None
+        except jwt.ImmatureSignatureError:
+            raise rejected("not_yet_valid", "JWT not yet valid") from None
+        except jwt.InvalidSignatureError:
+            raise rejected("bad_signature", "JWT signature is invalid") from None
+        except jwt.InvalidTokenError as exc:
+            raise rejected("invalid", f"JWT invalid: {exc}") from None
+        self._check_audience(payload)
+        role = payload.get("role", self._s.anon_role)
+        if not isinstance(role, str) or role not in self._roles:
+            raise rejected("bad_role", "JWT role is not allowed")
+        exp = payload.get("exp")
+        return Identity(
+            role,
+            json.dumps(payload, separators=(",", ":")),
+            # PyJWT checked int(exp) (it takes "1700000000" too): the cache honours the same.
+            None if exp is None else int(exp),
+            anonymous=role == self._s.anon_role,
+        )
+
+    def _check_audience(self, payload: dict[str, Any]) -> None:
+        # PostgREST: a token without aud passes; one with aud must name ours.
+        expected = self._s.jwt_aud
+        if not expected or "aud" not in payload:
+            return
+        aud = payload["aud"]
+        if aud == expected or (isinstance(aud, list) and expected in aud):
+            return
+        raise rejected("bad_audience", "JWT audience is not accepted")

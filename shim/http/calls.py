@@ -1,0 +1,206 @@
+"""Calling a function for a request: who the caller is (``identify``), the call itself with
+the GET cache and ETags (``invoke``), the one round trip with its failures mapped to
+PostgREST errors (``call_function``), and the readiness probe (``ping_database``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import psycopg
+from psycopg_pool import PoolClosed, PoolTimeout
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shim.http import bind, errors, exchange
+from shim.http.auth import Identity, rejected
+from shim.http.cache import etag_matches
+from shim.http.errors import ApiError
+from shim.http.request import header, prefers_minimal
+from shim.http.respond import JSON_TYPE, RequestContext
+from shim.http.service import Service
+
+log = logging.getLogger("eventlive.shim")
+
+
+async def identify(service: Service, request: Request, ctx: RequestContext) -> Identity:
+    """Bearer token from Authorization, else the apikey header (Supabase clients)."""
+    t0 = time.perf_counter()
+    authorization = header(request, b"authorization")
+    token: str | None
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            service.metrics.rejected_tokens.labels("malformed").inc()
+            raise rejected("malformed", "Authorization must be 'Bearer <token>'")
+        token = token.strip()
+    else:
+        token = header(request, b"apikey")
+    try:
+        identity = await service.auth.identify(token)
+    except ApiError as err:
+        service.metrics.rejected_tokens.labels(err.reason).inc()
+        raise
+    finally:
+        ctx.auth_ms = (time.perf_counter() - t0) * 1000
+    ctx.role = identity.role
+    return identity
+
+
+async def invoke(
+    service: Service,
+    request: Request,
+    ctx: RequestContext,
+    *,
+    schema: str,
+    name: str,
+    given: dict[str, Any],
+    identity: Identity,
+    minimal: bool = False,
+) -> Response:
+    """Bind ``given`` to ``schema.name`` and run it; GET/HEAD go through the cache."""
+    settings = service.settings
+    catalog = service.catalog
+    if not catalog.loaded:
+        raise errors.unavailable(
+            "PGRST002",
+            "Could not query the database for the schema cache. Retrying.",
+            settings.retry_after,
+            "catalog_not_loaded",
+        )
+    candidates = catalog.find(schema, name)
+    if not candidates:
+        raise ApiError(
+            404,
+            "PGRST202",
+            f"Could not find the function {schema}.{name} in the schema cache",
+            hint="If a new function was created in the database with this name and "
+            "parameters, try reloading the schema cache.",
+            details="unknown_function",
+        )
+    # Only routable names become metric labels: clients cannot grow the label set.
+    ctx.function = f"{schema}.{name}"
+    is_get = request.method in ("GET", "HEAD")
+    routine, statement, values = bind.bind(candidates, given, from_query=is_get)
+    if is_get and not routine.readonly:
+        raise ApiError(
+            405,
+            "PGRST101",
+            f"Cannot use the {request.method} method on volatile function {schema}.{name}",
+            details="method_not_allowed",
+        )
+    timeout = catalog.role_timeouts.get(identity.role, settings.statement_timeout)
+
+    async def load() -> str | None:
+        return await call_function(
+            service,
+            ctx,
+            identity,
+            statement,
+            values,
+            timeout=timeout,
+            read_only=routine.readonly or is_get,
+        )
+
+    headers: dict[str, str] = {}
+    if is_get:
+        key = (
+            schema,
+            name,
+            json.dumps(given, sort_keys=True),
+            identity.role,
+            None if routine.cache_public else identity.claims,
+        )
+        entry, ctx.cache = await service.cache.get(key, routine.cache_seconds or 0, load)
+        service.metrics.cache.labels(ctx.cache).inc()
+        result = entry.body
+        headers["ETag"] = entry.etag
+        if routine.cache_seconds:
+            scope = "public" if routine.cache_public else "private"
+            headers["Cache-Control"] = f"{scope}, max-age={routine.cache_seconds}"
+        else:
+            headers["Cache-Control"] = "no-cache"
+        inm = header(request, b"if-none-match")
+        if inm is not None and etag_matches(inm, entry.etag):
+            return Response(status_code=304, headers=headers)
+    else:
+        result = await load()
+    if routine.returns_void or minimal or prefers_minimal(request):
+        return Response(status_code=204, headers=headers)
+    body = "null" if result is None else result
+    return Response(body, media_type=JSON_TYPE, headers=headers)
+
+
+async def call_function(
+    service: Service,
+    ctx: RequestContext,
+    identity: Identity,
+    statement: Any,
+    values: list[Any],
+    *,
+    timeout: str,
+    read_only: bool,
+) -> str | None:
+    """One round trip; database and pool failures become PostgREST-shaped errors."""
+    assert service.pool is not None
+    s = service.settings
+    t0 = time.perf_counter()
+    try:
+        return await exchange.call(
+            service.pool,
+            statement,
+            values,
+            identity,
+            statement_timeout=timeout,
+            read_only=read_only,
+            pool_timeout=s.pool_timeout,
+            db_timeout=s.db_timeout,
+            prepare=s.prepare,
+        )
+    except PoolTimeout:
+        raise errors.unavailable(
+            "PGRST003",
+            "Timed out acquiring connection from connection pool.",
+            s.retry_after,
+            "pool_timeout",
+        ) from None
+    except PoolClosed:
+        raise errors.unavailable(
+            "PGRST000", "The server is shutting down", s.retry_after, "shutting_down"
+        ) from None
+    except exchange.DbTimeoutError:
+        raise errors.unavailable(
+            "PGRST000", "The database did not answer in time", s.retry_after, "db_timeout"
+        ) from None
+    except psycopg.Error as exc:
+        err = errors.from_database(exc, identity.anonymous, ctx.request_id, s.retry_after)
+        if err.status >= 500 and err.status != 503:
+            log.error("request %s: database error %s: %s", ctx.request_id, exc.diag.sqlstate, exc)
+        elif err.status == 503:
+            log.warning("request %s: database unavailable: %s", ctx.request_id, exc)
+        raise err from None
+    finally:
+        ctx.db_ms = (time.perf_counter() - t0) * 1000
+        service.metrics.db_latency.labels(ctx.function).observe(ctx.db_ms / 1000)
+
+
+async def ping_database(service: Service) -> None:
+    """``select 1`` on a pooled connection, bounded like a request (pool timeout, then
+    ``db_timeout``): a frozen database is "not ready" now, not when it thaws."""
+    assert service.pool is not None
+    s = service.settings
+    try:
+        async with service.pool.connection(timeout=s.pool_timeout) as conn:
+            try:
+                async with asyncio.timeout(s.db_timeout):
+                    await exchange.ping(conn)
+            except TimeoutError:
+                await conn.close()  # mid-exchange: never back into the pool
+                raise
+    except (psycopg.Error, PoolTimeout, TimeoutError):
+        raise errors.unavailable(
+            "PGRST000", "Could not connect with the database", s.retry_after, "database_down"
+        ) from None

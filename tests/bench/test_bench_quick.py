@@ -1,0 +1,123 @@
+"""Smoke test of the benchmark: ``python -m bench --quick`` produces a report that is
+complete and internally consistent. It asserts nothing about how high the numbers are
+(the targets are judged in bench/results, not here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+
+REPO = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    return out, results, (out / "report.md").read_text()
+
+
+def _summaries(results: dict[str, Any]) -> list[dict[str, Any]]:
+    found = []
+    for key in ("closed_shim", "closed_old", "open"):
+        found += results[key]["runs"]
+    for s in results["storm"]["runs"]:
+        found += [s["track"], s["ping"]]
+    for p in results["steady"]["probes"]:
+        found += [p, p["ping"], p["track"]]
+    for p in results["pollers"]["runs"]:
+        found += [p["stats"], p["ping"]]
+    return found
+
+
+@pytest.mark.timeout(300)
+def test_quick_run_reports_every_scenario(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    out, results, text = quick_run
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "charts not drawn: matplotlib is not installed" in text
+    assert results["meta"]["scenarios_failed"] == {}
+    for key in ("ceiling", "closed_shim", "closed_old", "open", "storm", "steady", "pollers"):
+        assert key in results, key
+    for heading in ("## Headline", "## Machine and tools", "## Exact commands", "## 1. Ceiling",
+                    "## 4. Join storm", "## 5. Steady state", "## 6. Pollers"):  # fmt: skip
+        assert heading in text, heading
+    # the machine and tool versions are stated
+    assert results["meta"]["machine"]["cores"]
+    assert results["meta"]["facts"]["pg_version"] in text
+    assert "pgbench" in results["meta"]["tools"]
+    # the load generator used for closed loops is named (wrk, or the stated fallback)
+    assert results["meta"]["config"]["loadgen"] in text
+    # no token files or specs are left behind
+    assert not (out / "work").exists()
+
+
+@pytest.mark.timeout(300)
+def test_charts_are_pngs_and_linked(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    out, _results, text = quick_run
+    pytest.importorskip("matplotlib", reason="charts need the bench extra (matplotlib)")
+    for name in ("throughput.png", "latency_vs_load.png", "storm.png", "steady.png", "pollers.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+        assert f"]({name})" in text, name
+
+
+@pytest.mark.timeout(300)
+def test_summaries_add_up(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    _out, results, _text = quick_run
+    for s in _summaries(results):
+        assert sum(s["statuses"].values()) == s["requests"]
+        assert s["answered"] == s["requests"] - s["statuses"].get("0", 0)
+        assert s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"]
+        assert s["errors_5xx"] == sum(n for k, n in s["statuses"].items() if k.startswith("5"))
+
+
+@pytest.mark.timeout(300)
+def test_ratios_are_taken_from_the_same_run(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    _out, results, text = quick_run
+    best = results["ceiling"]["best"]
+    for call in ("ping", "track"):
+        runs = [r for r in results["ceiling"]["runs"] if r["call"] == call]
+        assert best[call]["tps"] == max(r["tps"] for r in runs)
+    shim = max(
+        (r for r in results["closed_shim"]["runs"] if r["call"] == "ping"), key=lambda r: r["rps"]
+    )
+    ratio = shim["rps"] / best["ping"]["tps"]
+    rows = {row[0]: row for row in report.headline(results)}
+    assert rows["Shim presence_ping / pgbench ceiling"][1].startswith(f"{ratio:,.2f} ")
+    for figure in rows:
+        assert figure in text
+
+
+@pytest.mark.timeout(300)
+def test_storm_and_pollers_are_accounted(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    _out, results, _text = quick_run
+    cfg = results["meta"]["config"]
+    for s in results["storm"]["runs"]:
+        assert s["viewers"] == cfg["storm_viewers"]
+        # every viewer entered once, the doubles twice
+        assert s["track"]["requests"] == s["viewers"] + s["doubles"]
+        assert 0 <= s["registrations"] <= s["viewers"]
+    assert [p["admins"] for p in results["pollers"]["runs"]] == cfg["poller_counts"]
+    for p in results["pollers"]["runs"]:
+        assert p["db_calls"] >= 0
+        assert p["db_calls_per_interval"] == round(p["db_calls"] / p["intervals"], 2)
+    steady = results["steady"]
+    assert steady["best_viewers"] in [0] + [p["viewers"] for p in steady["probes"] if p["passed"]]

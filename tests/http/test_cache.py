@@ -1,0 +1,147 @@
+"""The GET cache: the single-flight cache on its own (one load for concurrent identical
+keys, errors shared but not stored, expiry, bound, ETag comparison), then over HTTP on a
+real uvicorn on loopback: ETag / 304, Cache-Control from the ``@cache`` marker, and 100
+concurrent identical GETs -> one database call, counted at a TCP proxy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from shim_support import ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
+
+from shim.http.app import create_app
+from shim.http.cache import SharedCache, etag_matches, etag_of
+
+pytestmark = pytest.mark.anyio
+
+
+async def _wave(base: str, path: str, headers: dict[str, str], n: int) -> list[bytes]:
+    """Open ``n`` connections, then write one GET on each at once (raw HTTP/1.1: a Python
+    HTTP client is too slow to put 100 requests in flight together on a busy machine)."""
+    host, port = base.removeprefix("http://").split(":")
+    streams = [await asyncio.open_connection(host, int(port)) for _ in range(n)]
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = f"GET {path} HTTP/1.1\r\nHost: shim\r\n{head}Connection: close\r\n\r\n".encode()
+    for _, writer in streams:
+        writer.write(request)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+        data = await reader.read()
+        writer.close()
+        return data
+
+    return await asyncio.gather(*(answer(r, w) for r, w in streams))
+
+
+async def test_hundred_concurrent_identical_gets_cost_one_database_call(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    app = create_app(settings_for(proxy.dsn, pool_min=4, pool_max=4))
+    auth = bearer(token())
+    with uvicorn_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            await client.get("/rpc/echo?a=1", headers=auth)  # token verified, pool open
+        for _ in range(2):  # not cached (no @cache marker): each wave costs one call
+            proxy.reset()
+            answers = await _wave(base, "/rpc/slow_stats?w=7", auth, 100)
+            assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
+            assert len({a.rpartition(b"\r\n\r\n")[2] for a in answers}) == 1
+            assert proxy.bursts == 1
+
+
+async def test_etag_304_and_cache_control_from_the_marker(shim_db: ShimDb, proxy: TcpProxy) -> None:
+    app = create_app(settings_for(proxy.dsn))
+    alice, bob = bearer(token()), bearer(token({"sub": "0d7f6e2b-8a51-4c4e-9d61-6c2d6f8e9a10"}))
+    with uvicorn_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            await client.get("/rpc/echo?a=1", headers=alice)
+            proxy.reset()
+            first = await client.get("/rpc/stats?w=1", headers=alice)
+            assert first.status_code == 200
+            assert first.headers["Cache-Control"] == "private, max-age=5"
+            etag = first.headers["ETag"]
+            assert etag.startswith('"')
+            again = await client.get("/rpc/stats?w=1", headers={"If-None-Match": etag, **alice})
+            assert again.status_code == 304
+            assert again.content == b""
+            assert again.headers["ETag"] == etag
+            stale = await client.get("/rpc/stats?w=1", headers={"If-None-Match": '"x"', **alice})
+            assert stale.status_code == 200
+            assert stale.text == first.text  # from the cache, within max-age
+            assert proxy.bursts == 1
+            # Another caller gets an entry of their own (results may depend on who asks).
+            other = await client.get("/rpc/stats?w=1", headers=bob)
+            assert other.status_code == 200
+            assert proxy.bursts == 2
+            # Different arguments, different entry.
+            await client.get("/rpc/stats?w=2", headers=alice)
+            assert proxy.bursts == 3
+            plain = await client.get("/rpc/echo?a=1", headers=alice)
+            assert plain.headers["Cache-Control"] == "no-cache"
+            r = await client.get(
+                "/rpc/echo?a=1", headers={"If-None-Match": plain.headers["ETag"], **alice}
+            )
+            assert r.status_code == 304
+
+
+# -- the cache on its own ------------------------------------------------------------
+
+
+async def test_concurrent_identical_keys_load_once_and_errors_are_not_kept() -> None:
+    cache = SharedCache(10)
+    calls = 0
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return '{"n": 1}'
+
+    results = await asyncio.gather(*(cache.get("k", 0, load) for _ in range(50)))
+    assert calls == 1
+    assert {how for _, how in results} == {"miss", "shared"}
+    assert len({e.etag for e, _ in results}) == 1
+
+    async def fail() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise ValueError("boom")
+
+    outcomes = await asyncio.gather(
+        *(cache.get("e", 5, fail) for _ in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(o, ValueError) for o in outcomes)
+    assert calls == 2
+    with pytest.raises(ValueError, match="boom"):
+        await cache.get("e", 5, fail)  # the error was not stored
+    assert calls == 3
+
+
+async def test_entries_live_ttl_seconds_and_the_cache_is_bounded() -> None:
+    cache = SharedCache(2)
+
+    async def load() -> str:
+        return "x"
+
+    _, how = await cache.get("a", 60, load)
+    assert how == "miss"
+    _, how = await cache.get("a", 60, load)
+    assert how == "hit"
+    _, how = await cache.get("z", 0, load)  # ttl 0: shared in flight only
+    _, how = await cache.get("z", 0, load)
+    assert how == "miss"
+    for key in ("b", "c", "d"):
+        await cache.get(key, 60, load)
+    assert len(cache._entries) <= 2
+
+
+def test_etag_comparison() -> None:
+    tag = etag_of('{"a":1}')
+    assert etag_matches(tag, tag)
+    assert etag_matches(f'"other", W/{tag}', tag)
+    assert etag_matches("*", tag)
+    assert not etag_matches('"other"', tag)
+    assert etag_of(None) == etag_of("")

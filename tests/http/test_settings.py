@@ -1,0 +1,50 @@
+"""Settings from the environment: defaults, parsing, and the documented variables."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+from shim.http.settings import ENV_DOC, Settings
+
+
+def test_defaults_need_no_configuration() -> None:
+    s = Settings.from_env({})
+    assert s.database_url is None
+    assert s.schemas == ("api",)
+    assert s.jwt_aud == "authenticated"
+    assert s.jwt_roles == ("anon", "authenticated", "service_role")
+    assert s.pool_timeout == 0.5
+    assert s.max_body == 65536
+    assert s.cors_origins == ("*",)
+    assert s.prepare is True
+
+
+def test_environment_overrides_and_empty_values() -> None:
+    s = Settings.from_env(
+        {
+            "DATABASE_URL": "host=db",
+            "EVENTLIVE_SCHEMAS": "api, api_v2",
+            "JWT_AUD": "",
+            "EVENTLIVE_POOL_MAX": "20",
+            "EVENTLIVE_POOL_TIMEOUT": "0.25",
+            "EVENTLIVE_ACCESS_LOG": "0",
+            "EVENTLIVE_CORS_ORIGINS": "",
+            "EVENTLIVE_PREPARE": "0",
+            "JWT_SECRET": "",
+        }
+    )
+    assert s.database_url == "host=db"
+    assert s.schemas == ("api", "api_v2")
+    assert s.jwt_aud is None  # empty turns the audience check off
+    assert s.jwt_secret is None
+    assert (s.pool_max, s.pool_timeout) == (20, 0.25)
+    assert s.access_log is False
+    assert s.cors_origins == ()
+    assert s.prepare is False
+
+
+def test_every_variable_read_is_documented_and_every_documented_one_is_read() -> None:
+    source = inspect.getsource(Settings.from_env)
+    read = set(re.findall(r'"((?:EVENTLIVE|JWT|JWKS|DATABASE)_[A-Z_]+)"', source))
+    assert read == set(ENV_DOC)

@@ -1,0 +1,395 @@
+"""RLS attacks through every function of ``api``: a viewer of webinar A acting on another
+viewer's session or on webinar B, staff of A reaching for B, and forged
+``role: service_role`` claims on an ``authenticated`` request -> the documented refusal,
+nothing of another viewer or webinar in the answer, and the superuser's view of every
+table unchanged. The same attacks through the HTTP shim answer the same.
+
+The functions are read from the catalog: a new api function without an attack here fails
+``test_every_api_function_is_attacked``. ``test_every_attack_is_detected_when_the_functions_lose_their_checks``
+removes each check the attacks rely on (a throwaway clone) and expects each attack to
+report it, so no attack passes for the wrong reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+from shim_support import SECRET, bearer, settings_for, token, uvicorn_server
+from test_rls_matrix import (
+    ACTORS,
+    SERVICE_CLAIM,
+    TABLES,
+    A,
+    Actor,
+    B,
+    World,
+    build_world,
+    primary_key,
+    snapshot,
+)
+
+from shim.http.app import create_app
+from shim.http.errors import status_for_sqlstate
+from shim.testing import act_as
+
+ACTOR = {a.name: a for a in ACTORS} | {
+    "staff_of_a_forging_service_role": Actor(
+        "staff_of_a_forging_service_role",
+        "authenticated",
+        "staff_a",
+        SERVICE_CLAIM,
+        staff_of=frozenset({A}),
+    )
+}
+DENIED = "42501"  # no execute privilege: 401 anon / 403 otherwise
+
+
+@dataclass(frozen=True)
+class RpcAttack:
+    """``fn(args)`` as ``actor``: ``want`` is the (sqlstate, reason) of the refusal, or
+    None for a call that succeeds and must change nothing. Symbolic args: ``@name`` is
+    a World user, ``#name`` a session of ``World.sessions``. ``may_show`` names the users
+    whose ids may appear in the answer (the actor's own always may)."""
+
+    fn: str
+    actor: str
+    args: dict[str, Any]
+    want: tuple[str, str | None] | None
+    may_show: frozenset[str] = frozenset()
+    sessions_shown: frozenset[str] = frozenset()
+
+    def __str__(self) -> str:
+        return f"{self.fn}({self.args}) as {self.actor}"
+
+
+def _a(  # noqa: PLR0917 - one table row per attack reads best positionally
+    fn: str,
+    actor: str,
+    args: dict[str, Any],
+    want: tuple[str, str | None] | None,
+    may_show: tuple[str, ...] = (),
+    sessions_shown: tuple[str, ...] = (),
+) -> RpcAttack:
+    return RpcAttack(fn, actor, args, want, frozenset(may_show), frozenset(sessions_shown))
+
+
+NOT_STAFF = ("PT403", "not_staff")
+INVALID_SESSION = ("22023", "invalid_session_id")
+FORGER = "viewer_forging_service_role"
+NO_SUB = "no_sub_forging_service_role"
+STAFF = "staff_of_a"
+STAFF_FORGER = "staff_of_a_forging_service_role"
+ALL_PROFILES = ["@viewer", "@peer", "@outsider", "@lurker", "@staff_a", "@staff_b", "@nobody"]
+
+# fmt: off
+ATTACKS: list[RpcAttack] = [
+    # another viewer's session: never taken over, superseded, revived, pinged or ended
+    _a("track_access", "viewer", {"webinar_id": A, "session_id": "#peer"}, INVALID_SESSION),
+    _a("track_access", "viewer", {"webinar_id": A, "session_id": "#peer_superseded"}, INVALID_SESSION),
+    _a("track_access", "viewer", {"webinar_id": B, "session_id": "#outsider"}, INVALID_SESSION),
+    _a("track_access", STAFF, {"webinar_id": A, "session_id": "#peer"}, INVALID_SESSION),
+    _a("track_access", FORGER, {"webinar_id": A, "session_id": "#peer"}, INVALID_SESSION),
+    _a("presence_ping", "viewer", {"webinar_id": A, "session_id": "#peer"}, ("PT409", "session_ended")),
+    _a("presence_ping", "viewer", {"webinar_id": A, "session_id": "#peer_superseded"}, ("PT409", "session_ended")),
+    _a("presence_ping", "viewer", {"webinar_id": B, "session_id": "#outsider"}, ("PT403", "not_registered")),
+    _a("presence_ping", STAFF, {"webinar_id": B, "session_id": "#outsider"}, ("PT403", "not_registered")),
+    _a("presence_ping", FORGER, {"webinar_id": A, "session_id": "#peer"}, ("PT409", "session_ended")),
+    _a("presence_leave", "viewer", {"webinar_id": A, "session_id": "#peer"}, None),
+    _a("presence_leave", "viewer", {"webinar_id": B, "session_id": "#outsider"}, None),
+    _a("presence_leave", STAFF, {"webinar_id": A, "session_id": "#peer"}, None),
+    _a("presence_leave", FORGER, {"webinar_id": A, "session_id": "#peer"}, None),
+    # staff of A reaching for B; viewers reaching for staff functions
+    _a("access_stats", STAFF, {"webinar_id": B}, NOT_STAFF),
+    _a("access_stats", "viewer", {"webinar_id": A}, NOT_STAFF),
+    _a("access_stats", FORGER, {"webinar_id": B}, NOT_STAFF),
+    _a("access_stats", STAFF_FORGER, {"webinar_id": B}, NOT_STAFF),
+    _a("access_stats", NO_SUB, {"webinar_id": B}, ("PT401", "not_authenticated")),
+    _a("participants", STAFF, {"webinar_id": B}, NOT_STAFF),
+    _a("participants", STAFF, {"webinar_id": A}, None, ("viewer", "peer"), ("viewer", "peer")),
+    _a("participants", "viewer", {"webinar_id": A}, NOT_STAFF),
+    _a("participants", FORGER, {"webinar_id": B}, NOT_STAFF),
+    _a("participants", STAFF_FORGER, {"webinar_id": B}, NOT_STAFF),
+    _a("participants", NO_SUB, {"webinar_id": B}, ("PT401", "not_authenticated")),
+    _a("profiles_batch", "viewer", {"user_ids": ALL_PROFILES}, None),
+    _a("profiles_batch", STAFF, {"user_ids": ALL_PROFILES}, None, ("viewer", "peer", "lurker")),
+    _a("profiles_batch", FORGER, {"user_ids": ALL_PROFILES}, None),
+    _a("profiles_batch", STAFF_FORGER, {"user_ids": ALL_PROFILES}, None, ("viewer", "peer", "lurker")),
+    _a("profiles_batch", NO_SUB, {"user_ids": ALL_PROFILES}, ("PT401", "not_authenticated")),
+    _a("register", "viewer", {"webinar_id": B, "user_id": "@peer"}, NOT_STAFF),
+    _a("register", "viewer", {"webinar_id": A, "user_id": "@nobody"}, NOT_STAFF),
+    _a("register", STAFF, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
+    _a("register", STAFF, {"webinar_id": B, "user_id": "@viewer"}, NOT_STAFF),
+    _a("register", FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
+    _a("register", STAFF_FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
+    _a("register", NO_SUB, {"webinar_id": B, "user_id": "@nobody"}, ("PT401", "not_authenticated")),
+    _a("set_staff", STAFF, {"webinar_id": B, "user_id": "@staff_a"}, (DENIED, None)),
+    _a("set_staff", "viewer", {"webinar_id": A, "user_id": "@viewer"}, (DENIED, None)),
+    _a("set_staff", FORGER, {"webinar_id": A, "user_id": "@viewer"}, (DENIED, None)),
+    _a("set_staff", STAFF_FORGER, {"webinar_id": B, "user_id": "@staff_a"}, (DENIED, None)),
+    _a("remove_staff", STAFF, {"webinar_id": B, "user_id": "@staff_b"}, (DENIED, None)),
+    _a("remove_staff", FORGER, {"webinar_id": A, "user_id": "@staff_a"}, (DENIED, None)),
+    _a("remove_staff", STAFF_FORGER, {"webinar_id": B, "user_id": "@staff_b"}, (DENIED, None)),
+    _a("upsert_webinar", STAFF, {"webinar_id": B, "title": "pwned"}, (DENIED, None)),
+    _a("upsert_webinar", FORGER, {"webinar_id": A, "title": "pwned"}, (DENIED, None)),
+    _a("upsert_webinar", STAFF_FORGER, {"webinar_id": B, "title": "pwned", "state": "ended"}, (DENIED, None)),
+]
+# fmt: on
+
+
+def resolve(w: World, args: dict[str, Any]) -> dict[str, Any]:
+    def one(v: Any) -> Any:
+        if isinstance(v, str) and v.startswith("@"):
+            return getattr(w, v[1:])
+        if isinstance(v, str) and v.startswith("#"):
+            return w.sessions[v[1:]]
+        if isinstance(v, list):
+            return [one(x) for x in v]
+        return v
+
+    return {k: one(v) for k, v in args.items()}
+
+
+def foreign_ids(w: World, attack: RpcAttack) -> dict[str, str]:
+    """Ids that must not appear in the answer: every user and session but the actor's
+    own and those the attack allows."""
+    actor = ACTOR[attack.actor]
+    users = ("viewer", "peer", "outsider", "lurker", "staff_a", "staff_b", "nobody")
+    out = {f"user {u}": getattr(w, u) for u in users if u != actor.who and u not in attack.may_show}
+    out |= {
+        f"session {s}": sid
+        for s, sid in w.sessions.items()
+        if s != actor.who and s not in attack.sessions_shown
+    }
+    return out
+
+
+@dataclass
+class Outcome:
+    attack: RpcAttack
+    sqlstate: str | None = None
+    reason: str | None = None
+    answer: str = ""
+    leaks: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+
+
+def judge(w: World, out: Outcome, changed: list[str]) -> Outcome:
+    """Leaks: a refusal that did not happen, a row that changed, a foreign id answered.
+    Broken: another refusal than the documented one (the attack proved nothing)."""
+    attack = out.attack
+    if attack.want is None and out.sqlstate is not None:
+        out.broken.append(f"refused {out.sqlstate} {out.reason}")
+    elif attack.want is not None and out.sqlstate is None:
+        out.leaks.append(f"not refused: answered {out.answer[:120]}")
+    elif attack.want is not None and (out.sqlstate, out.reason) != attack.want:
+        out.broken.append(f"want {attack.want}, got {(out.sqlstate, out.reason)}")
+    if changed:
+        out.leaks.append(f"changed {changed}")
+    shown = [name for name, i in foreign_ids(w, attack).items() if i in out.answer]
+    if shown:
+        out.leaks.append(f"answer shows {shown}")
+    return out
+
+
+def run_sql(
+    admin: psycopg.Connection[Any],
+    db: psycopg.Connection[Any],
+    w: World,
+    pks: dict[str, list[str]],
+    attack: RpcAttack,
+) -> Outcome:
+    actor = ACTOR[attack.actor]
+    args = resolve(w, attack.args)
+    named = ", ".join(f"{k} => %({k})s" for k in args)
+    before = snapshot(admin, pks)
+    out = Outcome(attack)
+    try:
+        with act_as(db, actor.uid(w), role=actor.role, claims=actor.claims, commit=True) as c:
+            row = c.execute(f"select api.{attack.fn}({named})::text", args).fetchone()
+        out.answer = (row[0] if row else None) or ""
+    except psycopg.Error as exc:
+        out.sqlstate, out.reason = exc.sqlstate, exc.diag.message_detail
+        out.answer = f"{exc.diag.message_primary} {exc.diag.message_detail} {exc.diag.message_hint}"
+    after = snapshot(admin, pks)
+    return judge(w, out, [t for t in pks if before[t] != after[t]])
+
+
+def _restore_point(admin: psycopg.Connection[Any], tables: list[str]) -> Callable[[], None]:
+    """Save every table's rows; the returned function puts them back as they were
+    (triggers and foreign keys off meanwhile: the saved rows are consistent)."""
+    saved = [sql.Identifier(f"saved_{i}") for i in range(len(tables))]
+    idents = [sql.Identifier(*t.split(".")) for t in tables]
+    for copy, table in zip(saved, idents, strict=True):
+        admin.execute(sql.SQL("create temporary table {} as table {}").format(copy, table))
+
+    def restore() -> None:
+        admin.execute("set session_replication_role = replica")
+        admin.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(idents)))
+        for copy, table in zip(saved, idents, strict=True):
+            admin.execute(
+                sql.SQL("insert into {} overriding system value table {}").format(table, copy)
+            )
+        admin.execute("set session_replication_role = default")
+
+    return restore
+
+
+def run_all(
+    admin: psycopg.Connection[Any],
+    db: psycopg.Connection[Any],
+    w: World,
+    *,
+    isolated: bool = False,
+) -> list[Outcome]:
+    """Every attack, one after the other; ``isolated``: each against the world as built
+    (when the checks are gone, one attack's damage must not hide the next one's)."""
+    pks = {t: primary_key(admin, t) for t in sorted(TABLES)}
+    restore = _restore_point(admin, list(pks)) if isolated else None
+    outcomes = []
+    for attack in ATTACKS:
+        outcomes.append(run_sql(admin, db, w, pks, attack))
+        if restore is not None:
+            restore()
+    return outcomes
+
+
+def summary(outcomes: list[Outcome], how: str) -> str:
+    fns = {o.attack.fn for o in outcomes}
+    actors = {o.attack.actor for o in outcomes}
+    leaks = sum(1 for o in outcomes if o.leaks)
+    return (
+        f"RLS attacks ({how}): {len(outcomes)} calls of {len(fns)} api functions"
+        f" by {len(actors)} actors, {leaks} leaks"
+    )
+
+
+@pytest.fixture
+def world(admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> World:
+    return build_world(admin_conn, db)
+
+
+def test_every_api_function_is_attacked(admin_conn: psycopg.Connection[Any]) -> None:
+    rows = admin_conn.execute(
+        "select proname from pg_catalog.pg_proc where pronamespace = 'api'::regnamespace"
+    ).fetchall()
+    assert {r[0] for r in rows} == {a.fn for a in ATTACKS}
+
+
+def test_no_api_function_lets_a_viewer_or_foreign_staff_touch_other_rows(
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], world: World
+) -> None:
+    outcomes = run_all(admin_conn, db, world)
+    print(summary(outcomes, "SQL"))
+    assert [f"{o.attack}: {o.leaks} {o.broken}" for o in outcomes if o.leaks or o.broken] == []
+
+
+def test_the_other_viewers_sessions_are_still_theirs_after_the_attacks(
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], world: World
+) -> None:
+    """The outcome in the victims' own terms: their sessions go on (ping 204, track
+    re-confirms the same session, nothing superseded)."""
+    run_all(admin_conn, db, world)
+    for user, session, webinar in (("peer", "peer", A), ("outsider", "outsider", B)):
+        uid, sid = getattr(world, user), world.sessions[session]
+        with act_as(db, uid, commit=True) as c:
+            c.execute("select api.presence_ping(%s, %s)", (webinar, sid))
+            row = c.execute("select api.track_access(%s, %s)", (webinar, sid)).fetchone()
+        assert row is not None
+        assert (row[0]["session_id"], row[0]["superseded_session_id"]) == (sid, None)
+
+
+# The checks the attacks rely on, each removed in a throwaway clone: (function, pattern,
+# replacement). A pattern that no longer matches fails the test (update it with the code).
+SABOTAGE = [
+    (
+        "api.track_access(bigint,uuid,jsonb)",
+        r"v_known\.user_id <> v_uid or v_known\.webinar_id <> v_webinar\.id",
+        "false",
+    ),
+    ("api.presence_ping(bigint,uuid)", r"and p\.user_id = v_uid(\s+and p\.session_id)", r"\1"),
+    ("api.presence_ping(bigint,uuid)", r"and vs\.user_id = v_uid", ""),
+    ("api.presence_leave(bigint,uuid)", r"and p\.user_id = v_uid", ""),
+    ("api.presence_leave(bigint,uuid)", r"and vs\.user_id = v_uid", ""),
+    (
+        "eventlive.require_staff(bigint)",
+        r"if not exists \(\s+select from eventlive\.webinar_staff as s\s+where s\.webinar_id = p_webinar_id and s\.user_id = v_uid\s+\) then",
+        "if false then",
+    ),
+    ("api.participants(bigint,uuid,integer)", r"where p\.webinar_id = v_webinar\.id", "where true"),
+    ("api.profiles_batch(uuid[])", r"or pr\.user_id = v_uid", "or true"),
+    ("api.register(bigint,uuid)", r"elsif v_target = v_uid then", "elsif true then"),
+    ("eventlive.is_service_role()", r"pg_catalog\.current_setting\('role', true\)", "auth.role()"),
+]
+
+
+def sabotage(admin: psycopg.Connection[Any]) -> None:
+    for fn, pattern, replacement in SABOTAGE:
+        row = admin.execute("select pg_get_functiondef(%s::regprocedure)", (fn,)).fetchone()
+        assert row is not None
+        patched, n = re.subn(pattern, replacement, row[0])
+        assert n, f"{fn}: {pattern!r} not found"
+        admin.execute(patched)
+    admin.execute(
+        "grant execute on function api.set_staff(bigint, uuid, text), api.remove_staff(bigint, uuid),"
+        " api.upsert_webinar(bigint, text, text, text, timestamptz, timestamptz, integer, integer)"
+        " to authenticated"
+    )
+
+
+def test_every_attack_is_detected_when_the_functions_lose_their_checks(
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], world: World
+) -> None:
+    sabotage(admin_conn)
+    outcomes = run_all(admin_conn, db, world, isolated=True)
+    silent = [str(o.attack) for o in outcomes if not o.leaks and not o.broken]
+    assert silent == [], "\n".join(silent)
+    # most of them as a leak, not merely as another answer
+    assert sum(1 for o in outcomes if o.leaks) >= len(outcomes) * 0.8
+
+
+def test_the_attacks_through_http_answer_as_through_sql(
+    admin_conn: psycopg.Connection[Any],
+    db: psycopg.Connection[Any],
+    eventlive_db: Any,
+    world: World,
+) -> None:
+    """The shim over the real api with minted tokens: each attack by a signed-in user
+    (forged claims are the token tests' business) gets the status PostgREST maps the
+    SQL refusal to, the same reason, nothing foreign in the body, no row changed."""
+    pks = {t: primary_key(admin_conn, t) for t in sorted(TABLES)}
+    attacks = [a for a in ATTACKS if not ACTOR[a.actor].claims]
+    settings = settings_for(eventlive_db.dsn, schemas=("api",), jwt_secret=SECRET)
+    outcomes = []
+    with uvicorn_server(create_app(settings)) as base, httpx.Client(base_url=base) as client:
+        for attack in attacks:
+            uid = ACTOR[attack.actor].uid(world)
+            before = snapshot(admin_conn, pks)
+            r = client.post(
+                f"/rpc/{attack.fn}",
+                json=resolve(world, attack.args),
+                headers=bearer(token({"sub": uid})),
+            )
+            after = snapshot(admin_conn, pks)
+            out = Outcome(attack, answer=r.text)
+            if r.status_code >= 400:
+                body = r.json()
+                out.sqlstate, out.reason = body.get("code"), body.get("details")
+            else:
+                want_status = 204 if attack.fn in ("presence_ping", "presence_leave") else 200
+                if r.status_code != want_status:
+                    out.broken.append(f"status {r.status_code}")
+            if attack.want is not None and r.status_code != status_for_sqlstate(
+                attack.want[0], anonymous=False
+            ):
+                out.broken.append(f"status {r.status_code}")
+            outcomes.append(judge(world, out, [t for t in pks if before[t] != after[t]]))
+    print(summary(outcomes, "HTTP"))
+    assert len(outcomes) >= 25
+    assert [f"{o.attack}: {o.leaks} {o.broken}" for o in outcomes if o.leaks or o.broken] == []
