@@ -2,7 +2,8 @@
 
 Routes: ``/rpc/{fn}``, ``/rest/v1/rpc/{fn}`` (GET/HEAD/POST), the legacy
 ``/api/webinars/...`` routes (``shim.http.legacy``), ``/health``, ``/ready``, ``/metrics``,
-``/openapi.json``. The long-lived parts open in the lifespan (``shim.http.service``).
+``/openapi.json``, ``/status`` and ``/eventlive.js`` (``shim.http.console``). The long-lived
+parts open in the lifespan (``shim.http.service``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.routing import Route
 
 from shim.http import bind, errors, legacy, openapi
 from shim.http.calls import identify, invoke, ping_database
+from shim.http.console import Console
 from shim.http.errors import ApiError
 from shim.http.request import profile, read_body
 from shim.http.respond import JSON_TYPE, RequestContext, respond
@@ -32,6 +34,7 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 def create_app(settings: Settings) -> Starlette:
     """The ASGI app for ``settings``; resources open in its lifespan."""
     service = Service(settings)
+    console = Console(service)  # /status and /eventlive.js
 
     async def rpc_endpoint(request: Request) -> Response:
         async def work(ctx: RequestContext) -> Response:
@@ -100,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
+            await console.stop()
             await service.stop()
 
     routes = [
@@ -110,6 +114,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *legacy.routes(service),
+        *console.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -118,6 +123,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={HTTPException: _http_error},
     )
     app.state.service = service
+    app.state.console = console
     return app
 
 
