@@ -295,7 +295,6 @@ export class Room {
     }
     this._ws = ws;
     const topic = `realtime:webinar:${this.viewer.webinarId}:chat`;
-    let joined = false;
     ws.onopen = () => {
       ws.send(JSON.stringify({
         topic, event: "phx_join", ref: "1", join_ref: "1",
@@ -307,7 +306,6 @@ export class Room {
       try { msg = JSON.parse(e.data); } catch (err) { return; }
       if (msg.event === "phx_reply" && msg.ref === "1") {
         if (msg.payload && msg.payload.status === "ok") {
-          joined = true;
           this.failures = 0;
           this._setMode("live");
           clearTimeout(this._timer);
@@ -326,9 +324,13 @@ export class Room {
     ws.onclose = () => {
       this._ws = null;
       if (this._stopped) return;
-      // The room dropped (or never opened): poll, and try the room again later.
-      this._poll();
-      this._retryLiveLater(joined);
+      // The room dropped (or never opened): poll (unless a poll loop, or its open
+      // breaker, is already in charge), and try the room again later.
+      if (this.mode === null || this.mode === "live") {
+        this.mode = null;
+        this._poll();
+      }
+      this._retryLiveLater();
     };
   }
 
