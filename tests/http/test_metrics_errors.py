@@ -35,6 +35,19 @@ def test_every_reason_our_functions_raise_is_a_known_label() -> None:
     assert raised <= metrics.REASONS, sorted(raised - metrics.REASONS)
 
 
+def test_every_reason_the_shim_gives_is_a_known_label() -> None:
+    """The shim's own reasons: ``details=`` of its errors, 503 and rejected-token reasons."""
+    given = set()
+    for path in (REPO / "shim" / "http").glob("*.py"):
+        text = path.read_text()
+        given |= set(re.findall(r'details="([a-z_]+)"', text))
+        given |= set(re.findall(r'rejected\(\s*"([a-z_]+)"', text))
+        given |= set(re.findall(r'bad_request\(\s*"[^"]+",\s*[^,]+,\s*"([a-z_]+)"', text))
+        given |= set(re.findall(r'unavailable\([^)]*"([a-z_]+)",?\s*\)', text, re.S))
+    assert len(given) > 20, sorted(given)
+    assert given <= metrics.REASONS, sorted(given - metrics.REASONS)
+
+
 def test_errors_are_counted_by_function_status_sqlstate_and_reason_with_bounded_labels(
     shim_db: ShimDb,
 ) -> None:
