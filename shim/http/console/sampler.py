@@ -115,6 +115,8 @@ class Sampler:
                 self.latest = await self._take()
             except Exception:  # the page must show something, never take the loop down
                 log.exception("status sample failed")
+                if self.latest is None:
+                    self.latest = Snapshot(time.time(), False, "the status sample failed (logged)")
             self._fresh.set()
             await asyncio.sleep(self.interval)
             if time.monotonic() - self._wanted > self.idle_after:
