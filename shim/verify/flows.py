@@ -86,6 +86,7 @@ class _Api:
 
     def __init__(self, client: httpx.Client, bearer: str) -> None:
         self._c = client
+        self.bearer = bearer
         self._h = {"Authorization": f"Bearer {bearer}"}
 
     def post(self, fn: str, args: dict[str, Any]) -> tuple[int, Any, float]:
@@ -200,7 +201,8 @@ def _walk(
     )
     status, body, ms = viewer.post("presence_ping", {"webinar_id": w, "session_id": session})
     add("pings (presence_ping) → 204", status == 204, status, ms, body)
-    _chat(add, viewer, w)
+    viewer_token = viewer.bearer
+    _chat(add, steps, viewer, w, (base, viewer_token, push_timeout))
     _question(add, viewer, w)
 
     admin = _Api(client, token(secret, "authenticated", users["admin"]))
@@ -249,15 +251,41 @@ def _recorder(steps: list[Step], flow: str) -> Add:
     return add
 
 
-def _chat(add: Add, viewer: _Api, w: int) -> None:
+def _chat(
+    add: Add, steps: list[Step], viewer: _Api, w: int, live: tuple[str, str, float] | None
+) -> None:
+    """Send, receive it live on ``webinar:{w}:chat`` (when the room exists), read it back."""
     text = f"verify {secrets.token_hex(4)}"
-    status, body, ms = viewer.post(
-        "chat_send", {"webinar_id": w, "body": text, "client_msg_id": str(uuid.uuid4())}
-    )
-    sent = status == 200 and isinstance(body, dict) and body.get("id") is not None
-    add("sends a chat message (chat_send)", sent, status, ms, body)
-    if _missing(status, body) or not sent:
+    args = {"webinar_id": w, "body": text, "client_msg_id": str(uuid.uuid4())}
+
+    def send() -> tuple[int, Any, float]:
+        return viewer.post("chat_send", args)
+
+    pushed: Step | None = None
+    if live is None:
+        status, body, ms = send()
+    else:
+        base, bearer, timeout = live
+        t0 = time.perf_counter()
+        try:
+            got, note, sent = asyncio.run(
+                _on_topic(
+                    base, bearer, f"webinar:{w}:chat", action=send, needle=text, timeout=timeout
+                )
+            )
+            pushed = Step("registrant", "receives it live (realtime chat)", OK if got else FAIL,
+                          101, (time.perf_counter() - t0) * 1000, note)  # fmt: skip
+        except _UnavailableError as exc:
+            got, sent = False, None
+            pushed = Step("registrant", "receives it live (realtime chat)", NA, exc.status,
+                          None, "not available on this deployment")  # fmt: skip
+        status, body, ms = sent if sent is not None else send()
+    sent_ok = status == 200 and isinstance(body, dict) and body.get("id") is not None
+    add("sends a chat message (chat_send)", sent_ok, status, ms, body)
+    if _missing(status, body) or not sent_ok:
         return
+    if pushed is not None:
+        steps.append(pushed)
     status, page, ms = viewer.get("chat_since", {"webinar_id": w})
     seen = status == 200 and text in json.dumps(page, ensure_ascii=False)
     add(
@@ -294,13 +322,17 @@ def _question(add: Add, viewer: _Api, w: int) -> None:
 def _pushed_stats(base: str, bearer: str, w: int, timeout: float) -> Step:
     """Join ``webinar:{w}:admin`` as a private channel and wait for pushed stats."""
     t0 = time.perf_counter()
+    topic = f"webinar:{w}:admin"
     try:
-        outcome = asyncio.run(_listen_for_stats(base, bearer, w, timeout))
+        good, note, _ = asyncio.run(
+            _on_topic(
+                base, bearer, topic, action=None, needle="current_participants", timeout=timeout
+            )
+        )
     except _UnavailableError as exc:
         return Step("admin", "receives pushed stats (realtime)", NA, exc.status, None,
                     "not available on this deployment")  # fmt: skip
     ms = (time.perf_counter() - t0) * 1000
-    good, note = outcome
     return Step("admin", "receives pushed stats (realtime)", OK if good else FAIL, 101, ms, note)
 
 
@@ -309,22 +341,37 @@ class _UnavailableError(Exception):
         self.status = status
 
 
-async def _listen_for_stats(base: str, bearer: str, w: int, timeout: float) -> tuple[bool, str]:
-    import websockets  # noqa: PLC0415 - only this step needs it
+async def _on_topic(
+    base: str,
+    bearer: str,
+    topic: str,
+    *,
+    action: Callable[[], Any] | None,
+    needle: str,
+    timeout: float,
+) -> tuple[bool, str, Any]:
+    """Join ``topic`` (private) over ``/realtime/v1/websocket``, then run ``action`` (a
+    blocking call, in a thread) and wait for a pushed message containing ``needle``.
+    Returns (received, note, the action's result); ``_UnavailableError`` when the
+    deployment has no such endpoint."""
+    import websockets  # noqa: PLC0415 - only the realtime steps need it
     from websockets.exceptions import InvalidStatus  # noqa: PLC0415
 
     url = (
         base.replace("http", "ws", 1).rstrip("/")
         + f"/realtime/v1/websocket?apikey={bearer}&vsn=1.0.0"
     )
-    topic = f"realtime:webinar:{w}:admin"
+    wire = f"realtime:{topic}"
     try:
         ws = await websockets.connect(url, open_timeout=5)
     except InvalidStatus as exc:
         raise _UnavailableError(exc.response.status_code) from None
+    except OSError:
+        raise _UnavailableError(None) from None
+    result: Any = None
     async with ws:
         join = {
-            "topic": topic,
+            "topic": wire,
             "event": "phx_join",
             "payload": {
                 "config": {"broadcast": {"self": False}, "presence": {"key": ""}, "private": True},
@@ -341,14 +388,16 @@ async def _listen_for_stats(base: str, bearer: str, w: int, timeout: float) -> t
                 raw = await asyncio.wait_for(ws.recv(), left)
             except TimeoutError:
                 break
-            with contextlib.suppress(ValueError, TypeError):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
                 msg = json.loads(raw)
                 if msg.get("event") == "phx_reply" and msg.get("ref") == "1":
                     if msg.get("payload", {}).get("status") != "ok":
-                        return False, f"join refused: {json.dumps(msg.get('payload'))[:160]}"
+                        why = json.dumps(msg.get("payload"), ensure_ascii=False)[:160]
+                        return False, f"join of {topic} refused: {why}", result
                     joined = True
-                elif "current_participants" in json.dumps(msg.get("payload")):
-                    return True, "stats pushed on " + topic
-        return False, (
-            "joined, " if joined else "no join reply, "
-        ) + f"no stats within {timeout:g}s"
+                    if action is not None:
+                        result = await asyncio.to_thread(action)
+                elif joined and needle in json.dumps(msg.get("payload"), ensure_ascii=False):
+                    return True, f"pushed on {topic}", result
+        state = "joined" if joined else "no join reply"
+        return False, f"{state} {topic}, nothing within {timeout:g}s", result
