@@ -213,3 +213,38 @@ def test_the_cli_prints_text_json_and_markdown(
     assert "**Verdict**: no rollback needed" in md
     assert main([*common, "--window", "3h"]) == 2
     assert "60 minutes" in capsys.readouterr().err
+
+
+BROKEN_CHAT_POLICY = """
+drop policy "Viewers and staff receive the webinar topics they are entitled to"
+    on realtime.messages;
+create policy "receive, but not chat (planted fault)" on realtime.messages
+for select to authenticated
+using (
+    (select auth.uid()) is not null
+    and topic = (select realtime.topic())
+    and (select realtime.topic()) not like '%:chat'
+    and (select eventlive.may_receive((select realtime.topic())))
+);
+"""
+
+
+def test_a_broken_chat_policy_fails_dod4_at_the_live_chat(node: str, shim_db: ShimDb) -> None:
+    """The realtime.messages policy no longer lets registrants receive chat: the registrant
+    still sends (chat_send) and reads back (chat_since), but does not receive it live; DoD-4
+    FAIL on that step with the refusal, exit 1. Needs the live room (SQL and hub)."""
+    probe = httpx.post(f"{node}/rpc/chat_send", json={}, headers=bearer(token()))
+    routes = {getattr(r, "path", "") for r in create_app(settings_for(shim_db.dsn)).routes}
+    if probe.status_code == 404 or "/realtime/v1/websocket" not in routes:
+        pytest.skip("chat SQL or the realtime hub is not on this branch yet")
+    healthy = verify([node], shim_db.admin_dsn, SECRET)
+    live = [s for s in healthy.steps if s.step == "receives it live (realtime chat)"]
+    assert [s.status for s in live] == ["OK"], healthy.text()
+    with psycopg.connect(shim_db.admin_dsn, autocommit=True) as conn:
+        conn.execute(BROKEN_CHAT_POLICY)
+    broken = verify([node], shim_db.admin_dsn, SECRET)
+    assert lines(broken)["DoD-4"] == "FAIL", broken.text()
+    failed = [s for s in broken.steps if s.status == "FAIL"]
+    assert [s.step for s in failed] == ["receives it live (realtime chat)"]
+    assert "refused" in failed[0].note
+    assert broken.exit_code == 1

@@ -100,7 +100,10 @@ export class Viewer extends EventTarget {
 
   _later(kind, seconds, fn) {
     clearTimeout(this._timers[kind]);
-    this._timers[kind] = setTimeout(fn, Math.max(0, seconds * 1000 * this.timeScale));
+    this._timers[kind] = setTimeout(() => {
+      this._timers[kind] = null;
+      fn();
+    }, Math.max(0, seconds * 1000 * this.timeScale));
   }
 
   _jittered(seconds) {
@@ -130,7 +133,7 @@ export class Viewer extends EventTarget {
   }
 
   // One outcome handler for every call: true when the caller may go on.
-  _outcome(result, retry) {
+  _outcome(result) {
     const { status, body, retryAfter } = result;
     if (status < 400) {
       if (this.failures > 0) this._emit("resumed", { after: this.failures });
@@ -144,20 +147,24 @@ export class Viewer extends EventTarget {
       return false;
     }
     if (status >= 500 || status === 429 || status === 408) {
-      this._backoff(status, retryAfter, retry);
+      this._backoff(status, retryAfter);
       return false;
     }
     this.stop(reason || `http_${status}`, status);
     return false;
   }
 
-  _backoff(status, retryAfter, retry) {
+  // One retry loop whatever failed: every timer stops, and the retry re-enters with the
+  // same session (track_access re-confirms it, or says it was superseded), which then
+  // schedules the pings and re-tracks again.
+  _backoff(status, retryAfter) {
     this.failures += 1;
     const exp = Math.min(MAX_BACKOFF, 2 ** (this.failures - 1));
     const delay = Math.max(retryAfter, exp * (0.5 + Math.random() / 2));
+    this._clear();
     this.state = "backoff";
     this._emit("backoff", { status, delay, failures: this.failures });
-    this._later("retry", delay, retry);
+    this._later("retry", delay, () => this._enter());
   }
 
   async _enter() {
@@ -173,19 +180,21 @@ export class Viewer extends EventTarget {
       if (this._client) args.client = this._client;
       result = await this._call("track_access", args);
     } catch (e) {
-      this._backoff(0, 0, () => this._enter());
+      this._backoff(0, 0);
       return;
     }
     if (this.state === "stopped") return;
-    if (!this._outcome(result, () => this._enter())) return;
+    if (!this._outcome(result)) return;
     const first = this.sessionId === null;
     this.settings = result.body;
     this.sessionId = result.body.session_id;
     this.state = "live";
     this._emit(first ? "entered" : "tracked", result.body);
     this._later("track", this.settings.track_seconds, () => this._enter());
-    if (first || !this._timers.ping) {
-      this._later("ping", first ? this.settings.first_ping_in : 0, () => this._ping());
+    if (!this._timers.ping) {
+      // first_ping_in is the server's spread (uniform over a heartbeat): after an outage a
+      // crowd that comes back together does not ping together either.
+      this._later("ping", this.settings.first_ping_in, () => this._ping());
     }
   }
 
@@ -195,11 +204,11 @@ export class Viewer extends EventTarget {
     try {
       result = await this._call("presence_ping", { webinar_id: this.webinarId, session_id: this.sessionId });
     } catch (e) {
-      this._backoff(0, 0, () => this._ping());
+      this._backoff(0, 0);
       return;
     }
     if (this.state === "stopped") return;
-    if (!this._outcome(result, () => this._ping())) return;
+    if (!this._outcome(result)) return;
     this.state = "live";
     this._emit("ping", { status: result.status });
     this._later("ping", this._jittered(this.settings.heartbeat_seconds), () => this._ping());
