@@ -145,6 +145,10 @@ def run_flows(
                 run.cleaned = _cleanup(conn, webinar, users)
         except psycopg.Error as exc:
             raise SetupError(f"cannot create the test users: {str(exc).strip()}") from None
+        except httpx.HTTPError as exc:
+            raise SetupError(
+                f"node {base} stopped answering during the flows: {type(exc).__name__}: {exc}"
+            ) from None
     return run
 
 
