@@ -248,3 +248,33 @@ def test_a_broken_chat_policy_fails_dod4_at_the_live_chat(node: str, shim_db: Sh
     assert [s.step for s in failed] == ["receives it live (realtime chat)"]
     assert "refused" in failed[0].note
     assert broken.exit_code == 1
+
+
+def test_a_broken_chat_access_rule_fails_dod4_at_chat_and_qa(node: str, shim_db: ShimDb) -> None:
+    """The chat's ban rule broken (everyone counts as banned): the registrant enters and
+    pings, but chat_send and question_ask answer 403 banned; DoD-4 FAIL naming those
+    steps, exit 1. A healthy run on the same node first shows the chat steps OK."""
+    healthy = verify([node], shim_db.admin_dsn, SECRET, push_timeout=1)
+    chat = {s.step: s.status for s in healthy.steps if s.flow == "registrant"}
+    assert chat["sends a chat message (chat_send)"] == "OK", healthy.text()
+    assert chat["sees it come back (chat_since)"] == "OK"
+    assert chat["sees it come back (questions)"] == "OK"
+    with psycopg.connect(shim_db.admin_dsn, autocommit=True) as conn:
+        conn.execute(
+            """
+            create or replace function eventlive.require_not_banned(
+                p_webinar_id bigint, p_uid uuid, p_at timestamptz)
+            returns void language plpgsql stable set search_path = '' as $$
+            begin raise exception using errcode = 'PT403', message = 'Banned.',
+                  detail = 'banned'; end $$;
+            """
+        )
+    broken = verify([node], shim_db.admin_dsn, SECRET, push_timeout=1)
+    assert lines(broken)["DoD-4"] == "FAIL", broken.text()
+    failed = [(s.step, s.http, s.note) for s in broken.steps if s.status == "FAIL"]
+    assert failed == [
+        ("sends a chat message (chat_send)", 403, "banned"),
+        ("asks a question (question_ask)", 403, "banned"),
+    ]
+    assert broken.triggers[2]["fired"]
+    assert broken.exit_code == 1
