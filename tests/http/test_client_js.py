@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from browser import launch
@@ -236,3 +237,31 @@ def test_chat_falls_back_to_polling_behind_a_circuit_breaker(
     assert got == [1, 2]
     page.wait_for_timeout(500)
     assert count(page, "messages") == 1  # the same messages are not delivered twice
+
+
+def test_chat_without_a_live_room_polls_chat_since_for_real(
+    browser: Any, shim: ShimProcess, shim_db: ShimDb
+) -> None:
+    """No live room on this shim: after entering, chat() polls the real chat_since and
+    delivers a message another viewer sent through chat_send, once."""
+    page = open_page(browser, shim)
+    page.evaluate(
+        "(t) => { window.start({ token: t }); window.chat = window.viewer.chat(); }",
+        user_token(shim_db),
+    )
+    page.wait_for_function(
+        "window.events.some(e => e.type === 'mode' && e.detail.mode === 'polling')",
+        timeout=15_000,
+    )
+    other = {"Authorization": f"Bearer {user_token(shim_db)}"}
+    with httpx.Client(base_url=shim.base, headers=other) as c:
+        assert c.post("/rpc/track_access", json={"webinar_id": WEBINAR}).status_code == 200
+        r = c.post("/rpc/chat_send", json={"webinar_id": WEBINAR, "body": "hello from verify"})
+        if r.status_code == 404:
+            pytest.skip("chat SQL is not on this branch")
+        assert r.status_code == 200, r.text
+    wait_count(page, "messages", 1)
+    got = page.evaluate("window.events.find(e => e.type === 'messages').detail.messages")
+    assert [m["body"] for m in got] == ["hello from verify"]
+    page.wait_for_timeout(500)
+    assert count(page, "messages") == 1

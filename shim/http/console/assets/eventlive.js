@@ -254,7 +254,9 @@ export class Room {
     this._timer = null;
     this._ws = null;
     this._stopped = false;
-    this._connect();
+    // The room is for viewers who entered (entering registers them on automatic entry).
+    if (viewer.sessionId) this._connect();
+    else viewer.addEventListener("entered", () => this._connect(), { once: true });
   }
 
   stop() {
