@@ -83,7 +83,11 @@ def run(
     except ValueError as exc:
         err(f"error: {exc}")
         return EXIT_CANNOT_CHECK
-    secret = _secret(args.jwt_secret_file)
+    try:
+        secret = _secret(args.jwt_secret_file)
+    except OSError as exc:
+        err(f"error: cannot read the JWT secret: {exc}")
+        return EXIT_CANNOT_CHECK
     report = run.verify(
         args.urls or ["http://127.0.0.1:8000"],
         dsn(args),
