@@ -217,10 +217,14 @@ CASES: list[tuple[str, dict[str, Any], str, str | None, int, str | None]] = [
     ("register", {"webinar_id": ENDED}, "stranger", "PT403", 403, "webinar_closed"),
     ("register", {"webinar_id": DRAFT}, "stranger", "PT403", 403, "webinar_closed"),
     ("register", {"webinar_id": UNKNOWN}, "stranger", "PT404", 404, "webinar_not_found"),
-    ("register", {"webinar_id": AUTO, "user_id": "viewer"}, "stranger", "PT403", 403, "not_staff"),
-    ("register", {"webinar_id": AUTO, "user_id": "stranger"}, "other_staff", "PT403", 403, "not_staff"),
-    ("register", {"webinar_id": AUTO, "user_id": "stranger"}, "staff", OK, 200, None),
-    ("register", {"webinar_id": ENDED, "user_id": "stranger"}, "other_staff", OK, 200, None),
+    ("register", {"webinar_id": AUTO, "user_id": "viewer"}, "stranger", "PT403", 403, "not_service_role"),
+    ("register", {"webinar_id": AUTO, "user_id": "stranger"}, "other_staff", "PT403", 403, "not_service_role"),
+    # only service_role registers someone else (DESIGN §4): staff may not, and are not told
+    # whether the user exists
+    ("register", {"webinar_id": AUTO, "user_id": "stranger"}, "staff", "PT403", 403, "not_service_role"),
+    ("register", {"webinar_id": AUTO, "user_id": "nobody"}, "staff", "PT403", 403, "not_service_role"),
+    ("register", {"webinar_id": ENDED, "user_id": "stranger"}, "other_staff", "PT403", 403, "not_service_role"),
+    ("register", {"webinar_id": ENDED, "user_id": "stranger"}, "service", OK, 200, None),
     ("register", {"webinar_id": AUTO, "user_id": "stranger"}, "service", OK, 200, None),
     ("register", {"webinar_id": AUTO}, "service", "22023", 400, "user_id_required"),
     ("register", {"webinar_id": AUTO, "user_id": "nobody"}, "service", "PT404", 404, "user_not_found"),

@@ -81,6 +81,7 @@ def _a(  # noqa: PLR0917 - one table row per attack reads best positionally
 
 
 NOT_STAFF = ("PT403", "not_staff")
+NOT_SERVICE = ("PT403", "not_service_role")
 INVALID_SESSION = ("22023", "invalid_session_id")
 FORGER = "viewer_forging_service_role"
 NO_SUB = "no_sub_forging_service_role"
@@ -122,12 +123,17 @@ ATTACKS: list[RpcAttack] = [
     _a("profiles_batch", FORGER, {"user_ids": ALL_PROFILES}, None),
     _a("profiles_batch", STAFF_FORGER, {"user_ids": ALL_PROFILES}, None, ("viewer", "peer", "lurker")),
     _a("profiles_batch", NO_SUB, {"user_ids": ALL_PROFILES}, ("PT401", "not_authenticated")),
-    _a("register", "viewer", {"webinar_id": B, "user_id": "@peer"}, NOT_STAFF),
-    _a("register", "viewer", {"webinar_id": A, "user_id": "@nobody"}, NOT_STAFF),
-    _a("register", STAFF, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
-    _a("register", STAFF, {"webinar_id": B, "user_id": "@viewer"}, NOT_STAFF),
-    _a("register", FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
-    _a("register", STAFF_FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
+    # only service_role registers someone else (DESIGN §4); whether a user exists is told
+    # to service_role alone (@nobody gets the same refusal as a real user)
+    _a("register", "viewer", {"webinar_id": B, "user_id": "@peer"}, NOT_SERVICE),
+    _a("register", "viewer", {"webinar_id": A, "user_id": "@nobody"}, NOT_SERVICE),
+    _a("register", STAFF, {"webinar_id": A, "user_id": "@outsider"}, NOT_SERVICE),
+    _a("register", STAFF, {"webinar_id": A, "user_id": "@nobody"}, NOT_SERVICE),
+    _a("register", STAFF, {"webinar_id": B, "user_id": "@nobody"}, NOT_SERVICE),
+    _a("register", STAFF, {"webinar_id": B, "user_id": "@viewer"}, NOT_SERVICE),
+    _a("register", FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_SERVICE),
+    _a("register", STAFF_FORGER, {"webinar_id": A, "user_id": "@outsider"}, NOT_SERVICE),
+    _a("register", STAFF_FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_SERVICE),
     _a("register", NO_SUB, {"webinar_id": B, "user_id": "@nobody"}, ("PT401", "not_authenticated")),
     _a("set_staff", STAFF, {"webinar_id": B, "user_id": "@staff_a"}, (DENIED, None)),
     _a("set_staff", "viewer", {"webinar_id": A, "user_id": "@viewer"}, (DENIED, None)),
@@ -324,7 +330,7 @@ SABOTAGE = [
     ),
     ("api.participants(bigint,uuid,integer)", r"where p\.webinar_id = v_webinar\.id", "where true"),
     ("api.profiles_batch(uuid[])", r"or pr\.user_id = v_uid", "or true"),
-    ("api.register(bigint,uuid)", r"elsif v_target = v_uid then", "elsif true then"),
+    ("api.register(bigint,uuid)", r"elsif v_target <> v_uid then", "elsif false then"),
     ("eventlive.is_service_role()", r"pg_catalog\.current_setting\('role', true\)", "auth.role()"),
 ]
 
