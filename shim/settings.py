@@ -17,6 +17,7 @@ ENV_DOC = {
     "JWKS_FILE": "path of a JWKS (ES256 / RS256 public keys)",
     "JWKS_URL": "URL of a JWKS, fetched at start and on an unknown kid (rate limited)",
     "JWT_AUD": "audience a token's aud must match when it has one (authenticated; empty = off)",
+    "JWT_ISS": "issuers a token's iss must name when it has one, comma separated (unset = off)",
     "EVENTLIVE_JWT_LEEWAY": "seconds of clock skew allowed on exp / nbf (30)",
     "EVENTLIVE_JWT_ROLES": "roles a token may claim (anon,authenticated,service_role)",
     "EVENTLIVE_ANON_ROLE": "role of requests without a token (anon)",
@@ -55,6 +56,7 @@ class Settings:
     jwt_aud: str | None = "authenticated"
     jwt_leeway: float = 30.0
     jwt_roles: tuple[str, ...] = ("anon", "authenticated", "service_role")
+    jwt_iss: tuple[str, ...] = ()
     anon_role: str = "anon"
     token_cache: int = 10_000
     jwks_refetch_seconds: float = 30.0
@@ -93,6 +95,7 @@ class Settings:
             jwt_leeway=float(get("EVENTLIVE_JWT_LEEWAY") or d.jwt_leeway),
             jwt_roles=_split(e.get("EVENTLIVE_JWT_ROLES", "")) or d.jwt_roles,
             anon_role=get("EVENTLIVE_ANON_ROLE") or d.anon_role,
+            jwt_iss=_split(e.get("JWT_ISS", "")),
             token_cache=int(get("EVENTLIVE_TOKEN_CACHE") or d.token_cache),
             jwks_refetch_seconds=float(
                 get("EVENTLIVE_JWKS_REFETCH_SECONDS") or d.jwks_refetch_seconds
