@@ -18,6 +18,7 @@ from psycopg.conninfo import make_conninfo
 from uvicorn.config import LOGGING_CONFIG
 
 from shim import demo
+from shim.header_timeout import HeaderTimeoutProtocol
 
 
 def _log_config() -> dict[str, Any]:
@@ -59,4 +60,5 @@ def run(host: str, port: int, workers: int) -> None:
         access_log=False,  # the shim writes one JSON line per request itself
         log_config=_log_config(),
         lifespan="on",
+        http=HeaderTimeoutProtocol,  # closes connections stalled in their headers
     )

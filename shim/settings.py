@@ -30,6 +30,8 @@ ENV_DOC = {
     "EVENTLIVE_STATEMENT_TIMEOUT": "statement_timeout for roles that have none of their own (5s)",
     "EVENTLIVE_MAX_BODY": "largest request body in bytes before 413 (65536)",
     "EVENTLIVE_BODY_TIMEOUT": "seconds a client may take to send its request body before 408 (10)",
+    "EVENTLIVE_HEADER_TIMEOUT": "seconds a connection may take to deliver complete request "
+    "headers before it is closed (10; 0 = off)",
     "EVENTLIVE_RETRY_AFTER": "Retry-After seconds sent with 503 (1)",
     "EVENTLIVE_LEGACY_SCHEMA": "schema of the /api/webinars/... routes (api)",
     "EVENTLIVE_ACCESS_LOG": "one JSON log line per request: 1 or 0 (1)",
@@ -54,9 +56,9 @@ class Settings:
     jwks_file: str | None = None
     jwks_url: str | None = None
     jwt_aud: str | None = "authenticated"
+    jwt_iss: tuple[str, ...] = ()
     jwt_leeway: float = 30.0
     jwt_roles: tuple[str, ...] = ("anon", "authenticated", "service_role")
-    jwt_iss: tuple[str, ...] = ()
     anon_role: str = "anon"
     token_cache: int = 10_000
     jwks_refetch_seconds: float = 30.0
@@ -67,6 +69,7 @@ class Settings:
     statement_timeout: str = "5s"
     max_body: int = 65_536
     body_timeout: float = 10.0
+    header_timeout: float = 10.0
     retry_after: int = 1
     legacy_schema: str = "api"
     access_log: bool = True
@@ -92,10 +95,10 @@ class Settings:
             jwks_file=get("JWKS_FILE"),
             jwks_url=get("JWKS_URL"),
             jwt_aud=d.jwt_aud if aud is None else (aud or None),
+            jwt_iss=_split(e.get("JWT_ISS", "")),
             jwt_leeway=float(get("EVENTLIVE_JWT_LEEWAY") or d.jwt_leeway),
             jwt_roles=_split(e.get("EVENTLIVE_JWT_ROLES", "")) or d.jwt_roles,
             anon_role=get("EVENTLIVE_ANON_ROLE") or d.anon_role,
-            jwt_iss=_split(e.get("JWT_ISS", "")),
             token_cache=int(get("EVENTLIVE_TOKEN_CACHE") or d.token_cache),
             jwks_refetch_seconds=float(
                 get("EVENTLIVE_JWKS_REFETCH_SECONDS") or d.jwks_refetch_seconds
@@ -107,6 +110,7 @@ class Settings:
             statement_timeout=get("EVENTLIVE_STATEMENT_TIMEOUT") or d.statement_timeout,
             max_body=int(get("EVENTLIVE_MAX_BODY") or d.max_body),
             body_timeout=float(get("EVENTLIVE_BODY_TIMEOUT") or d.body_timeout),
+            header_timeout=float(get("EVENTLIVE_HEADER_TIMEOUT") or d.header_timeout),
             retry_after=int(get("EVENTLIVE_RETRY_AFTER") or d.retry_after),
             legacy_schema=get("EVENTLIVE_LEGACY_SCHEMA") or d.legacy_schema,
             access_log=(get("EVENTLIVE_ACCESS_LOG") or "1") not in ("0", "false", "off"),
