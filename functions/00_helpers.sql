@@ -1,5 +1,15 @@
 -- Helpers shared by the api functions and the RLS policies. Internal helpers get no
 -- grant: api functions are security definer and call them as their owner.
+--
+-- Every helper pins search_path (Supabase's linter, lint 0011, and `eventlive doctor`'s
+-- function-search-path): a function whose names resolve through the caller's path can
+-- be pointed at the caller's objects. The price: a function with its own settings is
+-- never inlined. It does not change a plan -- the helpers are immutable or stable, so
+-- they still bound index scans (tests/test_plans.py) -- and costs a function call per
+-- use on the hot path, measured with bench/hot_path_sql.py (README, Design choices).
+
+-- The clock (sql/0002_core_tables.sql created it, applied once): pinned here.
+alter function eventlive.now() set search_path = '';
 
 -- Entry is open while the host says scheduled or live and closes_at has not passed.
 -- opens_at does not gate entry: it is the advertised start, and the join storm arrives
@@ -8,6 +18,7 @@ create or replace function eventlive.entry_open(
     state text, closes_at timestamptz, at timestamptz
 ) returns boolean
 language sql immutable
+set search_path = ''
 as $$
     select state in ('scheduled', 'live') and (closes_at is null or at < closes_at)
 $$;
@@ -18,6 +29,7 @@ comment on function eventlive.entry_open(text, timestamptz, timestamptz) is
 -- any session may set request.jwt.claims, only members of service_role may set role.
 create or replace function eventlive.is_service_role() returns boolean
 language sql stable
+set search_path = ''
 as $$
     select pg_catalog.current_setting('role', true) = 'service_role'
 $$;
@@ -42,6 +54,7 @@ grant execute on function eventlive.staff_webinar_ids() to authenticated;
 -- (heartbeat + 50 % grace for jitter, the ping throttle and slow networks).
 create or replace function eventlive.presence_window(heartbeat_seconds integer) returns interval
 language sql immutable
+set search_path = ''
 as $$
     select pg_catalog.make_interval(secs => heartbeat_seconds * 1.5)
 $$;
@@ -53,6 +66,7 @@ comment on function eventlive.presence_window(integer) is
 -- write; retry loops, duplicated tabs and reconnect storms cost a read, not a write.
 create or replace function eventlive.ping_throttle(heartbeat_seconds integer) returns interval
 language sql immutable
+set search_path = ''
 as $$
     select pg_catalog.make_interval(secs => heartbeat_seconds / 4.0)
 $$;

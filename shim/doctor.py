@@ -30,6 +30,10 @@ from psycopg.rows import TupleRow
 from shim import migrate as mig
 from shim import migrate_history as history
 from shim.doctor_checks import CHECKS, Finding, Scope, run_checks
+from shim.doctor_splinter import SPLINTER_CHECKS
+
+# Our rules, then the equivalents of Supabase's linter (splinter).
+ALL_CHECKS = CHECKS + SPLINTER_CHECKS
 
 __all__ = ["DoctorError", "Finding", "Report", "diagnose"]
 
@@ -138,7 +142,7 @@ def diagnose(
                 f"schema(s) not found in {database}: {missing} "
                 "(name the schemas to check with --schema / --api-schema)"
             )
-        findings = run_checks(conn, scope)
+        findings = run_checks(conn, scope, ALL_CHECKS)
         row = conn.execute("select pg_catalog.to_regclass(%s) is not null", (history.TABLE,))
         has_history = bool((row.fetchone() or (False,))[0])
     if has_history:
@@ -153,7 +157,7 @@ def diagnose(
 
 def check_ids() -> tuple[str, ...]:
     """Every finding id ``diagnose`` can report, in report order."""
-    return tuple(i for check in CHECKS for i in check.ids) + MIGRATION_IDS
+    return tuple(i for check in ALL_CHECKS for i in check.ids) + MIGRATION_IDS
 
 
 def _migration_findings(conninfo: str) -> list[Finding]:

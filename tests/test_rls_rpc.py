@@ -288,6 +288,27 @@ def test_every_api_function_is_attacked(admin_conn: psycopg.Connection[Any]) -> 
     assert {r[0] for r in rows} == {a.fn for a in ATTACKS}
 
 
+def test_every_function_the_api_runs_resolves_names_through_a_pinned_search_path(
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    """Supabase's lint 0011 as part of the attack surface: every function of ``api`` and
+    ``eventlive`` -- the api functions and the helpers they and the policies call
+    (eventlive.now(), entry_open, is_service_role, presence_window, ping_throttle) --
+    pins search_path, so no caller's search_path decides what their names mean."""
+    rows = admin_conn.execute(
+        "select p.oid::regprocedure::text from pg_catalog.pg_proc as p"
+        " where p.pronamespace in ('api'::regnamespace, 'eventlive'::regnamespace)"
+        " and not exists (select from unnest(p.proconfig) as s where s like 'search\\_path=%%')"
+    ).fetchall()
+    assert [r[0] for r in rows] == []
+    helpers = admin_conn.execute(
+        "select count(*) from pg_catalog.pg_proc where pronamespace = 'eventlive'::regnamespace"
+        " and proname in ('now', 'entry_open', 'is_service_role', 'presence_window',"
+        " 'ping_throttle')"
+    ).fetchone()
+    assert helpers == (5,)
+
+
 def test_no_api_function_lets_a_viewer_or_foreign_staff_touch_other_rows(
     admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], world: World
 ) -> None:
