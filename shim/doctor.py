@@ -31,9 +31,10 @@ from shim import migrate as mig
 from shim import migrate_history as history
 from shim.doctor_checks import CHECKS, Finding, Scope, run_checks
 from shim.doctor_splinter import SPLINTER_CHECKS
+from shim.plpgsql_bodies import NOT_CHECKED, PLPGSQL_CHECKS, installed_schema
 
-# Our rules, then the equivalents of Supabase's linter (splinter).
-ALL_CHECKS = CHECKS + SPLINTER_CHECKS
+# Our rules, the equivalents of Supabase's linter (splinter), plpgsql bodies.
+ALL_CHECKS = CHECKS + SPLINTER_CHECKS + PLPGSQL_CHECKS
 
 __all__ = ["DoctorError", "Finding", "Report", "diagnose"]
 
@@ -143,6 +144,8 @@ def diagnose(
                 "(name the schemas to check with --schema / --api-schema)"
             )
         findings = run_checks(conn, scope, ALL_CHECKS)
+        if installed_schema(conn) is None:
+            notes.append(NOT_CHECKED.replace("on this server", "in this database"))
         row = conn.execute("select pg_catalog.to_regclass(%s) is not null", (history.TABLE,))
         has_history = bool((row.fetchone() or (False,))[0])
     if has_history:

@@ -12,6 +12,9 @@ drift, when repeatable files are re-applied). How it is applied:
 - ``sql/``, ``functions/``, ``policies/`` files: each in its own transaction together with
   its history row; a failure rolls the file back and stops the run (``ApplyError`` with
   the file, line, column and Postgres' message). Files applied before it stay applied.
+  With ``plpgsql_check`` available, the plpgsql functions a file created or replaced are
+  checked in that transaction too (``shim.plpgsql_bodies``); otherwise migrate says once
+  that they were not.
 - ``indexes/`` files: outside any transaction, statement by statement (``create index
   concurrently`` refuses a transaction block); invalid indexes they name are dropped
   first with ``drop index concurrently``. Their statements must be idempotent (``if not
@@ -40,6 +43,7 @@ from psycopg.rows import TupleRow
 
 from shim import migrate_history as history
 from shim import migrate_lock as lock
+from shim import plpgsql_bodies
 from shim.migrate_errors import (
     ApplyError,
     DriftError,
@@ -176,9 +180,12 @@ def migrate(
         _refuse_errors(assessment)
         if not assessment.steps:
             say("nothing to apply: the database is up to date")
+        checker = plpgsql_bodies.ensure(conn) if assessment.steps else None
+        if assessment.steps and checker is None:
+            say(plpgsql_bodies.NOT_CHECKED)
         for number, step in enumerate(assessment.steps, 1):
             say(f"[{number}/{len(assessment.steps)}] {step.file.label} ({step.reason}) ...")
-            seconds = _apply(conn, step, say)
+            seconds = _apply(conn, step, say, checker)
             say(f"[{number}/{len(assessment.steps)}] {step.file.label} applied in {_ms(seconds)}")
             applied.append(AppliedFile(step.file.label, step.file.checksum, step.reason, seconds))
     total = time.monotonic() - started
@@ -331,8 +338,12 @@ def _read_only(conninfo: str) -> Iterator[psycopg.Connection[TupleRow]]:
         yield conn
 
 
-def _apply(conn: psycopg.Connection[TupleRow], step: Step, say: Progress) -> float:
-    """Run one file (see the module docstring); returns its wall time in seconds."""
+def _apply(
+    conn: psycopg.Connection[TupleRow], step: Step, say: Progress, checker: str | None = None
+) -> float:
+    """Run one file (see the module docstring); returns its wall time in seconds.
+    ``checker``: the schema of plpgsql_check, which then checks the plpgsql functions the
+    file created or replaced before it is recorded (``shim.plpgsql_bodies``)."""
     f = step.file
     started = time.monotonic()
     if f.transactional:
@@ -347,6 +358,8 @@ def _apply(conn: psycopg.Connection[TupleRow], step: Step, say: Progress) -> flo
                         "rollback in the file): what ran before that is committed and the "
                         "file is not recorded. Remove transaction control from the file."
                     )
+                if checker is not None:
+                    plpgsql_bodies.check_file(conn, checker, f)
                 elapsed = time.monotonic() - started
                 history.record(conn, f, "apply", dt.timedelta(seconds=elapsed))
         except psycopg.Error as exc:
