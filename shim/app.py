@@ -34,6 +34,7 @@ from shim import errors, legacy, openapi, rpc
 from shim.auth import Authenticator, Identity, rejected
 from shim.cache import SharedCache, etag_matches
 from shim.errors import ApiError
+from shim.housekeeping import Housekeeper
 from shim.metrics import Metrics
 from shim.settings import Settings
 
@@ -101,6 +102,8 @@ class Service:
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("catalog not loaded at start (%s); the listener retries", exc)
         self._tasks.append(asyncio.create_task(self._listen()))
+        if s.housekeeping_interval > 0:  # stopped with the other tasks in stop()
+            self._tasks.append(asyncio.create_task(Housekeeper(self.pool, s).run_forever()))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self._safe_reload()))

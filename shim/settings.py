@@ -39,6 +39,10 @@ ENV_DOC = {
     "EVENTLIVE_PREPARE": "prepare the settings statement per connection: 1 or 0 (1; 0 behind a "
     "transaction-mode pooler such as PgBouncer / Supavisor on port 6543)",
     "EVENTLIVE_CORS_ORIGINS": "origins browsers may call from, comma separated (*; empty = no CORS)",
+    "EVENTLIVE_HOUSEKEEPING_INTERVAL": "seconds between housekeeping ticks: expire sessions, "
+    "prune history (60; 0 = off, e.g. when pg_cron runs it)",
+    "EVENTLIVE_HISTORY_RETENTION_DAYS": "days access_log (and chat history) is kept (30)",
+    "EVENTLIVE_HOUSEKEEPING_BATCH": "rows per housekeeping batch, each its own transaction (1000)",
 }
 
 
@@ -76,6 +80,9 @@ class Settings:
     cache_entries: int = 10_000
     cors_origins: tuple[str, ...] = ("*",)
     prepare: bool = True
+    housekeeping_interval: float = 60.0
+    history_retention_days: float = 30.0
+    housekeeping_batch: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -116,6 +123,13 @@ class Settings:
             access_log=(get("EVENTLIVE_ACCESS_LOG") or "1") not in ("0", "false", "off"),
             cache_entries=int(get("EVENTLIVE_CACHE_ENTRIES") or d.cache_entries),
             prepare=(get("EVENTLIVE_PREPARE") or "1") not in ("0", "false", "off"),
+            housekeeping_interval=float(
+                get("EVENTLIVE_HOUSEKEEPING_INTERVAL") or d.housekeeping_interval
+            ),
+            history_retention_days=float(
+                get("EVENTLIVE_HISTORY_RETENTION_DAYS") or d.history_retention_days
+            ),
+            housekeeping_batch=int(get("EVENTLIVE_HOUSEKEEPING_BATCH") or d.housekeeping_batch),
             cors_origins=(
                 d.cors_origins
                 if "EVENTLIVE_CORS_ORIGINS" not in e
