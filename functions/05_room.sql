@@ -57,6 +57,7 @@ create or replace function eventlive.room_events_since(
 ) returns setof eventlive.room_events
 language sql
 stable
+set search_path = ''
 as $$
     select e.*
     from eventlive.room_events as e
@@ -74,6 +75,7 @@ create or replace function eventlive.room_last_seqs(webinar_ids bigint[])
 returns table (webinar_id bigint, last_seq bigint)
 language sql
 stable
+set search_path = ''
 as $$
     select s.webinar_id, s.last_seq
     from eventlive.room_sequences as s

@@ -81,6 +81,7 @@ create or replace function eventlive.retry_after(
 ) returns integer
 language sql
 immutable
+set search_path = ''
 as $$
     select greatest(
         case
@@ -203,6 +204,7 @@ comment on function eventlive.publish_message(eventlive.chat_messages) is
 create or replace function eventlive.chat_receipt(p_message eventlive.chat_messages) returns jsonb
 language sql
 immutable
+set search_path = ''
 as $$
     select pg_catalog.jsonb_build_object(
         'id', (p_message).id, 'seq', (p_message).seq, 'created_at', (p_message).created_at, 'status', (p_message).status

@@ -21,8 +21,8 @@ import jwt
 import psycopg
 import pytest
 
-from shim.errors import status_for_sqlstate
-from shim.settings import Settings
+from shim.http.errors import status_for_sqlstate
+from shim.http.settings import Settings
 from shim.testing import act_as, create_user, freeze_now
 
 LIVE, OTHER, ENDED, UNKNOWN = 401, 402, 403, 999
@@ -301,7 +301,7 @@ def test_the_shim_answers_a_rate_limit_with_http_429_and_a_retry_after_header(
     )
 
     async def scenario() -> list[httpx.Response]:
-        from shim.app import create_app
+        from shim.http.app import create_app
 
         app = create_app(settings_)
         async with app.router.lifespan_context(app):

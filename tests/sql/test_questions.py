@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shim.errors import from_database, status_for_sqlstate
+from shim.http.errors import from_database, status_for_sqlstate
 from shim.testing import act_as, create_user, freeze_now
 
 LIVE, ENDED, UNKNOWN = 501, 502, 999
