@@ -1,4 +1,4 @@
--- The live room's plumbing (DESIGN §7): publish an event, read events for the hub, and
+-- The live room's plumbing: publish an event, read events for the hub, and
 -- decide who may join a webinar's realtime topics (used by policies/realtime_messages.sql).
 
 -- Append one event to a webinar's room log and return its seq. Every chat and Q&A write

@@ -1,4 +1,4 @@
--- Housekeeping (DESIGN §6): sessions whose viewer stopped pinging are ended
+-- Housekeeping: sessions whose viewer stopped pinging are ended
 -- ('expired'), and history is removed after its retention. One call is one short batch
 -- in its own transaction; the runner (shim/http/housekeeping.py, or pg_cron) calls again while
 -- there is work. Nothing here waits for the hot path or makes it wait for long:

@@ -1,4 +1,4 @@
-"""The housekeeping runner (DESIGN §6): ends sessions whose viewers stopped pinging and
+"""The housekeeping runner: ends sessions whose viewers stopped pinging and
 removes history past its retention, by itself, in every shim process.
 
 The work is SQL (``functions/70_housekeeping.sql``): ``eventlive.housekeeping_step`` does

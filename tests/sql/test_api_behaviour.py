@@ -225,7 +225,7 @@ CASES: list[tuple[str, dict[str, Any], str, str | None, int, str | None]] = [
     ("register", {"webinar_id": UNKNOWN}, "stranger", "PT404", 404, "webinar_not_found"),
     ("register", {"webinar_id": AUTO, "user_id": "viewer"}, "stranger", "PT403", 403, "not_service_role"),
     ("register", {"webinar_id": AUTO, "user_id": "stranger"}, "other_staff", "PT403", 403, "not_service_role"),
-    # only service_role registers someone else (DESIGN §4): staff may not, and are not told
+    # only service_role registers someone else (the API contract): staff may not, and are not told
     # whether the user exists
     ("register", {"webinar_id": AUTO, "user_id": "stranger"}, "staff", "PT403", 403, "not_service_role"),
     ("register", {"webinar_id": AUTO, "user_id": "nobody"}, "staff", "PT403", 403, "not_service_role"),

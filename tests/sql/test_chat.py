@@ -1,4 +1,4 @@
-"""Chat (functions/60_chat.sql, DESIGN §4): chat_send's checks in their documented order,
+"""Chat (functions/60_chat.sql): chat_send's checks in their documented order,
 idempotency under concurrent retries, length limits, rate limit and slow mode with a
 Retry-After in whole seconds (also as an HTTP 429 through the shim), bans, held
 messages for staff only, moderation, room settings for hosts, the chat_since cursor and
@@ -127,7 +127,7 @@ def events(
 def test_chat_send_checks_in_the_documented_order(
     admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], room: Room
 ) -> None:
-    """Each case breaks two rules: the answer is the earlier one in DESIGN's order
+    """Each case breaks two rules: the answer is the earlier one in the documented order
     401 -> 404 -> 403 webinar_closed -> 403 not_registered -> 403 chat_disabled / banned
     -> replay -> 400 -> 429."""
     freeze_now(admin_conn, T0)

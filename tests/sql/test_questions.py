@@ -1,4 +1,4 @@
-"""Q&A (functions/61_qa.sql, DESIGN §4): question_ask's checks in chat_send's order, 3
+"""Q&A (functions/61_qa.sql): question_ask's checks in chat_send's order, 3
 questions per 60 s with Retry-After, anonymous questions, one idempotent vote per
 viewer (also under concurrent double votes), vote counts pushed at most once per
 question per second (the rest by flush_question_votes), the questions cursor, and

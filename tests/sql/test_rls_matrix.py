@@ -735,7 +735,7 @@ def test_staff_cannot_widen_the_profiles_they_read_by_registering_a_stranger(
     world: World,
     pks: dict[str, list[str]],
 ) -> None:
-    """DESIGN §4: only service_role registers someone else. Staff of A registering a
+    """The API contract: only service_role registers someone else. Staff of A registering a
     viewer of B (and a user with no rows at all) into A is refused alike, so it neither
     learns whether the user exists nor widens the profiles it reads afterwards: the
     profiles staff of A select are still exactly the oracle's, and no table changed."""

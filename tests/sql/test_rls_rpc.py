@@ -124,7 +124,7 @@ ATTACKS: list[RpcAttack] = [
     _a("profiles_batch", FORGER, {"user_ids": ALL_PROFILES}, None),
     _a("profiles_batch", STAFF_FORGER, {"user_ids": ALL_PROFILES}, None, ("viewer", "peer", "lurker")),
     _a("profiles_batch", NO_SUB, {"user_ids": ALL_PROFILES}, ("PT401", "not_authenticated")),
-    # only service_role registers someone else (DESIGN §4); whether a user exists is told
+    # only service_role registers someone else (the API contract); whether a user exists is told
     # to service_role alone (@nobody gets the same refusal as a real user)
     _a("register", "viewer", {"webinar_id": B, "user_id": "@peer"}, NOT_SERVICE),
     _a("register", "viewer", {"webinar_id": A, "user_id": "@nobody"}, NOT_SERVICE),
