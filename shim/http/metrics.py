@@ -55,7 +55,8 @@ REASONS = frozenset(
     session_ended session_superseded too_many_ids user_id_required user_not_found
     webinar_closed webinar_not_found
     body_timeout body_too_large method_not_allowed unknown_function unknown_profile
-    unsupported_media_type not_an_object
+    unsupported_media_type not_an_object invalid_batch invalid_retention not_service_role
+    bad_issuer
     duplicate_argument duplicate_key invalid_unicode malformed_json nul_character wrong_type
     unknown_argument missing_argument out_of_range
     bad_algorithm bad_audience bad_role bad_signature expired invalid malformed
