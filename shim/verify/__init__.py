@@ -1,5 +1,5 @@
-"""``eventlive verify``: the post-deploy checklist of the seed report, answered against a
-live deployment in under a minute.
+"""``eventlive verify``: the post-deploy checklist (DoD-1..4 and the rollback triggers),
+answered against a live deployment in under a minute.
 
 ``run.verify(urls, dsn, secret, ...)`` scrapes every node's ``/metrics`` and ``/ready``
 (``nodes``), reads the database's statistics, applies DoD-1..3 (``shim.http.verdicts``,

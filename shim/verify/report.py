@@ -1,5 +1,5 @@
 """The verify report: the checklist lines, the flow steps, the rollback triggers of the
-seed report's section 3, and its three renderings (text table, JSON, markdown)."""
+post-deploy report's rollback section, and its three renderings (text table, JSON, markdown)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class Report:
 
     @property
     def triggers(self) -> list[dict[str, Any]]:
-        """The seed's rollback triggers: any one fired means roll back."""
+        """The rollback triggers: any one fired means roll back."""
         by = {v.check: v for v in self.verdicts}
 
         def failed(check: str) -> bool:
@@ -107,7 +107,7 @@ class Report:
                     f"  {s.flow:<15} {s.step:<46} {s.status:<6} {s.http or '':>4} {ms:>7}  {s.note}"
                 )
         out.append("")
-        out.append("rollback triggers (seed report §3):")
+        out.append("rollback triggers (any one fired: roll back):")
         for t in self.triggers:
             note = f"  ({t['note']})" if t.get("note") else ""
             out.append(f"  [{'x' if t['fired'] else ' '}] {t['trigger']}{note}")

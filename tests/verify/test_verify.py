@@ -1,7 +1,7 @@
 """``eventlive verify``: a healthy deployment passes every line (exit 0); each planted
 fault fails its own line (a function raising 42703 → DoD-1, a burst of 409s → DoD-2, a
 storm of expired tokens → DoD-3, a registrant who cannot ping → DoD-4) with the rollback
-trigger of the seed report fired (exit 1); a node that is down or a wrong secret is
+trigger fired (exit 1); a node that is down or a wrong secret is
 "cannot check" (exit 2). Real shim on uvicorn, real PostgreSQL."""
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def test_a_storm_of_expired_tokens_fails_dod3(node: str, shim_db: ShimDb) -> Non
 
 
 def test_a_registrant_who_cannot_ping_fails_dod4(node: str, shim_db: ShimDb) -> None:
-    """presence_ping broken (it always raises 403 not_registered, the seed's regression):
+    """presence_ping broken (it always raises 403 not_registered, the incident's regression):
     the flow step fails with its status, DoD-4 FAIL, the third rollback trigger fires."""
     with psycopg.connect(shim_db.admin_dsn, autocommit=True) as conn:
         conn.execute(
