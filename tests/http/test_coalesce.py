@@ -188,3 +188,40 @@ async def test_the_batch_function_is_not_routable_over_http(
                     json={"p_webinar_ids": "{1}", "p_user_ids": "{}", "p_session_ids": "{}"},
                 )
                 assert r.status_code == 404, r.text
+
+
+async def test_the_lean_path_answers_exactly_as_the_full_path(api_db: Any) -> None:
+    """The hot routes answer the same status and body whether the lean path takes them
+    (no Origin) or the full Starlette path does (an Origin sends them there), for
+    successes, database errors and input errors alike."""
+    users = _users(api_db.admin_dsn, 2)
+    async with serve(_settings(api_db.dsn)) as client:
+        session = await _enter(client, users[0])
+        me = bearer(demo.dev_token(SECRET, users[0]))
+        stranger = bearer(demo.dev_token(SECRET, users[1]))
+        wid = demo.DEMO_WEBINAR
+        cases: list[tuple[str, dict[str, str], Any]] = [
+            ("/rpc/presence_ping", me, {"webinar_id": wid, "session_id": session}),
+            ("/rest/v1/rpc/presence_ping", stranger, {"webinar_id": wid, "session_id": session}),
+            (f"{BASE}/presence/ping", me, {"session_id": str(uuid.uuid4())}),
+            (f"{BASE}/presence/ping", me, {"session_id": "not-a-uuid"}),
+            (f"{BASE}/presence/ping", me, {"session_id": session, "extra": 1}),
+            ("/rpc/presence_ping", me, {"webinar_id": 2**70, "session_id": session}),
+            ("/rpc/track_access", me, {"webinar_id": wid, "session_id": session}),
+            ("/rpc/track_access", me, {"webinar_id": 999, "session_id": session}),
+            (f"{BASE}/access/track", {"Authorization": "Bearer nope"}, {}),
+            (f"{BASE}/presence/leave", stranger, {"session_id": str(uuid.uuid4())}),
+        ]
+        for path, headers, body in cases:
+            lean = await client.post(path, headers=headers, json=body)
+            full = await client.post(
+                path, headers={**headers, "Origin": "http://example.test"}, json=body
+            )
+            assert lean.status_code == full.status_code, (path, body, lean.text, full.text)
+            if lean.status_code != 200 or "track" not in path:
+                assert lean.content == full.content, (path, body)
+            for h in ("X-Request-Id", "Server-Timing"):
+                assert h in lean.headers
+            assert lean.headers.get("content-type") == full.headers.get("content-type")
+            assert "access-control-allow-origin" in full.headers
+            assert "access-control-allow-origin" not in lean.headers
