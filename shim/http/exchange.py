@@ -272,18 +272,23 @@ class Health:
 async def acquire(
     pool: AsyncConnectionPool[Any], pool_timeout: float, health: Health | None
 ) -> Any:
-    """A connection within ``pool_timeout``; when the database looks down, give up after
-    ``health.quick`` seconds instead (PoolTimeout either way)."""
+    """A connection within ``pool_timeout``, waited for in slices of ``health.quick``
+    seconds: after each slice a database that looks down (or a pool with no connection
+    at all) ends the wait with PoolTimeout, so a queue never outlives an outage's
+    detection by more than one slice."""
     if health is None or pool_timeout <= health.quick:
         return await pool.getconn(timeout=pool_timeout)
-    started = time.monotonic()
-    try:
-        return await pool.getconn(timeout=health.quick)
-    except PoolTimeout:
-        if health.down() or pool.get_stats().get("pool_size", 1) == 0:
-            health.failed()
-            raise
-    return await pool.getconn(timeout=max(0.001, pool_timeout - (time.monotonic() - started)))
+    deadline = time.monotonic() + pool_timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            return await pool.getconn(timeout=max(0.001, min(health.quick, left)))
+        except PoolTimeout:
+            if left <= health.quick:
+                raise
+            if health.down() or pool.get_stats().get("pool_size", 1) == 0:
+                health.failed()
+                raise
 
 
 async def run(
