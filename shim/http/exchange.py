@@ -19,8 +19,9 @@ same pipeline right after the settings statement, so its Parse runs as the switc
 (privileges on schemas are checked at parse time, as the role of that moment) and later
 executions skip parse and plan. A statement prepared as one role is never executed as
 another: the name is keyed by (role, text), so a call as ``anon`` cannot reuse what
-``authenticated`` parsed. Measured (bench/hot_path_sql.py style loop, 1 client, one
-pipeline per call): presence_ping 5 % less server CPU per call prepared than unnamed.
+``authenticated`` parsed. Measured (``bench/hot_path_cpu.py``, the backend's own CPU
+time, 3,000 calls): presence_ping 317 -> 273 us per call (-14 %), a track_access
+re-confirmation 870 -> 810 us (-7 %).
 """
 
 from __future__ import annotations
