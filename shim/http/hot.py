@@ -28,6 +28,7 @@ from typing import Any
 
 from shim.http import bind, calls
 from shim.http.errors import ApiError
+from shim.http.request import body_timeout
 from shim.http.respond import JSON_TYPE, RequestContext, error_response, new_request_id
 from shim.http.service import Service
 
@@ -64,7 +65,7 @@ class HotPath:
         self.service = service
         self._cors = bool(service.settings.cors_origins)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0911 - each return hands on
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -101,16 +102,23 @@ class HotPath:
         ):
             await self.app(scope, receive, send)
             return
-        messages = [await receive()]
-        body = messages[0].get("body", b"")
-        if messages[0].get("more_body"):
-            # uvicorn gives a small body whole; other servers (and httpx's ASGI
-            # transport) stream it: gather it within the full path's own bounds, and
-            # leave anything unusual (slow, large) to the full path, replayed.
-            body = await self._rest_of_body(messages, receive)
-            if body is None:
-                await self.app(scope, _replay(messages, receive), send)
-                return
+        messages: list[Message] = []
+        timeout = self.service.settings.body_timeout
+        try:
+            # A client may stall before or inside its body: bounded as the full path is.
+            async with asyncio.timeout(timeout):
+                messages.append(await receive())
+                body = messages[0].get("body", b"")
+                if messages[0].get("more_body"):
+                    # uvicorn gives a small body whole; others (httpx's ASGI transport)
+                    # stream it. A large body goes to the full path (its 413), replayed.
+                    body = await self._rest_of_body(messages, receive)
+        except TimeoutError:
+            await self._timed_out(scope, send, route, timeout)
+            return
+        if body is None:
+            await self.app(scope, _replay(messages, receive), send)
+            return
         if messages[0]["type"] != "http.request":
             await self.app(scope, _replay(messages, receive), send)
             return
@@ -235,20 +243,22 @@ class HotPath:
 
     async def _rest_of_body(self, messages: list[Message], receive: Receive) -> bytes | None:
         """The body's remaining chunks appended to ``messages``; None when it would not
-        fit in ``EVENTLIVE_MAX_BODY`` or not arrive within a tenth of a second."""
+        fit in ``EVENTLIVE_MAX_BODY`` (or the client left)."""
         limit = self.service.settings.max_body
         size = len(messages[0].get("body", b""))
-        try:
-            async with asyncio.timeout(0.1):
-                while messages[-1].get("more_body"):
-                    message = await receive()
-                    messages.append(message)
-                    size += len(message.get("body", b""))
-                    if message["type"] != "http.request" or size > limit:
-                        return None
-        except TimeoutError:
-            return None
+        while messages[-1].get("more_body"):
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if message["type"] != "http.request" or size > limit:
+                return None
         return b"".join(m.get("body", b"") for m in messages)
+
+    async def _timed_out(self, scope: Scope, send: Send, route: str, timeout: float) -> None:
+        """The full path's 408 for a body that did not arrive in time."""
+        ctx = RequestContext(new_request_id())
+        response = error_response(self.service, ctx, body_timeout(timeout))
+        await self._error(scope, send, ctx, route, response)
 
     async def _bind(
         self,
