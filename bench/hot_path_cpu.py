@@ -10,6 +10,9 @@ last heartbeat an hour ago, so that every first ping writes):
 - ``presence_ping`` with the call sent unnamed (parsed and planned every time) vs
   prepared per connection after the role switch (``prepare_call``);
 - ``track_access`` re-confirmations, unnamed vs prepared;
+- with ``--old-ping FILE`` (e.g. ``git show 414ed54:functions/31_presence.sql``), the
+  earlier ``api.presence_ping`` (registration check inside its update), loaded as
+  ``bench.presence_ping_old``, against today's;
 - the coalesced entry ``eventlive.presence_ping_batch`` with batches of 1, 10, 50:
   server CPU per ping.
 
@@ -85,7 +88,23 @@ async def measure(
     return used / n
 
 
-async def run(dsn: str, viewers: int, n: int) -> None:
+OLD_PING = b"select bench.presence_ping_old(webinar_id => $1::bigint, session_id => $2::uuid)"
+
+
+def old_ping_sql(path: Path) -> str:
+    """The earlier api.presence_ping from ``path``, renamed bench.presence_ping_old."""
+    source = path.read_text()
+    start = source.index("create or replace function api.presence_ping(")
+    end = source.index("comment on function api.presence_ping(")
+    body = source[start:end].replace("api.presence_ping(", "bench.presence_ping_old(")
+    body = body.replace("presence_ping.", "presence_ping_old.")
+    return (
+        "create schema if not exists bench; grant usage on schema bench to authenticated;\n"
+        f"{body}\ngrant execute on function bench.presence_ping_old(bigint, uuid) to authenticated;"
+    )
+
+
+async def run(dsn: str, viewers: int, n: int, old: bool) -> None:
     auth_dsn = make_conninfo(dsn, user="authenticator")
     async with AsyncConnectionPool(
         auth_dsn, min_size=1, max_size=1, kwargs={"autocommit": True}
@@ -103,6 +122,11 @@ async def run(dsn: str, viewers: int, n: int) -> None:
 
         await measure(pool, "presence_ping, call unnamed (before)", pings(1), 1, False)
         await measure(pool, "presence_ping, call prepared per role (after)", pings(n + 1), 1, True)
+        if old:
+            olds = [(s, OLD_PING, v) for s, _, v in pings(5 * n + 1)]
+            await measure(
+                pool, "earlier presence_ping (registration check), prepared", olds, 1, True
+            )
         tracks = [
             (settings(i), TRACK, [str(WEBINAR).encode(), sid(i).encode()])
             for i in range(1, 1 + n // 3)
@@ -132,8 +156,9 @@ def main() -> None:
     parser.add_argument("--db", default="hotcpu_bench")
     parser.add_argument("--viewers", type=int, default=20_000)
     parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--old-ping", type=Path, help="an earlier 31_presence.sql to compare")
     args = parser.parse_args()
-    assert args.viewers >= 5 * args.calls, "every ping must hit a viewer not pinged yet"
+    assert args.viewers >= 6 * args.calls, "every ping must hit a viewer not pinged yet"
     dsn = make_conninfo(args.dsn, dbname=args.db)
     drop = sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(args.db))
     with psycopg.connect(args.dsn, autocommit=True) as server:
@@ -143,9 +168,11 @@ def main() -> None:
         migrate(dsn)
         with psycopg.connect(dsn, autocommit=True) as admin:
             admin.execute(load_sql(args.viewers))
+            if args.old_ping:
+                admin.execute(old_ping_sql(args.old_ping))
             admin.execute("vacuum (analyze)")
         print(f"{args.viewers} present viewers; host {conninfo_to_dict(dsn).get('host')}")
-        asyncio.run(run(dsn, args.viewers, args.calls))
+        asyncio.run(run(dsn, args.viewers, args.calls, bool(args.old_ping)))
     finally:
         with psycopg.connect(args.dsn, autocommit=True) as server:
             server.execute(drop)
