@@ -467,8 +467,9 @@ def _intro(r: dict[str, Any], made: dict[str, str]) -> list[str]:
         "throwaway server from `shim.pg.throwaway` (fsync off, full_page_writes off; "
         "synchronous_commit at its default)",
         "- " + ", ".join(f"{k} {v}" for k, v in tools.items()),
-        f"- Shim: uvicorn, {cfg['workers']} worker(s), pool max {cfg['pool_max']} per worker, "
-        "access log off. Old design: API app and proxy hop, "
+        f"- Shim: `eventlive serve` as shipped, {cfg['workers']} worker(s): access log on, "
+        "metrics, token cache, coalescing and pool at their defaults. Old design: API app "
+        "and proxy hop, "
         f"{cfg['workers']} worker(s) each, the same pool max.",
         f"- Closed-loop generator: {cfg['loadgen']}. Open-model, storm, steady-state and poller "
         "runs use the Python generator (`bench.loadgen`, asyncio + uvloop, own process).",
