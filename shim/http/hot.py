@@ -14,8 +14,12 @@ expired token, ...) -- it hands to the full path untouched (the body it read is 
 so every error answer stays exactly the full path's. Database answers (204, 200, the
 function's 4xx, 503) it writes itself.
 
-Measured (``python -m bench`` profile and closed-loop runs, same run): see the README's
-"Benchmarks" section for the CPU per request before and after.
+Measured (``python -m bench``, py-spy on the shim under closed-loop pings): Starlette's
+routing, requests and responses fell from 14.5 % of the shim's samples (reference run
+before this work) to 2.4 %; JWT verification from 7 % to under 1 % (the token cache holds
+the audience); the rest is uvicorn's protocol (29 %), the libpq exchange (18 %, mostly its
+socket calls) and the event loop. Shim CPU per ping at 64 connections, with coalescing
+and this path together: 1.11 ms -> 0.35-0.43 ms (README, "Benchmarks").
 """
 
 from __future__ import annotations
