@@ -10,6 +10,8 @@ import http.server
 import json
 import threading
 import time
+import tracemalloc
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -246,9 +248,6 @@ async def test_the_token_cache_holds_a_whole_audience_within_its_memory_bound() 
     5,000 distinct ones all stay cached (the default holds 300,000 per worker) at under
     0.7 kB each, so a full cache of 300,000 stays under 210 MB; a hit costs no
     verification. Past the bound the oldest entries go, never more than the bound stays."""
-    import tracemalloc  # noqa: PLC0415 - this test only
-    import uuid  # noqa: PLC0415
-
     now = int(time.time())
     tokens = [
         jwt.encode(
