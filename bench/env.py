@@ -32,6 +32,7 @@ import psycopg
 from shim.migrate import migrate
 from shim.pg.ports import free_port
 from shim.pg.throwaway import TemporaryServer
+from shim.testing.process import ShimProcess
 
 REPO = Path(__file__).resolve().parent.parent
 DBNAME = "eventlive"
@@ -41,6 +42,7 @@ OLD_SCHEMA = Path(__file__).resolve().parent / "old_design" / "schema.sql"
 W_CEIL = 900001  # heartbeat 15 s (shortest allowed): pings of a 40k pool all write
 W_STORM = 900002
 W_STEADY = 900003
+W_STORM_BIG = 900004  # the larger storm (its viewers enter W_STORM first-time too)
 
 
 BENCH_SQL = """
@@ -271,6 +273,7 @@ class World:
                     (W_CEIL, "bench ceiling (heartbeat 15 s)", 15),
                     (W_STORM, "bench join storm", 120),
                     (W_STEADY, "bench steady state", 120),
+                    (W_STORM_BIG, "bench big join storm", 120),
                 ):
                     conn.execute(
                         "select api.upsert_webinar(webinar_id => %s, title => %s, "
@@ -443,14 +446,21 @@ class World:
         ]  # fmt: skip
 
     def start_shim(self) -> Proc:
-        env = {
-            "DATABASE_URL": self.auth_dsn(),
-            "JWT_SECRET": SECRET,
-            "EVENTLIVE_ACCESS_LOG": "0",
-            "EVENTLIVE_POOL_MAX": str(self.pool_max),
-        }
-        argv = self.uvicorn_argv("shim.http.app:app_from_env", free_port(), self.workers)
+        """``eventlive serve`` as shipped (``ShimProcess``'s command line): access log on,
+        metrics, token cache, coalescing and pool as their defaults; only the database
+        and the HS256 secret are given."""
+        env = {"DATABASE_URL": self.auth_dsn(), "JWT_SECRET": SECRET}
+        argv = ShimProcess(env, workers=self.workers, port=free_port()).argv()
         return self._spawn("shim", argv, env, "/ready")
+
+    def viewers_file(self, name: str, count: int) -> Path:
+        """The first ``count`` lines of token file ``name`` (e.g. a smaller storm)."""
+        src = self.files[name]
+        path = src.with_name(f"{src.stem}-{count}.txt")
+        with src.open() as fh, path.open("w") as out:
+            for _, line in zip(range(count), fh, strict=False):
+                out.write(line)
+        return path
 
     def stop_old(self) -> None:
         """Stop the old design (its backlog must not run into the next scenario)."""

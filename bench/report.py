@@ -86,6 +86,8 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
 
     for call in ("ping", "track"):
         f[f"shim_{call}"] = top(shim, call)
+        at64 = [x for x in shim if x["call"] == call and x["connections"] == 64]
+        f[f"shim_{call}_64"] = at64[0] if at64 else None
         f[f"old_{call}"] = {}
         for target in sorted({x["target"] for x in old}):
             f[f"old_{call}"][target] = top(old, call, target)
@@ -114,10 +116,20 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ratio = _ratio(sp["rps"], f["ceiling_ping"])
         rows.append((
             "Shim presence_ping / pgbench ceiling",
-            f"{_fmt(ratio)} ({_fmt(sp['rps'], 0)} / {_fmt(f['ceiling_ping'], 0)} calls/s)",
+            f"{_fmt(ratio)} ({_fmt(sp['rps'], 0)} / {_fmt(f['ceiling_ping'], 0)} calls/s; "
+            f"the shim's best, {sp['connections']} connections)",
             f"≥ {TARGETS['ceiling_ratio']}",
             _yes(ratio >= TARGETS["ceiling_ratio"]) if ratio else "-",
         ))  # fmt: skip
+        s64 = f.get("shim_ping_64")
+        if s64 and s64 is not sp:
+            ratio = _ratio(s64["rps"], f["ceiling_ping"])
+            rows.append((
+                "Shim presence_ping / pgbench ceiling (64 connections)",
+                f"{_fmt(ratio)} ({_fmt(s64['rps'], 0)} / {_fmt(f['ceiling_ping'], 0)} calls/s)",
+                f"≥ {TARGETS['ceiling_ratio']}",
+                _yes(ratio >= TARGETS["ceiling_ratio"]) if ratio else "-",
+            ))  # fmt: skip
         for target, o in f["old_ping"].items():
             if not o:
                 continue
@@ -159,13 +171,19 @@ def headline(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ))  # fmt: skip
     st = f["shim_track"]
     if st:
-        ratio = _ratio(st["rps"], f["ceiling_track"])
-        rows.append((
-            "Shim track_access / pgbench ceiling",
-            f"{_fmt(ratio)} ({_fmt(st['rps'], 0)} / {_fmt(f['ceiling_track'], 0)} calls/s)",
-            "(no target)",
-            "-",
-        ))  # fmt: skip
+        for label, run in (
+            (f"best: {st['connections']} connections", st),
+            ("64 connections", f.get("shim_track_64")),
+        ):
+            if not run or (label.startswith("64") and run is st):
+                continue
+            ratio = _ratio(run["rps"], f["ceiling_track"])
+            rows.append((
+                f"Shim track_access re-confirm / pgbench ceiling ({label})",
+                f"{_fmt(ratio)} ({_fmt(run['rps'], 0)} / {_fmt(f['ceiling_track'], 0)} calls/s)",
+                "(reported)",
+                "-",
+            ))  # fmt: skip
     for s in f["storm"]:
         t = s["track"]
         ok = (
@@ -449,8 +467,9 @@ def _intro(r: dict[str, Any], made: dict[str, str]) -> list[str]:
         "throwaway server from `shim.pg.throwaway` (fsync off, full_page_writes off; "
         "synchronous_commit at its default)",
         "- " + ", ".join(f"{k} {v}" for k, v in tools.items()),
-        f"- Shim: uvicorn, {cfg['workers']} worker(s), pool max {cfg['pool_max']} per worker, "
-        "access log off. Old design: API app and proxy hop, "
+        f"- Shim: `eventlive serve` as shipped, {cfg['workers']} worker(s): access log on, "
+        "metrics, token cache, coalescing and pool at their defaults. Old design: API app "
+        "and proxy hop, "
         f"{cfg['workers']} worker(s) each, the same pool max.",
         f"- Closed-loop generator: {cfg['loadgen']}. Open-model, storm, steady-state and poller "
         "runs use the Python generator (`bench.loadgen`, asyncio + uvloop, own process).",
@@ -645,8 +664,9 @@ def _storm_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
                 for s in storms
             ],
         )  # fmt: skip
-        if len(storms) == 2 and storms[0]["track"]["p99_ms"]:
-            a, b = storms
+        pair = [storms[0], *[x for x in storms if x["target"] != "shim"][:1]]
+        if len(pair) == 2 and storms[0]["track"]["p99_ms"]:
+            a, b = pair
             lines += [
                 "",
                 f"track_access p99, {b['target']} / {a['target']}: "

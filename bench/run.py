@@ -62,6 +62,7 @@ class Config:
     pool_max: int = 10
     use_wrk: bool = True
     loadgen: str = "auto"
+    storm_big: int = 0  # a second, larger join storm (same window) to find the knee
 
     @classmethod
     def full(cls) -> Config:
@@ -87,10 +88,11 @@ class Config:
             steady_start=25_000,
             steady_seconds=10,
             steady_bisect=3,
-            poller_counts=[1, 10, 100],
+            poller_counts=[1, 10, 100, 1000],
             poller_seconds=30,
             poller_viewer_rps=300,
             profile=True,
+            storm_big=25_000,
         )
 
     @classmethod
@@ -265,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     world = World(
         out=out,
-        ranges=Ranges(ceiling=cfg.ceiling_pool, storm=cfg.storm_viewers, steady=cfg.steady_pool),
+        ranges=Ranges(
+            ceiling=cfg.ceiling_pool,
+            storm=max(cfg.storm_viewers, cfg.storm_big),
+            steady=cfg.steady_pool,
+            admins=max(cfg.poller_counts),
+        ),
         workers=cfg.workers,
         pool_max=cfg.pool_max,
     )

@@ -23,6 +23,7 @@ from shim.http import bind, errors, legacy, openapi
 from shim.http.calls import identify, invoke, ping_database
 from shim.http.console import Console
 from shim.http.errors import ApiError
+from shim.http.hot import HotPath
 from shim.http.request import profile, read_body, require_json
 from shim.http.respond import JSON_TYPE, RequestContext, respond
 from shim.http.service import Service
@@ -120,7 +121,8 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=_middleware(settings),
+        # The hot routes' lean path first (it hands CORS requests on to the next).
+        middleware=[Middleware(HotPath, service=service), *_middleware(settings)],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.service = service

@@ -5,13 +5,26 @@ as JSON text for ``request.jwt.claims``) or raises ``ApiError`` 401 with a
 ``WWW-Authenticate`` header and a ``reason`` (metric label). It never touches the
 database; it contacts the JWKS URL only for a ``kid`` it does not know, at most once per
 ``jwks_refetch_seconds``. Verified tokens are cached (bounded; expiry still enforced).
+
+The cache holds a whole audience: ``EVENTLIVE_TOKEN_CACHE`` (300,000 per worker) entries
+keyed by a 16-byte BLAKE2b digest of the token (not the token text: a Supabase token is
+~300-800 bytes), each holding the ``Identity`` (role, claims JSON, expiry, user id).
+Measured with Supabase-shaped HS256 tokens (``tests/http/test_auth.py``
+``test_the_token_cache_holds_a_whole_audience_within_its_memory_bound``): 630 bytes per
+entry (tracemalloc), so the bound is ~190 MB per worker for 300,000 entries; a hit costs
+one digest and one dict lookup, a miss a full PyJWT verification (the bench's py-spy
+profile: 18 % of the shim's samples with a cold cache, absent once the audience is in).
+The role ``eventlive_batcher`` (the shim's internal batch role) is refused in any token,
+whatever ``EVENTLIVE_JWT_ROLES`` says.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +39,9 @@ log = logging.getLogger("eventlive.auth")
 
 # The only algorithm each key type may verify: no "none", no HS256 with an RSA key.
 _ASYMMETRIC = {"RS256": "RSA", "ES256": "EC"}
+# Never claimable by a token: the shim's internal role for coalesced calls.
+INTERNAL_ROLES = frozenset({"eventlive_batcher"})
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +53,9 @@ class Identity:
     expires: float | None = None
     # The anon role, with or without a token: 42501 is then 401, not 403 (PostgREST).
     anonymous: bool = False
+    # The sub of an ``authenticated`` token when it is a canonical lower-case UUID, the
+    # only identities the coalesced path accepts; None otherwise.
+    user_id: str | None = None
 
 
 def _anon_claims(role: str) -> str:
@@ -80,10 +99,10 @@ class Authenticator:
             settings.anon_role, _anon_claims(settings.anon_role), None, anonymous=True
         )
         self._keys: dict[str | None, jwt.PyJWK] = {}
-        self._cache: dict[str, Identity] = {}
+        self._cache: dict[bytes, Identity] = {}
         self._last_fetch = float("-inf")
         self._fetch_lock = asyncio.Lock()
-        self._roles = frozenset(settings.jwt_roles)
+        self._roles = {r: r for r in settings.jwt_roles if r not in INTERNAL_ROLES}
         # Plain ints (no lock): read by /metrics as eventlive_token_cache.
         self.cache_hits = 0
         self.cache_misses = 0
@@ -130,20 +149,27 @@ class Authenticator:
         """The identity for ``token`` (None -> anon), or raise a 401 ``ApiError``."""
         if not token:
             return self._anon
-        hit = self._cache.get(token)
+        key = hashlib.blake2b(token.encode("latin-1", "replace"), digest_size=16).digest()
+        hit = self._cache.get(key)
         if hit is not None:
             self.cache_hits += 1
             if hit.expires is not None and hit.expires + self._s.jwt_leeway < time.time():
-                del self._cache[token]
+                del self._cache[key]
                 raise rejected("expired", "JWT expired")
             return hit
         self.cache_misses += 1
         identity = await self._verify(token)
+        if self._s.token_cache <= 0:
+            return identity
         if len(self._cache) >= self._s.token_cache:
             # Oldest first: dicts keep insertion order; cheap and bounded.
             del self._cache[next(iter(self._cache))]
-        self._cache[token] = identity
+        self._cache[key] = identity
         return identity
+
+    def cached(self) -> int:
+        """Tokens in the cache (tests and the memory measurement)."""
+        return len(self._cache)
 
     async def _key_for(self, alg: str, kid: str | None) -> Any:
         if alg == "HS256":
@@ -198,16 +224,21 @@ class Authenticator:
             raise rejected("invalid", f"JWT invalid: {exc}") from None
         self._check_audience(payload)
         self._check_issuer(payload)
-        role = payload.get("role", self._s.anon_role)
-        if not isinstance(role, str) or role not in self._roles:
+        claimed = payload.get("role", self._s.anon_role)
+        role = self._roles.get(claimed) if isinstance(claimed, str) else None
+        if role is None:
             raise rejected("bad_role", "JWT role is not allowed")
         exp = payload.get("exp")
+        sub = payload.get("sub")
         return Identity(
             role,
             json.dumps(payload, separators=(",", ":")),
             # PyJWT checked int(exp) (it takes "1700000000" too): the cache honours the same.
             None if exp is None else int(exp),
             anonymous=role == self._s.anon_role,
+            user_id=sub
+            if role == "authenticated" and isinstance(sub, str) and _CANONICAL_UUID.fullmatch(sub)
+            else None,
         )
 
     def _check_audience(self, payload: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from psycopg_pool import PoolClosed, PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shim.http import bind, errors, exchange
+from shim.http import bind, coalesce, errors, exchange
 from shim.http.auth import Identity, rejected
 from shim.http.cache import Entry, Readers, etag_matches
 from shim.http.catalog import Routine
@@ -25,6 +25,23 @@ from shim.http.respond import JSON_TYPE, RequestContext
 from shim.http.service import Service
 
 log = logging.getLogger("eventlive.shim")
+
+# The hot-path calls: their call statement is prepared per connection and role.
+HOT_FUNCTIONS = frozenset({"api.presence_ping", "api.track_access", "api.presence_leave"})
+COALESCED_PING = "api.presence_ping"
+_UUID = frozenset("0123456789abcdef-")
+
+
+def canonical_uuid(value: Any) -> bool:
+    """A lower-case 8-4-4-4-12 UUID string: the only form the coalesced path sends (in an
+    array literal, where braces or quotes of other accepted forms would mean more)."""
+    return (
+        isinstance(value, str)
+        and len(value) == 36
+        and value[8] == value[13] == value[18] == value[23] == "-"
+        and value.count("-") == 4
+        and _UUID.issuperset(value)
+    )
 
 
 async def identify(service: Service, request: Request, ctx: RequestContext) -> Identity:
@@ -94,6 +111,27 @@ async def invoke(
             details="method_not_allowed",
         )
     timeout = catalog.role_timeouts.get(identity.role, settings.statement_timeout)
+    if (
+        not is_get
+        and service.coalescer is not None
+        and ctx.function == COALESCED_PING
+        and identity.user_id is not None
+        and timeout == settings.statement_timeout
+        and isinstance(given.get("webinar_id"), int)
+        and not isinstance(given["webinar_id"], bool)
+        and canonical_uuid(given.get("session_id"))
+        and len(given) == 2
+    ):
+        await coalesced_ping(
+            service,
+            ctx,
+            identity,
+            webinar_id=given["webinar_id"],
+            session_id=given["session_id"],
+            statement=statement,
+            values=values,
+        )
+        return Response(status_code=204)
 
     async def load() -> str | None:
         return await call_function(
@@ -104,6 +142,7 @@ async def invoke(
             values,
             timeout=timeout,
             read_only=routine.readonly or is_get,
+            hot=ctx.function in HOT_FUNCTIONS,
         )
 
     headers: dict[str, str] = {}
@@ -198,6 +237,7 @@ async def call_function(
     *,
     timeout: str,
     read_only: bool,
+    hot: bool = False,
 ) -> str | None:
     """One round trip; database and pool failures become PostgREST-shaped errors."""
     assert service.pool is not None
@@ -214,6 +254,8 @@ async def call_function(
             pool_timeout=s.pool_timeout,
             db_timeout=s.db_timeout,
             prepare=s.prepare,
+            prepare_call=hot,
+            health=service.health,
         )
     except PoolTimeout:
         raise errors.unavailable(
@@ -240,6 +282,86 @@ async def call_function(
     finally:
         ctx.db_ms = (time.perf_counter() - t0) * 1000
         service.metrics.db_latency.labels(ctx.function).observe(ctx.db_ms / 1000)
+
+
+async def coalesced_ping(
+    service: Service,
+    ctx: RequestContext,
+    identity: Identity,
+    *,
+    webinar_id: int,
+    session_id: str,
+    statement: bytes,
+    values: list[bytes | None],
+) -> None:
+    """``api.presence_ping`` through the coalescer (``shim.http.coalesce``): returns for
+    204, raises this caller's ``ApiError`` otherwise, exactly as the single path would."""
+    coalescer = service.coalescer
+    assert coalescer is not None
+    assert identity.user_id is not None
+    s = service.settings
+    t0 = time.perf_counter()
+    try:
+        answer = await coalescer.ping(webinar_id, identity.user_id, session_id)
+    except (psycopg.Error, PoolTimeout, PoolClosed, exchange.DbTimeoutError) as exc:
+        ctx.db_ms = (time.perf_counter() - t0) * 1000
+        raise _failure(service, ctx, identity, exc) from None
+    if coalesce.retry_alone(answer):
+        await call_function(
+            service,
+            ctx,
+            identity,
+            statement,
+            values,
+            timeout=s.statement_timeout,
+            read_only=False,
+            hot=True,
+        )
+        return
+    ctx.db_ms = (time.perf_counter() - t0) * 1000
+    service.metrics.db_latency.labels(ctx.function).observe(ctx.db_ms / 1000)
+    if answer is not None:
+        code = answer["code"]
+        status = errors.status_for_sqlstate(code, identity.anonymous)
+        raise ApiError(
+            status,
+            code,
+            answer["message"],
+            details=answer["details"],
+            hint=answer["hint"],
+            headers={"WWW-Authenticate": "Bearer"} if status == 401 else {},
+            reason="database",
+        )
+
+
+def _failure(
+    service: Service, ctx: RequestContext, identity: Identity, exc: Exception
+) -> Exception:
+    """A whole batch's failure as this caller's error, mapped as ``call_function`` maps it."""
+    s = service.settings
+    if isinstance(exc, PoolTimeout):
+        return errors.unavailable(
+            "PGRST003",
+            "Timed out acquiring connection from connection pool.",
+            s.retry_after,
+            "pool_timeout",
+        )
+    if isinstance(exc, PoolClosed):
+        return errors.unavailable(
+            "PGRST000", "The server is shutting down", s.retry_after, "shutting_down"
+        )
+    if isinstance(exc, exchange.DbTimeoutError):
+        return errors.unavailable(
+            "PGRST000", "The database did not answer in time", s.retry_after, "db_timeout"
+        )
+    if isinstance(exc, psycopg.Error):
+        err = errors.from_database(exc, identity.anonymous, ctx.request_id, s.retry_after)
+        if err.status == 503:
+            log.warning("request %s: database unavailable: %s", ctx.request_id, exc)
+        else:
+            log.error("request %s: database error %s: %s", ctx.request_id, exc.sqlstate, exc)
+        return err
+    return exc
 
 
 async def ping_database(service: Service) -> None:

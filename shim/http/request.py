@@ -84,14 +84,19 @@ async def read_body(request: Request, *, limit: int, timeout: float) -> bytes:
                     raise _too_large(limit)
                 chunks.append(chunk)
     except TimeoutError:
-        raise ApiError(
-            408,
-            "PGRST408",
-            f"The request body did not arrive within {timeout:g} s",
-            details="body_timeout",
-            headers={"Connection": "close"},
-        ) from None
+        raise body_timeout(timeout) from None
     return b"".join(chunks)
+
+
+def body_timeout(timeout: float) -> ApiError:
+    """408: the body did not all arrive within ``timeout`` seconds."""
+    return ApiError(
+        408,
+        "PGRST408",
+        f"The request body did not arrive within {timeout:g} s",
+        details="body_timeout",
+        headers={"Connection": "close"},
+    )
 
 
 def _too_large(limit: int) -> ApiError:

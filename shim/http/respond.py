@@ -5,7 +5,6 @@ PostgREST-shaped error body."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -21,9 +20,13 @@ from shim.http.request import header
 from shim.http.service import Service
 
 log = logging.getLogger("eventlive.shim")
-access_log = logging.getLogger("eventlive.access")
-
 JSON_TYPE = "application/json; charset=utf-8"
+
+
+def new_request_id() -> str:
+    """A fresh request id (16 hex characters). os.urandom measured as cheap as a
+    prefix-and-counter id (0.8 vs 1.0 us), and it cannot collide across workers."""
+    return os.urandom(8).hex()
 
 
 @dataclass(slots=True)
@@ -47,7 +50,7 @@ async def respond(service: Service, request: Request, route: str, work: Work) ->
     """Run ``work`` and turn every outcome into a response with timing, metrics, log."""
     incoming = header(request, b"x-request-id") or ""
     ctx = RequestContext(
-        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else os.urandom(8).hex()
+        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else new_request_id()
     )
     try:
         response = await work(ctx)
@@ -64,26 +67,22 @@ async def respond(service: Service, request: Request, route: str, work: Work) ->
     )
     status = response.status_code
     service.metrics.observe(route, ctx.function, status, total / 1000)
-    if service.settings.access_log:
-        access_log.info(
-            "%s",
-            json.dumps(
-                {
-                    "ts": round(time.time(), 3),
-                    "request_id": ctx.request_id,
-                    "method": request.method,
-                    "path": request.url.path,
-                    "route": route,
-                    "function": ctx.function,
-                    "role": ctx.role,
-                    "status": status,
-                    "ms": round(total, 3),
-                    "db_ms": round(ctx.db_ms, 3),
-                    "cache": ctx.cache,
-                    "error": ctx.error,
-                },
-                separators=(",", ":"),
-            ),
+    if service.access_log is not None:
+        service.access_log.add(
+            (
+                time.time(),
+                ctx.request_id,
+                request.method,
+                request.scope.get("root_path", "") + request.scope["path"],
+                route,
+                ctx.function,
+                ctx.role,
+                status,
+                total,
+                ctx.db_ms,
+                ctx.cache,
+                ctx.error,
+            )
         )
     return response
 

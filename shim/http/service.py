@@ -16,13 +16,21 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from shim.http import catalog as cat
+from shim.http.accesslog import AccessLog
 from shim.http.auth import Authenticator
 from shim.http.cache import SharedCache
+from shim.http.coalesce import Coalescer
+from shim.http.exchange import Health
 from shim.http.housekeeping import Housekeeper
 from shim.http.metrics import Metrics
 from shim.http.settings import Settings
 
 log = logging.getLogger("eventlive.shim")
+
+QUICK_503 = 0.5
+# Pings per coalesced statement at most: past ~100 the batch's own transaction time
+# (row locks held until its commit) outweighs the per-statement saving.
+MAX_BATCH = 100
 
 
 class Service:
@@ -35,6 +43,24 @@ class Service:
         self.catalog: cat.Catalog = cat.EMPTY
         self.pool: AsyncConnectionPool[Any] | None = None
         self.metrics = Metrics(self._pool_stats, self._auth_stats)
+        # A database that failed lately gets its 503s after QUICK_503 seconds in the pool
+        # queue; a busy one makes requests wait up to EVENTLIVE_POOL_TIMEOUT.
+        self.health = Health(quick=min(QUICK_503, settings.pool_timeout))
+        self.coalescer: Coalescer | None = (
+            Coalescer(
+                lambda: self.pool,
+                slots=settings.coalesce_slots,
+                max_batch=MAX_BATCH,
+                statement_timeout=settings.statement_timeout,
+                pool_timeout=settings.pool_timeout,
+                db_timeout=settings.db_timeout,
+                prepare=settings.prepare,
+                health=self.health,
+            )
+            if settings.coalesce
+            else None
+        )
+        self.access_log = AccessLog() if settings.access_log else None
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         # Set while the NOTIFY listener holds its LISTEN (tests wait on it).
@@ -72,6 +98,8 @@ class Service:
         self._tasks.append(asyncio.create_task(self._listen()))
         if s.housekeeping_interval > 0:  # stopped with the other tasks in stop()
             self._tasks.append(asyncio.create_task(Housekeeper(self.pool, s).run_forever()))
+        if self.access_log is not None:
+            self._tasks.append(asyncio.create_task(self.access_log.run()))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self._safe_reload()))
@@ -86,6 +114,8 @@ class Service:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.access_log is not None:
+            self.access_log.flush()
         if self.pool is not None:
             await self.pool.close()
 

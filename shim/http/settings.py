@@ -21,11 +21,11 @@ ENV_DOC = {
     "EVENTLIVE_JWT_LEEWAY": "seconds of clock skew allowed on exp / nbf (30)",
     "EVENTLIVE_JWT_ROLES": "roles a token may claim (anon,authenticated,service_role)",
     "EVENTLIVE_ANON_ROLE": "role of requests without a token (anon)",
-    "EVENTLIVE_TOKEN_CACHE": "verified tokens kept in memory, per worker (10000)",
+    "EVENTLIVE_TOKEN_CACHE": "verified tokens kept in memory, per worker; about 0.5 kB each (300000)",
     "EVENTLIVE_JWKS_REFETCH_SECONDS": "minimum seconds between two JWKS refetches (30)",
     "EVENTLIVE_POOL_MIN": "connections kept open per worker (2)",
     "EVENTLIVE_POOL_MAX": "connections at most per worker (10)",
-    "EVENTLIVE_POOL_TIMEOUT": "seconds a request waits for a connection before 503 (0.5)",
+    "EVENTLIVE_POOL_TIMEOUT": "seconds a request may wait its turn for a connection while the database is busy, before 503 (5; a database that looks down gets its 503 after 0.5)",
     "EVENTLIVE_DB_TIMEOUT": "client-side bound on one database exchange, seconds (10)",
     "EVENTLIVE_STATEMENT_TIMEOUT": "statement_timeout for roles that have none of their own (5s)",
     "EVENTLIVE_MAX_BODY": "largest request body in bytes before 413 (65536)",
@@ -38,6 +38,8 @@ ENV_DOC = {
     "EVENTLIVE_CACHE_ENTRIES": "GET results kept in the shared cache, per worker (10000)",
     "EVENTLIVE_PREPARE": "prepare the settings statement per connection: 1 or 0 (1; 0 behind a "
     "transaction-mode pooler such as PgBouncer / Supavisor on port 6543)",
+    "EVENTLIVE_COALESCE": "concurrent presence_ping calls of a worker sent as one statement: 1 or 0 (1)",
+    "EVENTLIVE_COALESCE_SLOTS": "batches in flight at once per worker before new pings queue for the next (4)",
     "EVENTLIVE_CORS_ORIGINS": "origins browsers may call from, comma separated (*; empty = no CORS)",
     "EVENTLIVE_HOUSEKEEPING_INTERVAL": "seconds between housekeeping ticks: expire sessions, "
     "prune history (60; 0 = off, e.g. when pg_cron runs it)",
@@ -64,11 +66,11 @@ class Settings:
     jwt_leeway: float = 30.0
     jwt_roles: tuple[str, ...] = ("anon", "authenticated", "service_role")
     anon_role: str = "anon"
-    token_cache: int = 10_000
+    token_cache: int = 300_000
     jwks_refetch_seconds: float = 30.0
     pool_min: int = 2
     pool_max: int = 10
-    pool_timeout: float = 0.5
+    pool_timeout: float = 5.0
     db_timeout: float = 10.0
     statement_timeout: str = "5s"
     max_body: int = 65_536
@@ -83,6 +85,8 @@ class Settings:
     housekeeping_interval: float = 60.0
     history_retention_days: float = 30.0
     housekeeping_batch: int = 1000
+    coalesce: bool = True
+    coalesce_slots: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +134,8 @@ class Settings:
                 get("EVENTLIVE_HISTORY_RETENTION_DAYS") or d.history_retention_days
             ),
             housekeeping_batch=int(get("EVENTLIVE_HOUSEKEEPING_BATCH") or d.housekeeping_batch),
+            coalesce=(get("EVENTLIVE_COALESCE") or "1") not in ("0", "false", "off"),
+            coalesce_slots=int(get("EVENTLIVE_COALESCE_SLOTS") or d.coalesce_slots),
             cors_origins=(
                 d.cors_origins
                 if "EVENTLIVE_CORS_ORIGINS" not in e

@@ -10,6 +10,8 @@ import http.server
 import json
 import threading
 import time
+import tracemalloc
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,3 +241,45 @@ async def test_no_token_is_anon_and_a_token_without_role_is_anon() -> None:
     assert (await auth.identify(None)).role == "anon"
     assert (await auth.identify(token({"role": None}))).role == "anon"
     assert jwt.decode(token(), SECRET, algorithms=["HS256"], audience="authenticated")
+
+
+async def test_the_token_cache_holds_a_whole_audience_within_its_memory_bound() -> None:
+    """Supabase-shaped user tokens (sub, role, aud, email, session_id, app/user metadata):
+    5,000 distinct ones all stay cached (the default holds 300,000 per worker) at under
+    0.7 kB each, so a full cache of 300,000 stays under 210 MB; a hit costs no
+    verification. Past the bound the oldest entries go, never more than the bound stays."""
+    now = int(time.time())
+    tokens = [
+        jwt.encode(
+            {
+                "sub": str(uuid.uuid4()),
+                "role": "authenticated",
+                "aud": "authenticated",
+                "iat": now,
+                "exp": now + 3600,
+                "email": f"viewer{i}@example.com",
+                "session_id": str(uuid.uuid4()),
+                "app_metadata": {"provider": "email", "providers": ["email"]},
+                "user_metadata": {},
+                "is_anonymous": False,
+            },
+            SECRET,
+            algorithm="HS256",
+        )
+        for i in range(5_000)
+    ]
+    auth = Authenticator(Settings(jwt_secret=SECRET))
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for tok in tokens:
+        await auth.identify(tok)
+    per_entry = (tracemalloc.get_traced_memory()[0] - before) / len(tokens)
+    tracemalloc.stop()
+    print(f"token cache: {per_entry:.0f} bytes per entry")
+    assert auth.cached() == len(tokens)
+    assert per_entry < 700, per_entry
+    assert Settings().token_cache * per_entry < 210 * 2**20
+    bounded = Authenticator(Settings(jwt_secret=SECRET, token_cache=1_000))
+    for tok in tokens[:3_000]:
+        await bounded.identify(tok)
+    assert bounded.cached() == 1_000

@@ -4,10 +4,16 @@ the documented SQLSTATE, HTTP status (PostgREST's mapping) and reason (``details
 Runs as ``authenticator`` switching roles like the shim, so grants and RLS are real.
 The helpers here (``call``, ``build_world``, ``postgrest_status``) are shared by the
 other ``test_api_*`` modules.
+
+``presence_ping`` has two entries: ``api.presence_ping`` (one viewer) and the coalesced
+``eventlive.presence_ping_batch`` the shim uses (role ``eventlive_batcher``). Tests that
+take the ``ping_path`` fixture run once per entry: ``call`` then sends a verified
+viewer's ping through the batch function and raises its error like the database would.
 """
 
 from __future__ import annotations
 
+import types
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +41,47 @@ def postgrest_status(sqlstate: str, anonymous: bool) -> int:
     return 400  # PostgREST's default, e.g. class 22 (22023 invalid_parameter_value)
 
 
+# Which entry ``call`` uses for presence_ping; the ``ping_path`` fixture
+# (tests/sql/conftest.py) sets it for one test.
+PING_PATHS = ("single", "batched")
+ping_path_now = ["single"]
+
+
+class BatchedError(psycopg.Error):
+    """An error body returned by the batch function, raised like the database's error."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body["message"])
+        self._body = body
+        self.sqlstate = body["code"]
+
+    @property
+    def diag(self) -> Any:  # type: ignore[override]
+        b = self._body
+        return types.SimpleNamespace(
+            sqlstate=b["code"],
+            message_primary=b["message"],
+            message_detail=b["details"],
+            message_hint=b["hint"],
+        )
+
+
+def _batched_ping(
+    conn: psycopg.Connection[Any], args: dict[str, Any], user: uuid.UUID, commit: bool
+) -> None:
+    """One ping through eventlive.presence_ping_batch, as the shim's coalescer sends it
+    (a batch of one; the coalescing tests in tests/http send many)."""
+    with act_as(conn, None, role="eventlive_batcher", commit=commit) as c:
+        row = c.execute(
+            "select eventlive.presence_ping_batch(array[%s]::bigint[], array[%s]::uuid[],"
+            " array[%s]::uuid[])",
+            (args["webinar_id"], str(user), str(args["session_id"])),
+        ).fetchone()
+    assert row is not None
+    if row[0] != {}:
+        raise BatchedError(row[0]["1"])
+
+
 def call(
     conn: psycopg.Connection[Any],
     fn: str,
@@ -44,7 +91,20 @@ def call(
     role: str = "authenticated",
     commit: bool = False,
 ) -> Any:
-    """Call ``api.fn`` with named arguments as ``role``/``user``, the way the shim does."""
+    """Call ``api.fn`` with named arguments as ``role``/``user``, the way the shim does
+    (for a ping under ``ping_path`` "batched": the way its coalescer does, when the shim
+    would coalesce it: an authenticated user, both arguments, a session id)."""
+    if (
+        fn == "presence_ping"
+        and ping_path_now[0] == "batched"
+        and role == "authenticated"
+        and user is not None
+        and set(args) == {"webinar_id", "session_id"}
+        and isinstance(args["session_id"], uuid.UUID | str)
+        and isinstance(args["webinar_id"], int)
+    ):
+        _batched_ping(conn, args, user, commit)
+        return None
     params = {k: Jsonb(v) if isinstance(v, dict) else v for k, v in args.items()}
     named = ", ".join(f"{k} => %({k})s" for k in args)
     with act_as(conn, user, role=role, commit=commit) as c:
@@ -318,7 +378,7 @@ def _run(
 
 
 def test_every_function_answers_every_situation_with_its_documented_status_and_reason(
-    db: psycopg.Connection[Any], world: World
+    db: psycopg.Connection[Any], world: World, ping_path: str
 ) -> None:
     mismatches = []
     for case in CASES:

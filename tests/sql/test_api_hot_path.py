@@ -114,7 +114,7 @@ def test_a_new_session_supersedes_the_old_one_and_names_it(
 
 
 def test_presence_ping_skips_the_write_inside_the_throttle_window(
-    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], ping_path: str
 ) -> None:
     _webinar(admin_conn)
     user = create_user(admin_conn)
@@ -156,7 +156,7 @@ def test_heartbeats_skip_the_wal_flush_but_entries_stay_durable(
 
 
 def test_a_viewer_whose_registration_is_removed_cannot_keep_pinging(
-    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], ping_path: str
 ) -> None:
     _webinar(admin_conn)
     user = create_user(admin_conn)

@@ -159,7 +159,10 @@ def test_2000_viewers_with_a_fifth_entering_twice_at_once_get_no_error(
 
 @pytest.mark.timeout(300)
 def test_ping_racing_leave_and_a_new_entry_ends_in_one_consistent_state(
-    admin_conn: psycopg.Connection[Any], eventlive_db: Any, db: psycopg.Connection[Any]
+    admin_conn: psycopg.Connection[Any],
+    eventlive_db: Any,
+    db: psycopg.Connection[Any],
+    ping_path: str,
 ) -> None:
     admin_conn.execute("select api.upsert_webinar(%s, 'Race')", (AUTO,))
     (viewer,) = bulk_users(admin_conn, 1)

@@ -383,8 +383,13 @@ SABOTAGE = [
         r"v_known\.user_id <> v_uid or v_known\.webinar_id <> v_webinar\.id",
         "false",
     ),
-    ("api.presence_ping(bigint,uuid)", r"and p\.user_id = v_uid(\s+and p\.session_id)", r"\1"),
-    ("api.presence_ping(bigint,uuid)", r"and vs\.user_id = v_uid", ""),
+    # the ping's logic lives in eventlive.ping_core (both entries, single and batched)
+    (
+        "eventlive.ping_core(bigint,uuid,uuid,timestamptz)",
+        r"and p\.user_id = p_user_id(\s+and p\.session_id)",
+        r"\1",
+    ),
+    ("eventlive.ping_core(bigint,uuid,uuid,timestamptz)", r"and vs\.user_id = p_user_id", ""),
     ("api.presence_leave(bigint,uuid)", r"and p\.user_id = v_uid", ""),
     ("api.presence_leave(bigint,uuid)", r"and vs\.user_id = v_uid", ""),
     (
