@@ -2,7 +2,7 @@
 
 Routes: ``/rpc/{fn}``, ``/rest/v1/rpc/{fn}`` (GET/HEAD/POST), the legacy
 ``/api/webinars/...`` routes (``shim.http.legacy``), ``/health``, ``/ready``, ``/metrics``,
-``/openapi.json``. The long-lived parts open in the lifespan (``shim.http.service``).
+``/openapi.json``, and the realtime routes of ``shim.realtime``. The long-lived parts open in the lifespan (``shim.http.service``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from shim import realtime
 from shim.http import bind, errors, legacy, openapi
 from shim.http.calls import identify, invoke, ping_database
 from shim.http.errors import ApiError
@@ -29,9 +30,21 @@ from shim.http.settings import Settings
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The ASGI app for ``settings``; resources open in its lifespan."""
+def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = None) -> Starlette:
+    """The ASGI app for ``settings``; resources open in its lifespan. The realtime routes
+    (``shim.realtime``) are mounted unless ``hub_settings.enabled`` is off."""
     service = Service(settings)
+    hub_settings = hub_settings or realtime.HubSettings()
+
+    async def verify_token(token: str | None) -> realtime.Principal:
+        # The realtime hub verifies tokens with the shim's authenticator (same keys, cache).
+        try:
+            identity = await service.auth.identify(token)
+        except ApiError as exc:
+            raise realtime.TokenRejectedError(exc.message) from None
+        return realtime.Principal(identity.role, identity.claims, identity.expires)
+
+    live = realtime.Realtime(hub_settings, settings.database_url, verify_token)
 
     async def rpc_endpoint(request: Request) -> Response:
         async def work(ctx: RequestContext) -> Response:
@@ -97,9 +110,13 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
+        if hub_settings.enabled:
+            await live.start()
         try:
             yield
         finally:
+            if hub_settings.enabled:
+                await live.stop()
             await service.stop()
 
     routes = [
@@ -110,6 +127,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *legacy.routes(service),
+        *(live.routes() if hub_settings.enabled else []),
     ]
     app = Starlette(
         routes=routes,
@@ -118,6 +136,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={HTTPException: _http_error},
     )
     app.state.service = service
+    app.state.realtime = live
     return app
 
 
@@ -157,4 +176,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` (each worker reads the environment)."""
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), realtime.HubSettings.from_env())

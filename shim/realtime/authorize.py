@@ -1,0 +1,124 @@
+"""Channel authorization the way Supabase's Realtime does it
+(``Realtime.Tenants.Authorization``): the policies on ``realtime.messages`` decide.
+
+- Receive (at join): in a transaction that is always rolled back, a privileged role
+  inserts a probe row for the topic; then, as the joining role with its claims,
+  ``request.jwt.claim.sub/role`` and ``realtime.topic`` set, select it back. Seen = may
+  receive. One pipelined round trip.
+- Send (at the first client broadcast, or per REST broadcast): as the joining role, insert
+  a row for the topic; the insert policies either let it in (rolled back anyway) or refuse.
+
+Nothing here caches: the caller keeps the answer for the channel's life.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger("eventlive.realtime")
+
+# The role that writes the probe row: on Supabase, Realtime's own admin login. Here the
+# shim's login role may switch to service_role (bypassrls), as the SQL tests' probe does.
+PROBE_WRITER = "service_role"
+
+_SETTINGS = (
+    "select set_config('role', %(role)s, true), set_config('realtime.topic', %(topic)s, true),"
+    " set_config('request.jwt.claims', %(claims)s, true),"
+    " set_config('request.jwt.claim.sub', %(sub)s, true),"
+    " set_config('request.jwt.claim.role', %(role)s, true),"
+    " set_config('request.headers', '{}', true)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A verified token: the database role, the claims (JSON text) and when it expires."""
+
+    role: str
+    claims: str
+    expires: float | None
+
+    @property
+    def sub(self) -> str:
+        try:
+            value = json.loads(self.claims).get("sub")
+        except (ValueError, AttributeError):
+            return ""
+        return value if isinstance(value, str) else ""
+
+
+class ProbeError(Exception):
+    """The database could not answer the check (down, timeout, policy error)."""
+
+
+def _params(principal: Principal, topic: str) -> dict[str, Any]:
+    return {
+        "role": principal.role,
+        "topic": topic,
+        "claims": principal.claims,
+        "sub": principal.sub,
+    }
+
+
+async def may_receive(
+    pool: AsyncConnectionPool[Any], principal: Principal, topic: str, timeout: float = 5.0
+) -> bool:
+    """Whether the policies let ``principal`` select a row of ``topic``."""
+    probe_id = uuid.uuid4()
+    try:
+        async with (
+            pool.connection(timeout=timeout) as conn,
+            conn.transaction(force_rollback=True),
+            conn.pipeline(),
+        ):
+            await conn.execute("select set_config('role', %s, true)", (PROBE_WRITER,))
+            await conn.execute(
+                "insert into realtime.messages (id, topic, extension) values (%s, %s, 'broadcast')",
+                (probe_id, topic),
+            )
+            await conn.execute(_SETTINGS, _params(principal, topic))
+            cur = await conn.execute(
+                "select count(*) from realtime.messages where id = %s and topic = %s",
+                (probe_id, topic),
+            )
+            row = await cur.fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    except (psycopg.Error, TimeoutError, OSError) as exc:
+        log.warning("realtime receive check for %s failed: %s", topic, exc)
+        raise ProbeError(str(exc)) from None
+    return bool(row and row[0])
+
+
+async def may_send(
+    pool: AsyncConnectionPool[Any], principal: Principal, topic: str, timeout: float = 5.0
+) -> bool:
+    """Whether the insert policies let ``principal`` write a broadcast on ``topic``."""
+    try:
+        async with (
+            pool.connection(timeout=timeout) as conn,
+            conn.transaction(force_rollback=True),
+        ):
+            await conn.execute(_SETTINGS, _params(principal, topic))
+            try:
+                async with conn.transaction():
+                    await conn.execute(
+                        "insert into realtime.messages (topic, extension, payload, event, private)"
+                        " values (%s, 'broadcast', '{}', 'probe', true)",
+                        (topic,),
+                    )
+            except psycopg.errors.InsufficientPrivilege:
+                return False
+    except psycopg.errors.InsufficientPrivilege:
+        return False
+    except (psycopg.Error, TimeoutError, OSError) as exc:
+        log.warning("realtime send check for %s failed: %s", topic, exc)
+        raise ProbeError(str(exc)) from None
+    return True
