@@ -10,11 +10,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 from shim_support import SECRET, settings_for, token, uvicorn_server
 from websockets.asyncio.client import ClientConnection, connect
 
 from shim.http.app import create_app
 from shim.realtime import HubSettings
+from shim.testing import as_service_role, create_user
 
 
 @dataclasses.dataclass
@@ -116,3 +118,44 @@ async def open_phx(
 def user_token(sub: str, **claims: Any) -> str:
     """An authenticated user's token signed with the tests' secret."""
     return token({"sub": sub, **claims}, key=SECRET)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoomPeople:
+    """A webinar with a registered viewer, a host (staff) and a stranger."""
+
+    webinar_id: int
+    viewer: str
+    host: str
+    stranger: str
+
+
+def make_room(admin_dsn: str, webinar_id: int = 4242) -> RoomPeople:
+    """Create the webinar (live, registration required) and its people, committed."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        viewer, host, stranger = (str(create_user(conn)) for _ in range(3))
+        with as_service_role(conn, commit=True):
+            conn.execute(
+                "select api.upsert_webinar(%s, 'Live room test', 'live', 'registered')",
+                (webinar_id,),
+            )
+            conn.execute("select api.register(%s, %s)", (webinar_id, viewer))
+            conn.execute("select api.set_staff(%s, %s, 'host')", (webinar_id, host))
+    return RoomPeople(webinar_id, viewer, host, stranger)
+
+
+def publish(
+    admin_dsn: str, webinar_id: int, channel: str, event: str, payload: dict[str, Any]
+) -> int:
+    """``eventlive.publish`` as the SQL functions call it (committed); returns the seq."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "select eventlive.publish(%s, %s, %s, %s::jsonb)",
+            (webinar_id, channel, event, json.dumps(payload)),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def chat_topic(people: RoomPeople, channel: str = "chat") -> str:
+    return f"realtime:webinar:{people.webinar_id}:{channel}"
