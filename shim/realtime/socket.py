@@ -188,14 +188,14 @@ class Connection:
         try:
             while True:
                 frame, webinar_id, seq = await queue.get()
+                if seq:  # handed to the socket: the laggard's notice names it
+                    self.sink.sent[webinar_id] = seq
                 if isinstance(frame, bytes):
                     if frame == b"":  # the close marker
                         break
                     await ws.send_bytes(frame)
                 else:
                     await ws.send_text(frame)
-                if seq:
-                    self.sink.sent[webinar_id] = seq
         except (WebSocketDisconnect, RuntimeError, OSError):
             return
         if self._closing and ws.application_state == WebSocketState.CONNECTED:

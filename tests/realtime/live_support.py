@@ -108,10 +108,10 @@ class Phx:
 
 
 async def open_phx(
-    live: Live, vsn: str = "2.0.0", apikey: str | None = None
+    live: Live, vsn: str = "2.0.0", apikey: str | None = None, *, compress: bool = True
 ) -> tuple[ClientConnection, Phx]:
     url = f"{live.ws}?vsn={vsn}" + (f"&apikey={apikey}" if apikey else "")
-    conn = await connect(url, max_size=2**24)
+    conn = await connect(url, max_size=2**24, compression="deflate" if compress else None)
     return conn, Phx(conn, vsn)
 
 
