@@ -26,3 +26,16 @@ class RefusedError(Exception):
     def __init__(self, status: int, code: str, message: str, details: str) -> None:
         super().__init__(message)
         self.response = error(status, code, message, details)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``limit`` bytes (never
+    read whole into memory first)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RefusedError(413, "PGRST413", "Payload too large", "payload_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)

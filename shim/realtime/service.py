@@ -23,7 +23,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from shim.realtime import authorize, protocol, socket, sse, topics
-from shim.realtime.answers import RefusedError, bearer, error
+from shim.realtime.answers import RefusedError, bearer, error, read_limited
 from shim.realtime.hub import Hub
 from shim.realtime.settings import HubSettings
 from shim.realtime.socket import DenyCache, TokenRejectedError, Verify
@@ -51,6 +51,11 @@ class Realtime:
         return [
             WebSocketRoute("/realtime/v1/websocket", self._websocket),
             Route("/realtime/v1/api/broadcast", self._broadcast, methods=["POST"]),
+            Route(
+                "/realtime/v1/api/broadcast/{topic}/events/{event}",
+                self._broadcast_one,
+                methods=["POST"],
+            ),
             Route("/realtime/v1/stats", self._stats, methods=["GET"]),
             Route("/api/webinars/{webinar_id}/events", self._events, methods=["GET"]),
             Route("/api/webinars/{webinar_id}/events/ticket", self._ticket, methods=["POST"]),
@@ -78,7 +83,38 @@ class Realtime:
     async def _broadcast(self, request: Request) -> Response:
         try:
             principal = await self._principal(request)
-            messages = _messages(await request.body(), self.settings.max_frame)
+            messages = _messages(await read_limited(request, self.settings.max_frame))
+        except RefusedError as exc:
+            return exc.response
+        return await self._send(principal, messages)
+
+    async def _broadcast_one(self, request: Request) -> Response:
+        """Supabase's single-message form (realtime-py's ``http_send``): the body is the
+        payload, ``?private=true`` makes it private."""
+        message = {
+            "topic": request.path_params["topic"],
+            "event": request.path_params["event"],
+            "private": request.query_params.get("private") == "true",
+        }
+        try:
+            principal = await self._principal(request)
+            raw = await read_limited(request, self.settings.max_frame)
+            try:
+                message["payload"] = protocol.loads(raw)
+            except (ValueError, RecursionError):
+                raise RefusedError(400, "PGRST102", "Malformed JSON", "malformed_json") from None
+            messages = _messages(protocol.dumps({"messages": [message]}).encode())
+        except RefusedError as exc:
+            return exc.response
+        return await self._send(principal, messages)
+
+    async def _send(
+        self,
+        principal: authorize.Principal,
+        messages: list[tuple[topics.Topic, str, dict[str, Any]]],
+    ) -> Response:
+        """Relay the messages whose topic the insert policies let ``principal`` write."""
+        try:
             allowed: dict[str, bool] = {}
             for topic, event, payload in messages:
                 if topic.name not in allowed:
@@ -87,8 +123,6 @@ class Realtime:
                     )
                 if allowed[topic.name]:
                     socket.relay(self.hub, topic, {"event": event, "payload": payload}, None)
-        except RefusedError as exc:
-            return exc.response
         except authorize.ProbeError:
             return error(503, "PGRST000", "Database unavailable", "database_unavailable")
         return Response(status_code=202)
@@ -110,11 +144,9 @@ class Realtime:
         return await sse.events(request, self)
 
 
-def _messages(raw: bytes, limit: int) -> list[tuple[topics.Topic, str, dict[str, Any]]]:
+def _messages(raw: bytes) -> list[tuple[topics.Topic, str, dict[str, Any]]]:
     """The private messages of a REST broadcast body on topics served here; public ones
     and other topics reach no subscriber of this hub and are skipped (202 all the same)."""
-    if len(raw) > limit:
-        raise RefusedError(413, "PGRST413", "Payload too large", "payload_too_large")
     try:
         body = protocol.loads(raw)
     except (ValueError, RecursionError):
