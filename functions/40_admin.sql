@@ -3,8 +3,9 @@
 -- rather than through per-row policy checks on 100,000 rows.
 
 -- Reads only the presence minutes and the counters (presence_minutes, webinar_counters): its cost does not grow
--- with the viewers. Stable (writes nothing), so the shim may serve it by GET and cache
--- it: one database call per cache interval per webinar, whatever the number of admins.
+-- with the viewers. Stable (writes nothing), so the shim serves it by GET from a cache
+-- shared by the webinar's staff (@readers, functions/45_readers.sql): one database call
+-- per 5 s per webinar, whatever the number of admins polling.
 -- current_participants is the latest minute sample (at most a minute old), 0 when no
 -- heartbeat arrived within the presence window.
 create or replace function api.access_stats(webinar_id bigint)
@@ -62,7 +63,9 @@ begin
 end
 $$;
 comment on function api.access_stats(bigint) is
-'Staff only: current_participants (latest minute sample), peak_participants, peak_at, registrations, unique_viewers and timeline (viewers per minute, last 24 h). Reads presence minutes and counters only. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff.';
+'Staff only: current_participants (latest minute sample), peak_participants, peak_at, registrations, unique_viewers and timeline (viewers per minute, last 24 h). Reads presence minutes and counters only. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff.
+@cache 5
+@readers eventlive.staff_readers(webinar_id)';
 grant execute on function api.access_stats(bigint) to authenticated, service_role;
 
 -- Current viewers with their profile fields, keyset-paginated on user_id along the

@@ -25,7 +25,9 @@ def test_configuration_table_is_the_settings_documentation() -> None:
     documented = {**settings.ENV_DOC, **pg.ENV_DOC, **plugin.ENV_DOC}
     expected = [f"| `{name}` | {doc} |" for name, doc in documented.items()]
     rows = [
-        line for line in _section("Configuration").splitlines() if re.match(r"\| `[A-Z_]+` \|", line)
+        line
+        for line in _section("Configuration").splitlines()
+        if re.match(r"\| `[A-Z_]+` \|", line)
     ]
     assert rows == expected, "README rows should be:\n" + "\n".join(expected)
 

@@ -16,69 +16,19 @@ it could disable it): ``rls-owner-bypass``.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import TupleRow
 
+from shim.doctor.index_checks import check_fk_indexes, check_invalid_indexes
+from shim.doctor.model import Check, Conn, Finding, Scope, display, ident, render
 from shim.doctor.policy_forms import unwrapped_calls, wrap_calls
+
+__all__ = ["CHECKS", "Check", "Finding", "Scope", "run_checks"]
 
 # Roles that requests run as (Supabase's and ours): RLS must bind them.
 API_ROLES: tuple[str, ...] = ("anon", "authenticated", "authenticator")
 REALTIME_MESSAGES = "realtime.messages"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One violation: ``check`` is the stable id, ``fix`` SQL (or a command) to repair it."""
-
-    check: str
-    object: str
-    problem: str
-    fix: str
-
-
-@dataclass(frozen=True)
-class Scope:
-    """What to look at: managed schemas (tables, policies) and exposed API schemas."""
-
-    schemas: tuple[str, ...]
-    api_schemas: tuple[str, ...]
-
-    @property
-    def all_schemas(self) -> list[str]:
-        return list(dict.fromkeys(self.schemas + self.api_schemas))
-
-
-Conn = psycopg.Connection[TupleRow]
-CheckFn = Callable[[Conn, Scope], list[Finding]]
-
-
-@dataclass(frozen=True)
-class Check:
-    """A check function and the finding ids it can report."""
-
-    ids: tuple[str, ...]
-    run: CheckFn
-
-
-def _render(conn: Conn, statement: sql.Composable) -> str:
-    return statement.as_string(conn)
-
-
-def _ident(qualified: tuple[str, ...]) -> sql.Identifier:
-    return sql.Identifier(*qualified)
-
-
-_PLAIN_NAME = re.compile(r"^[a-z_][a-z0-9_$]*$")
-
-
-def _display(conn: Conn, name: str) -> str:
-    """``name`` for people: bare when plain, double-quoted otherwise (not for SQL)."""
-    return name if _PLAIN_NAME.match(name) else _render(conn, sql.Identifier(name))
 
 
 # -- row level security -------------------------------------------------------------------
@@ -111,7 +61,7 @@ def check_rls(conn: Conn, scope: Scope) -> list[Finding]:
         "api_roles": list(API_ROLES),
     }
     for schema, table, enabled, owner, api_owned in conn.execute(_RLS, params):
-        name = _ident((schema, table))
+        name = ident((schema, table))
         obj = f"{schema}.{table}"
         if not enabled:
             findings.append(
@@ -119,7 +69,7 @@ def check_rls(conn: Conn, scope: Scope) -> list[Finding]:
                     "rls-disabled",
                     obj,
                     "row level security is off: every role granted access sees and changes every row",
-                    _render(
+                    render(
                         conn,
                         sql.SQL("alter table {} enable row level security;").format(name),
                     )
@@ -134,7 +84,7 @@ def check_rls(conn: Conn, scope: Scope) -> list[Finding]:
                     f"owned by {owner}, a role requests run as (or can become): an owner "
                     "bypasses row level security unless forced, and may disable it or drop "
                     "the table",
-                    _render(conn, sql.SQL("alter table {} owner to postgres;").format(name))
+                    render(conn, sql.SQL("alter table {} owner to postgres;").format(name))
                     + "  -- or the role that runs migrations",
                 )
             )
@@ -159,9 +109,9 @@ def check_policies(conn: Conn, scope: Scope) -> list[Finding]:
     findings = []
     params = {"schemas": list(scope.schemas), "realtime": REALTIME_MESSAGES}
     for schema, table, policy, qual, check, to_public in conn.execute(_POLICIES, params):
-        obj = f"policy {_display(conn, policy)} on {schema}.{table}"
+        obj = f"policy {display(conn, policy)} on {schema}.{table}"
         alter = sql.SQL("alter policy {} on {}").format(
-            sql.Identifier(policy), _ident((schema, table))
+            sql.Identifier(policy), ident((schema, table))
         )
         bare = [c.text for c in unwrapped_calls(qual or "") + unwrapped_calls(check or "")]
         if bare:
@@ -176,7 +126,7 @@ def check_policies(conn: Conn, scope: Scope) -> list[Finding]:
                     obj,
                     f"calls {', '.join(dict.fromkeys(bare))} once per row: wrap each in "
                     "(select ...) so Postgres runs it once per statement (initplan)",
-                    _render(conn, sql.SQL(" ").join(clauses)) + ";",
+                    render(conn, sql.SQL(" ").join(clauses)) + ";",
                 )
             )
         if to_public:
@@ -185,7 +135,7 @@ def check_policies(conn: Conn, scope: Scope) -> list[Finding]:
                     "policy-to-public",
                     obj,
                     "applies to PUBLIC (every role, anon included): name the roles it is for",
-                    _render(conn, sql.SQL("{} to authenticated;").format(alter))
+                    render(conn, sql.SQL("{} to authenticated;").format(alter))
                     + "  -- or the roles it is meant for",
                 )
             )
@@ -258,7 +208,7 @@ def check_public_execute(conn: Conn, scope: Scope) -> list[Finding]:
                 "every future role",
                 f"revoke execute on {keyword} {signature} from public;"
                 "  -- grant execute to the roles that need it; and once per schema: "
-                + _render(
+                + render(
                     conn,
                     sql.SQL(
                         "alter default privileges in schema {} revoke execute on functions "
@@ -321,15 +271,15 @@ def _grant_findings(
         elif kind == "column":
             obj = f"column {schema}.{rel}.{col}"
             revoke = sql.SQL("revoke all ({}) on table {} from {};").format(
-                sql.Identifier(col), _ident((schema, rel)), role
+                sql.Identifier(col), ident((schema, rel)), role
             )
         else:
             obj = f"{kind} {schema}.{rel}"
             revoke = sql.SQL("revoke all on {} {} from {};").format(
-                sql.SQL(kind), _ident((schema, rel)), role
+                sql.SQL(kind), ident((schema, rel)), role
             )
         findings.append(
-            Finding(check, obj, f"{who} holds {privileges}: {why}", _render(conn, revoke))
+            Finding(check, obj, f"{who} holds {privileges}: {why}", render(conn, revoke))
         )
     return findings
 
@@ -357,87 +307,6 @@ def check_anon_grants(conn: Conn, scope: Scope) -> list[Finding]:
 
 
 # -- indexes -----------------------------------------------------------------------------
-
-_FK_WITHOUT_INDEX = """
-select n.nspname, c.relname, k.conname,
-       array(select a.attname from unnest(k.conkey) with ordinality as u(attnum, pos)
-             join pg_catalog.pg_attribute as a on a.attrelid = k.conrelid and a.attnum = u.attnum
-             order by u.pos)::text[],
-       k.confrelid::pg_catalog.regclass::text
-from pg_catalog.pg_constraint as k
-join pg_catalog.pg_class as c on c.oid = k.conrelid
-join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
-where k.contype = 'f' and k.conparentid = 0 and n.nspname = any(%(schemas)s)
-  and not exists (
-      -- an index whose leading columns are the key's columns, in any order
-      select from pg_catalog.pg_index as i
-      where i.indrelid = k.conrelid and i.indisvalid and i.indpred is null
-        and cardinality(k.conkey) <= i.indnkeyatts  -- key columns, not INCLUDE ones
-        and (pg_catalog.string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)]
-            operator(pg_catalog.@>) k.conkey
-        and (pg_catalog.string_to_array(i.indkey::text, ' ')::int2[])[1:cardinality(k.conkey)]
-            operator(pg_catalog.<@) k.conkey)
-order by 1, 2, 3
-"""
-
-
-def check_fk_indexes(conn: Conn, scope: Scope) -> list[Finding]:
-    """Every foreign key of the managed schemas has an index led by its columns."""
-    findings = []
-    for schema, table, constraint, columns, referenced in conn.execute(
-        _FK_WITHOUT_INDEX, {"schemas": list(scope.schemas)}
-    ):
-        index = f"{table}_{'_'.join(columns)}_idx"[:63]
-        fix = sql.SQL("create index concurrently if not exists {} on {} ({});").format(
-            sql.Identifier(index),
-            _ident((schema, table)),
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        )
-        findings.append(
-            Finding(
-                "fk-without-index",
-                f"constraint {_display(conn, constraint)} on {schema}.{table}",
-                f"foreign key ({', '.join(columns)}) references {referenced} with no index "
-                "led by those columns: every delete or key update there scans this table",
-                _render(conn, fix),
-            )
-        )
-    return findings
-
-
-_INVALID_INDEXES = """
-select n.nspname, c.relname, pg_catalog.pg_get_indexdef(i.indexrelid)
-from pg_catalog.pg_index as i
-join pg_catalog.pg_class as c on c.oid = i.indexrelid
-join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
-where not i.indisvalid and n.nspname = any(%(schemas)s)
-  and not exists (select from pg_catalog.pg_stat_progress_create_index as p
-                  where p.index_relid = i.indexrelid)  -- being built right now
-order by 1, 2
-"""
-_CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ", re.IGNORECASE)
-
-
-def check_invalid_indexes(conn: Conn, scope: Scope) -> list[Finding]:
-    """No invalid index (left by a failed ``create index concurrently``) in our schemas."""
-    findings = []
-    for schema, index, definition in conn.execute(_INVALID_INDEXES, {"schemas": scope.all_schemas}):
-        rebuild = _CREATE_INDEX.sub(
-            lambda m: f"create {(m.group(1) or '').lower()}index concurrently ", definition
-        )
-        drop = sql.SQL("drop index concurrently if exists {};").format(_ident((schema, index)))
-        findings.append(
-            Finding(
-                "invalid-index",
-                f"index {schema}.{index}",
-                "invalid (a failed or interrupted concurrent build): the planner ignores it "
-                "but every write still maintains it",
-                f"{_render(conn, drop)} {rebuild};  -- a unique one failed on duplicates: "
-                "remove them first; for indexes/ files `eventlive db migrate` rebuilds it",
-            )
-        )
-    return findings
-
 
 CHECKS: tuple[Check, ...] = (
     Check(("rls-disabled", "rls-owner-bypass"), check_rls),

@@ -22,7 +22,7 @@ from shim import realtime
 from shim.http import bind, errors, legacy, openapi
 from shim.http.calls import identify, invoke, ping_database
 from shim.http.errors import ApiError
-from shim.http.request import profile, read_body
+from shim.http.request import profile, read_body, require_json
 from shim.http.respond import JSON_TYPE, RequestContext, respond
 from shim.http.service import Service
 from shim.http.settings import Settings
@@ -60,6 +60,7 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
             schema = profile(request, settings.schemas)
             identity = await identify(service, request, ctx)
             if method == "POST":
+                require_json(request)
                 raw = await read_body(
                     request, limit=settings.max_body, timeout=settings.body_timeout
                 )

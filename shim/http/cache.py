@@ -6,6 +6,12 @@ that same result (or error), so N concurrent identical GETs cost one database ca
 Results are kept ``ttl`` seconds (0 = shared in flight only). Bounded: when full, expired
 entries go first, then the oldest. The key must include everything the answer depends
 on (function, arguments, and the caller's claims unless the function is ``public``).
+
+An entry may carry its ``Readers`` (who the database said may read it, loaded with it):
+then the key holds no caller at all, and ``shim.http.calls`` serves the entry only to
+those readers. Such loads pass ``share_errors=False``: a caller that may not read gets its
+own error, and the callers waiting on its load try again (one loading for the rest)
+instead of inheriting it.
 """
 
 from __future__ import annotations
@@ -18,12 +24,28 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True, slots=True)
+class Readers:
+    """Who may be served a shared answer: these roles whoever they are, these users."""
+
+    roles: frozenset[str]
+    users: frozenset[str]
+
+    def admit(self, role: str, user: str | None) -> bool:
+        return role in self.roles or (user is not None and user in self.users)
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """A result body (None = SQL null / void) with its ETag and expiry (monotonic)."""
+    """A result body (None = SQL null / void) with its ETag, expiry (monotonic) and, for a
+    shared answer, its readers."""
 
     body: str | None
     etag: str
     expires: float
+    readers: Readers | None = None
+
+
+Loaded = str | None | tuple[str | None, Readers | None]
 
 
 def etag_of(body: str | None) -> str:
@@ -48,7 +70,12 @@ class SharedCache:
         self._inflight: dict[Hashable, asyncio.Future[Entry]] = {}
 
     async def get(
-        self, key: Hashable, ttl: int, load: Callable[[], Awaitable[str | None]]
+        self,
+        key: Hashable,
+        ttl: int,
+        load: Callable[[], Awaitable[Loaded]],
+        *,
+        share_errors: bool = True,
     ) -> tuple[Entry, str]:
         """The entry for ``key`` and how it was served: ``hit``, ``shared`` or ``miss``."""
         now = time.monotonic()
@@ -57,7 +84,13 @@ class SharedCache:
             return entry, "hit"
         pending = self._inflight.get(key)
         if pending is not None:
-            return await asyncio.shield(pending), "shared"
+            try:
+                return await asyncio.shield(pending), "shared"
+            except Exception:
+                if share_errors:
+                    raise
+                # Its loader's error is not ours: try again, one of us loading for the rest.
+                return await self.get(key, ttl, load, share_errors=False)
         future: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -71,11 +104,16 @@ class SharedCache:
             raise
         finally:
             self._inflight.pop(key, None)
-        entry = Entry(body, etag_of(body), time.monotonic() + ttl)
+        entry = self._entry(body, ttl)
         future.set_result(entry)
         if ttl > 0:
             self._store(key, entry)
         return entry, "miss"
+
+    @staticmethod
+    def _entry(loaded: Loaded, ttl: int) -> Entry:
+        body, readers = loaded if isinstance(loaded, tuple) else (loaded, None)
+        return Entry(body, etag_of(body), time.monotonic() + ttl, readers)
 
     def _store(self, key: Hashable, entry: Entry) -> None:
         if len(self._entries) >= self._max:

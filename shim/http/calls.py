@@ -17,7 +17,8 @@ from starlette.responses import Response
 
 from shim.http import bind, errors, exchange
 from shim.http.auth import Identity, rejected
-from shim.http.cache import etag_matches
+from shim.http.cache import Entry, Readers, etag_matches
+from shim.http.catalog import Routine
 from shim.http.errors import ApiError
 from shim.http.request import header, prefers_minimal
 from shim.http.respond import JSON_TYPE, RequestContext
@@ -107,14 +108,28 @@ async def invoke(
 
     headers: dict[str, str] = {}
     if is_get:
-        key = (
-            schema,
-            name,
-            json.dumps(given, sort_keys=True),
-            identity.role,
-            None if routine.cache_public else identity.claims,
-        )
-        entry, ctx.cache = await service.cache.get(key, routine.cache_seconds or 0, load)
+        args = json.dumps(given, sort_keys=True)
+        entry = None
+        shared = routine.shared_statement(_names(routine, given)) if routine.cache_seconds else None
+        if shared is not None:
+            entry, ctx.cache = await _shared_answer(
+                service,
+                ctx,
+                identity,
+                call=(schema, name, args),
+                statement=shared,
+                values=values,
+                timeout=timeout,
+            )
+        if entry is None:
+            key = (
+                schema,
+                name,
+                args,
+                identity.role,
+                None if routine.cache_public else identity.claims,
+            )
+            entry, ctx.cache = await service.cache.get(key, routine.cache_seconds or 0, load)
         service.metrics.cache.labels(ctx.cache).inc()
         result = entry.body
         headers["ETag"] = entry.etag
@@ -132,6 +147,46 @@ async def invoke(
         return Response(status_code=204, headers=headers)
     body = "null" if result is None else result
     return Response(body, media_type=JSON_TYPE, headers=headers)
+
+
+def _names(routine: Routine, given: dict[str, Any]) -> tuple[str, ...]:
+    """The argument names of a call, in the order ``bind`` numbers them."""
+    return tuple(a.name for a in routine.args if a.name in given)
+
+
+async def _shared_answer(
+    service: Service,
+    ctx: RequestContext,
+    identity: Identity,
+    *,
+    call: tuple[str, str, str],
+    statement: bytes,
+    values: list[Any],
+    timeout: str,
+) -> tuple[Entry | None, str]:
+    """A ``@readers`` answer: one database call per interval per set of arguments, however
+    many readers poll. The call returns the answer and its readers together, made as the
+    caller who missed (so the function's own checks run); it is served from memory to the
+    roles and users it names, and to nobody else: for them, None (their own call)."""
+    routine_ttl = service.catalog.find(call[0], call[1])[0].cache_seconds or 0
+
+    async def load() -> tuple[str | None, Readers | None]:
+        text = await call_function(
+            service, ctx, identity, statement, values, timeout=timeout, read_only=True
+        )
+        assert text is not None
+        body, readers = json.loads(text)  # never null: a JSON array of two
+        if not isinstance(readers, dict):
+            return body, None
+        return body, Readers(
+            frozenset(readers.get("roles") or ()), frozenset(readers.get("users") or ())
+        )
+
+    entry, how = await service.cache.get((*call, "readers"), routine_ttl, load, share_errors=False)
+    user = json.loads(identity.claims).get("sub") if entry.readers is not None else None
+    if entry.readers is None or not entry.readers.admit(identity.role, user):
+        return None, how
+    return entry, how
 
 
 async def call_function(

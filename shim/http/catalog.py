@@ -7,6 +7,13 @@ object the app holds, which a reload replaces whole (NOTIFY ``eventlive_reload``
 SIGHUP). The cache marker is ``@cache <seconds> [public]`` on a line of the function's
 comment: ``private, max-age`` per caller, or ``public`` for results shared by every
 caller (only for functions whose answer does not depend on who asks).
+
+``@readers schema.fn(arg, ...)`` on another line makes a cached answer shared by everyone
+the database says may read it: the call is made together with ``schema.fn`` (same
+transaction, same caller, named arguments of the function), which returns
+``{"roles": [...], "users": [...]}`` or null when the caller is not a reader itself, and
+the shim serves that answer to those roles and users until it expires
+(``shim.http.calls``). For answers that are the same for every reader: a webinar's stats.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ select r.rolname, s.setconfig
 """
 
 _CACHE_MARK = re.compile(r"@cache\s+(\d+)(\s+public)?", re.IGNORECASE)
+_READERS_MARK = re.compile(
+    r"@readers\s+([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\(\s*([a-z_][a-z0-9_]*(?:\s*,\s*[a-z_][a-z0-9_]*)*)?\s*\)",
+    re.IGNORECASE,
+)
 _INT_RANGES = {
     "smallint": (-(2**15), 2**15 - 1),
     "integer": (-(2**31), 2**31 - 1),
@@ -92,7 +103,10 @@ class Routine:
     comment: str | None
     cache_seconds: int | None = None
     cache_public: bool = False
+    # ``@readers``: (schema, function, argument names) of the readers function.
+    readers: tuple[str, str, tuple[str, ...]] | None = None
     _statements: dict[tuple[str, ...], bytes] = field(default_factory=dict)
+    _shared_statements: dict[tuple[str, ...], bytes] = field(default_factory=dict)
 
     @property
     def readonly(self) -> bool:
@@ -120,18 +134,49 @@ class Routine:
             self._statements[names] = stmt
         return stmt
 
-    def _compose(self, names: tuple[str, ...]) -> bytes:
-        by_name = self.by_name
-        params = []
-        for i, n in enumerate(names, 1):
-            arg = by_name[n]
-            # format_type() output is Postgres' own quoted type name, never client text.
-            params.append(
-                sql.SQL("{} => " + f"${i}" + "::{}").format(sql.Identifier(n), sql.SQL(arg.type))
+    def shared_statement(self, names: tuple[str, ...]) -> bytes | None:
+        """The call together with its ``@readers`` function, as one JSON text
+        ``{"body": <answer>, "readers": <readers>}``; None when the function has no readers
+        marker or a readers argument is not among ``names``."""
+        if self.readers is None or not self.returns_json:
+            return None
+        schema, function, reader_args = self.readers
+        if not set(reader_args) <= set(names):
+            return None
+        stmt = self._shared_statements.get(names)
+        if stmt is None:
+            position = {n: i for i, n in enumerate(names, 1)}
+            readers = sql.SQL("{}.{}({})").format(
+                sql.Identifier(schema),
+                sql.Identifier(function),
+                sql.SQL(", ").join(self._params([(n, position[n]) for n in reader_args])),
             )
-        call = sql.SQL("{}.{}({})").format(
-            sql.Identifier(self.schema), sql.Identifier(self.name), sql.SQL(", ").join(params)
+            # [the answer as text, its readers]: the answer's own text, byte for byte.
+            stmt = (
+                sql.SQL("select pg_catalog.json_build_array(({})::text, {})::text")
+                .format(self._call(names), readers)
+                .as_bytes(None)
+            )
+            self._shared_statements[names] = stmt
+        return stmt
+
+    def _params(self, numbered: list[tuple[str, int]]) -> list[sql.Composable]:
+        by_name = self.by_name
+        # format_type() output is Postgres' own quoted type name, never client text.
+        return [
+            sql.SQL("{} => " + f"${i}" + "::{}").format(sql.Identifier(n), sql.SQL(by_name[n].type))
+            for n, i in numbered
+        ]
+
+    def _call(self, names: tuple[str, ...]) -> sql.Composed:
+        return sql.SQL("{}.{}({})").format(
+            sql.Identifier(self.schema),
+            sql.Identifier(self.name),
+            sql.SQL(", ").join(self._params([(n, i) for i, n in enumerate(names, 1)])),
         )
+
+    def _compose(self, names: tuple[str, ...]) -> bytes:
+        call = self._call(names)
         if self.returns_void:
             stmt = sql.SQL("select {}").format(call)
         elif self.returns_set:
@@ -197,6 +242,11 @@ def _routine(row: tuple[Any, ...]) -> Routine:
     if mark:
         routine.cache_seconds = int(mark.group(1))
         routine.cache_public = bool(mark.group(2))
+    readers = _READERS_MARK.search(comment or "")
+    if readers:
+        arg_names = tuple(a.strip() for a in (readers.group(3) or "").split(",") if a.strip())
+        if set(arg_names) <= {a.name for a in args}:
+            routine.readers = (readers.group(1), readers.group(2), arg_names)
     return routine
 
 

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from shim.http import bind
 from shim.http.calls import identify, invoke
 from shim.http.errors import ApiError
-from shim.http.request import read_body
+from shim.http.request import read_body, require_json
 from shim.http.respond import RequestContext, respond
 from shim.http.service import Service
 
@@ -67,6 +67,7 @@ def _endpoint(
             given: dict[str, Any] = {}
             if method == "POST":
                 settings = service.settings
+                require_json(request)
                 raw = await read_body(
                     request, limit=settings.max_body, timeout=settings.body_timeout
                 )

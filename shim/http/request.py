@@ -38,6 +38,28 @@ def profile(request: Request, schemas: tuple[str, ...]) -> str:
     return wanted
 
 
+def require_json(request: Request) -> None:
+    """A POST body is JSON: ``application/json`` (any parameters, e.g. charset) or a
+    ``+json`` type; no Content-Type counts as JSON (curl without a body sends none).
+    Anything else is 415 before the body is read or the database is touched — a form or
+    plain text body would otherwise be parsed as what it is not."""
+    declared = header(request, b"content-type")
+    if declared is None or not declared.strip():
+        return
+    media = declared.partition(";")[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise ApiError(
+        415,
+        "PGRST107",
+        f"Content-Type not acceptable: {declared[:100]}",
+        hint="Send the arguments as a JSON object with Content-Type: application/json.",
+        details="unsupported_media_type",
+    )
+
+
 def prefers_minimal(request: Request) -> bool:
     """``Prefer: return=minimal``: the caller wants 204 without the function's value."""
     prefer = header(request, b"prefer")

@@ -6,8 +6,11 @@ concurrent identical GETs -> one database call, counted at a TCP proxy."""
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from shim_support import ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
 
@@ -145,3 +148,90 @@ def test_etag_comparison() -> None:
     assert etag_matches("*", tag)
     assert not etag_matches('"other"', tag)
     assert etag_of(None) == etag_of("")
+
+
+# -- answers shared by their readers (@readers) ----------------------------------------------
+
+STAFF = [f"5a1f0000-0000-4000-8000-{i:012d}" for i in range(100)]
+STRANGER = "5a1f0000-0000-4000-8000-999999999999"
+
+
+def _staffed_webinar(admin_dsn: str, webinar: int = 7) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for uid in [*STAFF, STRANGER]:
+            conn.execute("insert into auth.users (id) values (%s) on conflict do nothing", (uid,))
+        conn.execute(
+            "select set_config('request.jwt.claims', '{\"role\":\"service_role\"}', false)"
+        )
+        conn.execute("set role service_role")
+        conn.execute("select api.upsert_webinar(%s, 'Shared stats')", (webinar,))
+        for uid in STAFF:
+            conn.execute("select api.set_staff(%s, %s)", (webinar, uid))
+
+
+async def _quiet(client: httpx.AsyncClient, app: Any) -> None:
+    """Until the pool's connection and the NOTIFY listener's are open: their handshakes
+    must not count as calls."""
+    assert (await client.get("/ready")).status_code == 200
+    while not app.state.service.listening.is_set():
+        await asyncio.sleep(0.02)
+
+
+async def test_a_hundred_admins_polling_stats_cost_one_database_call_per_interval(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    """access_stats is staff-only, yet its answer is the same for every reader: the shim
+    loads it with its readers once per 5 s and serves every staff member from memory —
+    100 admins at once, then each again, one database call per interval (authorization
+    included)."""
+    _staffed_webinar(shim_db.admin_dsn)
+    # One connection: the proxy's count is then calls, never a connection being opened.
+    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_max=1))
+    admins = [bearer(token({"sub": uid})) for uid in STAFF]
+    with uvicorn_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            await _quiet(client, app)
+            proxy.reset()
+            started = time.monotonic()
+            answers = await asyncio.gather(
+                *(client.get("/api/webinars/7/stats/access", headers=h) for h in admins)
+            )
+            answers += [
+                await client.get("/rpc/access_stats?webinar_id=7", headers=h) for h in admins
+            ]
+            intervals = 1 + int((time.monotonic() - started) // 5)  # a slow machine: > 5 s
+            calls = proxy.bursts  # before the shutdown's goodbyes reach the proxy
+    assert {r.status_code for r in answers} == {200}
+    assert answers[0].json()["webinar_id"] == 7
+    assert answers[0].headers["Cache-Control"] == "private, max-age=5"
+    assert 1 <= calls <= intervals, (calls, intervals)
+
+
+async def test_a_shared_answer_is_never_served_to_someone_who_may_not_read_it(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    """With the stats in memory, a stranger still gets their own 403 from the database,
+    and a stranger's failed load is not handed to the staff who waited on it."""
+    _staffed_webinar(shim_db.admin_dsn)
+    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_max=1))
+    staff, stranger = bearer(token({"sub": STAFF[0]})), bearer(token({"sub": STRANGER}))
+    service = bearer(token({"role": "service_role", "sub": None}))
+    with uvicorn_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            await _quiet(client, app)
+            # The stranger first, with staff arriving while its load is in flight.
+            first = await asyncio.gather(
+                client.get("/rpc/access_stats?webinar_id=7", headers=stranger),
+                *(client.get("/rpc/access_stats?webinar_id=7", headers=staff) for _ in range(5)),
+            )
+            assert first[0].status_code == 403
+            assert first[0].json()["details"] == "not_staff"
+            assert {r.status_code for r in first[1:]} == {200}
+            proxy.reset()
+            again = await client.get("/rpc/access_stats?webinar_id=7", headers=stranger)
+            assert again.status_code == 403  # its own call: the cached answer is not for it
+            assert proxy.bursts == 1
+            proxy.reset()
+            ok = await client.get("/rpc/access_stats?webinar_id=7", headers=service)
+            assert ok.status_code == 200  # service_role is a reader of every webinar
+            assert proxy.bursts == 0

@@ -198,21 +198,55 @@ async def test_empty_and_whitespace_bodies_mean_no_arguments(shim_db: ShimDb) ->
 
 @pytest.mark.parametrize(
     "content_type",
-    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""],
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",  # what fetch() sends for a string body without a header
+        "application/x-www-form-urlencoded",  # what curl -d sends without -H
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "application/jsonx",
+    ],
 )
-async def test_a_body_that_is_not_json_is_400_whatever_its_content_type(
-    shim_db: ShimDb, content_type: str
+@pytest.mark.parametrize("path", ["/rpc/track_access", "/api/webinars/1/presence/ping"])
+async def test_a_body_declared_as_not_json_is_415_before_the_database(
+    proxy: TcpProxy, content_type: str, path: str
 ) -> None:
-    # The shim reads every body as JSON (no form or text bodies, unlike PostgREST's
-    # single-argument forms), so what is not JSON is a 400; a JSON body is JSON whatever
-    # it is labelled.
-    async with serve(_settings(shim_db.dsn)) as client:
+    """PostgREST's answer to a media type it cannot read: 415 PGRST107, whatever the body
+    holds (JSON labelled as a form included), with nothing sent to the database."""
+    async with serve(_settings(proxy.dsn)) as client:
+        await client.post("/rpc/track_access", json={"webinar_id": 1}, headers=USER)  # warm
         headers = {**USER, "Content-Type": content_type}
-        for form in (b"webinar_id=149402", b"--x\r\nContent-Disposition: form-data\r\n"):
-            r = await client.post("/rpc/track_access", content=form, headers=headers)
-            assert clean_4xx(r)["details"] == "malformed_json"
+        for content in (b"webinar_id=149402", b'{"webinar_id": 1}', b""):
+            proxy.reset()
+            r = await client.post(path, content=content, headers=headers)
+            assert clean_4xx(r, 415)["code"] == "PGRST107", r.text
+            assert r.json()["details"] == "unsupported_media_type"
+            assert proxy.bytes_up == 0, "reached the database"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "",
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/vnd.pgrst.object+json",
+    ],
+)
+async def test_json_or_no_content_type_is_read_as_json(
+    shim_db: ShimDb, content_type: str | None
+) -> None:
+    """supabase-js sends application/json; curl without -d sends no Content-Type and no
+    body: both work as before, and a body without a declared type is read as JSON."""
+    async with serve(_settings(shim_db.dsn)) as client:
+        headers = dict(USER) if content_type is None else {**USER, "Content-Type": content_type}
         r = await client.post("/rpc/track_access", content=b'{"webinar_id": 1}', headers=headers)
         assert clean_4xx(r, 404)["details"] == "webinar_not_found"
+        r = await client.post("/api/webinars/1/access/track", content=b"", headers=headers)
+        assert clean_4xx(r, 404)["details"] == "webinar_not_found"
+        r = await client.post("/rpc/track_access", content=b"webinar_id=1", headers=headers)
+        assert clean_4xx(r)["details"] == "malformed_json"
 
 
 @pytest.mark.parametrize(

@@ -84,9 +84,13 @@ def build_world(admin: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> 
     # (participants lists them), so a heartbeat that reached another viewer's row shows.
     admin.execute("update eventlive.presence set last_seen_at = now() - interval '60 seconds'")
     admin.execute(
-        "insert into realtime.messages (topic, event, payload, private)"
-        " values ('webinar:101', 'stats', '{}', true), ('webinar:102', 'stats', '{}', true)"
+        "insert into realtime.messages (topic, extension, event, payload, private)"
+        " values ('webinar:101:chat', 'broadcast', 'message', '{}', true),"
+        " ('webinar:102:chat', 'broadcast', 'message', '{}', true)"
     )
+    # The live room's log and counters: one event in A, one in B (B_DRAFT has none).
+    for wid in (A, B):
+        admin.execute("select eventlive.publish(%s, 'chat', 'message', '{}')", (wid,))
     return w
 
 
@@ -242,10 +246,31 @@ TABLES: dict[str, TableSpec] = {
         ],
         update_set="registrations = t.registrations + 1000",
     ),
-    "realtime.messages": TableSpec(
-        visible=_no_one,  # no policy yet (chat is a later issue): no one receives anything
+    "eventlive.room_sequences": TableSpec(
+        visible=_no_one,  # the realtime hub's role alone reads it
+        inserts=lambda a, w, rows: [{"webinar_id": B_DRAFT, "last_seq": 999}],
+        update_set="last_seq = t.last_seq + 1000",
+    ),
+    "eventlive.room_events": TableSpec(
+        visible=_no_one,  # the realtime hub's role alone reads it; viewers poll via api
         inserts=lambda a, w, rows: [
-            {"topic": "webinar:102", "event": "forged", "payload": {}, "private": True}
+            {"webinar_id": wid, "seq": 999, "channel": "chat", "event": "message", "payload": {}}
+            for wid in (A, B)
+        ],
+        update_set='payload = \'{"body": "pwned"}\'',
+    ),
+    "realtime.messages": TableSpec(
+        # Receiving is decided per topic with realtime.topic set (tests/sql/test_realtime_policies.py);
+        # here it is unset, as on a plain read: no one sees a stored message.
+        visible=_no_one,
+        inserts=lambda a, w, rows: [
+            {
+                "topic": "webinar:102:chat",
+                "extension": "broadcast",
+                "event": "forged",
+                "payload": {},
+                "private": True,
+            }
         ],
         update_set="event = 'pwned'",
     ),
@@ -587,6 +612,13 @@ def test_the_matrix_reports_a_leak_in_every_cell_when_the_tables_are_wide_open(
     admin_conn.execute("grant usage on schema eventlive to anon")
     for table in pks:
         ident = _ident(table)
+        # A restrictive policy would still hold a wide-open table shut: drop those too.
+        for (name,) in admin_conn.execute(
+            "select policyname from pg_policies where schemaname || '.' || tablename = %s"
+            " and permissive = 'RESTRICTIVE'",
+            (table,),
+        ).fetchall():
+            admin_conn.execute(sql.SQL("drop policy {} on {}").format(sql.Identifier(name), ident))
         admin_conn.execute(sql.SQL("grant all on {} to anon, authenticated").format(ident))
         admin_conn.execute(
             sql.SQL(

@@ -1,0 +1,129 @@
+-- The live room's plumbing (DESIGN §7): publish an event, read events for the hub, and
+-- decide who may join a webinar's realtime topics (used by policies/realtime_messages.sql).
+
+-- Append one event to a webinar's room log and return its seq. Every chat and Q&A write
+-- calls this last in its transaction: the room_sequences row lock taken here is held to
+-- commit (so seq order is commit order and a rollback leaves no gap; see sql/0004), and
+-- publishing last keeps that lock short. The payload gets seq at its top level.
+-- pg_notify is a wake-up hint for the hubs, not the delivery: they read the log. Postgres
+-- folds identical notifications of one transaction into one, so a transaction that
+-- publishes several events sends one 'eventlive_room' notice per webinar.
+-- No grant: only security definer api functions (as owner) publish.
+create or replace function eventlive.publish(
+    webinar_id bigint, channel text, event text, payload jsonb
+) returns bigint
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    v_seq bigint;
+begin
+    update eventlive.room_sequences as s set last_seq = s.last_seq + 1
+    where s.webinar_id = publish.webinar_id
+    returning s.last_seq into v_seq;
+    if not found then
+        -- First event of this webinar. Continue after any events left by a deleted and
+        -- recreated webinar of the same id (cascade removes them, but be safe).
+        insert into eventlive.room_sequences as s (webinar_id, last_seq)
+        values (
+            publish.webinar_id,
+            1 + coalesce(
+                (select max(e.seq) from eventlive.room_events as e where e.webinar_id = publish.webinar_id), 0
+            )
+        )
+        on conflict on constraint room_sequences_pkey do update set last_seq = s.last_seq + 1
+        returning s.last_seq into v_seq;
+    end if;
+    insert into eventlive.room_events (webinar_id, seq, channel, event, payload, created_at)
+    values (
+        publish.webinar_id, v_seq, publish.channel, publish.event,
+        coalesce(publish.payload, '{}'::jsonb) || pg_catalog.jsonb_build_object('seq', v_seq),
+        eventlive.now()
+    );
+    perform pg_catalog.pg_notify('eventlive_room', publish.webinar_id::text);
+    return v_seq;
+end
+$$;
+comment on function eventlive.publish(bigint, text, text, jsonb) is
+'Append an event (channel chat|qa|admin|user:<uuid>) to a webinar''s room log; returns its seq (gap-free, commit order) and notifies channel eventlive_room with the webinar id.';
+
+-- The hub's read: the events of one webinar after a seq, in order, at most max_rows
+-- (1..1000). One range scan of room_events' primary key. Invoker rights: only
+-- eventlive_hub holds select on room_events (and its policy).
+create or replace function eventlive.room_events_since(
+    webinar_id bigint, after_seq bigint, max_rows integer
+) returns setof eventlive.room_events
+language sql
+stable
+as $$
+    select e.*
+    from eventlive.room_events as e
+    where e.webinar_id = room_events_since.webinar_id and e.seq > room_events_since.after_seq
+    order by e.seq
+    limit least(greatest(coalesce(room_events_since.max_rows, 100), 1), 1000)
+$$;
+comment on function eventlive.room_events_since(bigint, bigint, integer) is
+'Events of a webinar with seq > after_seq in seq order, at most max_rows (1..1000): the realtime hub''s delivery read.';
+grant execute on function eventlive.room_events_since(bigint, bigint, integer) to eventlive_hub;
+
+-- The hub's safety tick: the last committed seq of many webinars in one read, so that a
+-- lost NOTIFY costs one cheap query for all active webinars, not one per webinar.
+create or replace function eventlive.room_last_seqs(webinar_ids bigint[])
+returns table (webinar_id bigint, last_seq bigint)
+language sql
+stable
+as $$
+    select s.webinar_id, s.last_seq
+    from eventlive.room_sequences as s
+    where s.webinar_id = any(room_last_seqs.webinar_ids)
+$$;
+comment on function eventlive.room_last_seqs(bigint[]) is
+'The last committed seq of each given webinar that has events (the hub''s periodic safety read).';
+grant execute on function eventlive.room_last_seqs(bigint[]) to eventlive_hub;
+
+-- Who may receive on a realtime topic, for the current user (auth.uid()):
+--   webinar:{id}:chat, webinar:{id}:qa   registered viewers and staff of the webinar
+--   webinar:{id}:admin                   staff of the webinar
+--   webinar:{id}:user:{uid}              that user alone, when registered or staff
+-- Anything else: nobody. Two primary-key lookups at most. Security definer so that the
+-- policy on realtime.messages can read registrations and staff whatever the caller's
+-- own RLS; it answers only for the caller, so it is no oracle about other users.
+create or replace function eventlive.may_receive(topic text) returns boolean
+language plpgsql
+stable
+security definer
+set search_path = ''
+as $$
+declare
+    v_uid uuid := (select auth.uid());
+    v_parts text[];
+    v_webinar_id bigint;
+begin
+    v_parts := pg_catalog.regexp_match(
+        may_receive.topic,
+        '^webinar:([1-9][0-9]{0,17}):(chat|qa|admin|user:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))$'
+    );
+    if v_uid is null or v_parts is null then
+        return false;
+    end if;
+    v_webinar_id := v_parts[1]::bigint;
+    if v_parts[3] is not null and v_parts[3]::uuid <> v_uid then
+        return false;  -- someone else's user topic
+    end if;
+    if exists (
+        select from eventlive.webinar_staff as s
+        where s.webinar_id = v_webinar_id and s.user_id = v_uid
+    ) then
+        return true;
+    end if;
+    return v_parts[2] <> 'admin' and exists (
+        select from eventlive.registrations as r
+        where r.webinar_id = v_webinar_id and r.user_id = v_uid
+    );
+end
+$$;
+comment on function eventlive.may_receive(text) is
+'True when the current user may receive on this realtime topic: webinar:{id}:chat|qa (registered or staff), :admin (staff), :user:{uid} (that user, registered or staff).';
+grant execute on function eventlive.may_receive(text) to authenticated;
