@@ -13,8 +13,10 @@ Nothing here caches: the caller keeps the answer for the channel's life.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -122,3 +124,34 @@ async def may_send(
         log.warning("realtime send check for %s failed: %s", topic, exc)
         raise ProbeError(str(exc)) from None
     return True
+
+
+class DenyCache:
+    """Refused (token, topic) pairs answered from memory for a few seconds: a stale
+    client retrying after 1, 2, 5 s costs no database probe."""
+
+    def __init__(self, seconds: float, size: int = 50_000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._until: dict[tuple[bytes, str], float] = {}
+
+    @staticmethod
+    def _key(token: str | None, topic: str) -> tuple[bytes, str]:
+        return hashlib.sha256((token or "").encode()).digest(), topic
+
+    def refused(self, token: str | None, topic: str) -> bool:
+        key = self._key(token, topic)
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._until[key]
+            return False
+        return True
+
+    def add(self, token: str | None, topic: str) -> None:
+        if self.seconds <= 0:
+            return
+        if len(self._until) >= self.size:
+            del self._until[next(iter(self._until))]
+        self._until[self._key(token, topic)] = time.monotonic() + self.seconds

@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from shim.realtime import protocol
 from shim.realtime.settings import HubSettings
+from shim.realtime.topics import Topic
 
 log = logging.getLogger("eventlive.realtime")
 
@@ -213,6 +214,22 @@ class Hub:
     def active(self) -> int:
         """Subscriptions held on this process."""
         return sum(len(s) for r in self.rooms.values() for s in r.channels.values())
+
+    def relay(self, topic: Topic, envelope: dict[str, Any], skip: Sink | None) -> None:
+        """An authorized client broadcast to this process's subscribers of the topic (it is
+        not a room event: no seq, not stored, not seen by other processes)."""
+        room = self.rooms.get(topic.webinar_id)
+        if room is None:
+            return
+        event = envelope.get("event")
+        body = envelope.get("payload")
+        if not isinstance(event, str):
+            return
+        payload_json = protocol.dumps(body if isinstance(body, dict) else {})
+        for sink, wire in list(room.channels.get(topic.channel, {}).items()):
+            if sink is skip or sink.kind not in protocol.VERSIONS:
+                continue
+            sink.offer((protocol.broadcast_json(sink.kind, wire, event, payload_json), 0, 0))
 
     # -- reads ----------------------------------------------------------------------------
 

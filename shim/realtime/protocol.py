@@ -16,6 +16,7 @@ read (or None) so the socket answers on that ref and stays open.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +118,17 @@ def decode(data: str | bytes, vsn: str) -> Frame:
     if not isinstance(payload, dict):
         raise FrameError("payload must be a JSON object", ref_s, topic)
     return Frame(topic, event, payload, ref_s, _ref(join_ref))
+
+
+_V2_HEAD = re.compile(r'\[\s*(?:null|"[^"\\]{0,255}")\s*,\s*("([^"\\]{0,255})"|null)')
+
+
+def head_ref(data: str | bytes, vsn: str) -> str | None:
+    """The ref of a frame too large to parse: read off a 2.0.0 text frame's head only."""
+    if isinstance(data, str) and vsn == V2:
+        m = _V2_HEAD.match(data[:700])
+        return m.group(2) if m else None
+    return None
 
 
 def _decode_binary(data: bytes) -> Frame:

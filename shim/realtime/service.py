@@ -24,9 +24,10 @@ from starlette.websockets import WebSocket
 
 from shim.realtime import authorize, protocol, socket, sse, topics
 from shim.realtime.answers import RefusedError, bearer, error, read_limited
+from shim.realtime.authorize import DenyCache
 from shim.realtime.hub import Hub
 from shim.realtime.settings import HubSettings
-from shim.realtime.socket import DenyCache, TokenRejectedError, Verify
+from shim.realtime.socket import TokenRejectedError, Verify
 
 MAX_MESSAGES = 100
 
@@ -62,7 +63,7 @@ class Realtime:
         ]
 
     async def _websocket(self, ws: WebSocket) -> None:
-        await socket.endpoint(ws, self.hub, self.verify, self.deny)
+        await _websocket_endpoint(ws, self.hub, self.verify, self.deny)
 
     async def _stats(self, request: Request) -> Response:
         c = self.hub.counters
@@ -122,7 +123,7 @@ class Realtime:
                         self.hub.db, principal, topic.name
                     )
                 if allowed[topic.name]:
-                    socket.relay(self.hub, topic, {"event": event, "payload": payload}, None)
+                    self.hub.relay(topic, {"event": event, "payload": payload}, None)
         except authorize.ProbeError:
             return error(503, "PGRST000", "Database unavailable", "database_unavailable")
         return Response(status_code=202)
@@ -170,3 +171,23 @@ def _messages(raw: bytes) -> list[tuple[topics.Topic, str, dict[str, Any]]]:
         if m.get("private") is True and topic is not None:
             out.append((topic, m["event"], m.get("payload", {})))
     return out
+
+
+async def _websocket_endpoint(ws: WebSocket, hub: Hub, verify: Verify, deny: DenyCache) -> None:
+    """The WebSocket route: check ``vsn`` and ``apikey``, then run the connection."""
+    vsn = ws.query_params.get("vsn", protocol.V1)
+    if vsn not in protocol.VERSIONS:
+        await ws.close(socket.CLOSE_POLICY, "unsupported vsn")
+        return
+    token = ws.query_params.get("apikey")
+    auth = ws.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        token = auth[7:].strip() or token
+    if token:
+        try:
+            await verify(token)
+        except TokenRejectedError:
+            await ws.close(socket.CLOSE_POLICY, "invalid apikey")
+            return
+    await ws.accept()
+    await socket.Connection(ws, hub, verify, deny, vsn=vsn, token=token).run()

@@ -17,19 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from shim.realtime import authorize, protocol, topics
-from shim.realtime.authorize import Principal, ProbeError
+from shim.realtime.authorize import DenyCache, Principal, ProbeError
+from shim.realtime.channel import Channel, unauthorized
 from shim.realtime.hub import Hub, Sink
 
 log = logging.getLogger("eventlive.realtime")
@@ -46,53 +44,6 @@ CLOSE_POLICY = 1008
 CLOSE_LAGGARD = 1013
 
 UNAVAILABLE = "UnableToSetPolicies: Realtime was unable to connect to the project database"
-
-_V2_HEAD = re.compile(r'\[\s*(?:null|"[^"\\]{0,255}")\s*,\s*("([^"\\]{0,255})"|null)')
-
-
-@dataclass
-class Channel:
-    """A joined channel of this connection."""
-
-    topic: topics.Topic
-    join_ref: str | None
-    principal: Principal
-    token: str | None
-    ack: bool
-    self_broadcast: bool
-    may_send: bool | None = None
-    expiry: asyncio.TimerHandle | None = None
-
-
-class DenyCache:
-    """Refused (token, topic) pairs answered from memory for a few seconds: a stale
-    client retrying after 1, 2, 5 s costs no database probe."""
-
-    def __init__(self, seconds: float, size: int = 50_000) -> None:
-        self.seconds = seconds
-        self.size = size
-        self._until: dict[tuple[bytes, str], float] = {}
-
-    @staticmethod
-    def _key(token: str | None, topic: str) -> tuple[bytes, str]:
-        return hashlib.sha256((token or "").encode()).digest(), topic
-
-    def refused(self, token: str | None, topic: str) -> bool:
-        key = self._key(token, topic)
-        until = self._until.get(key)
-        if until is None:
-            return False
-        if until < time.monotonic():
-            del self._until[key]
-            return False
-        return True
-
-    def add(self, token: str | None, topic: str) -> None:
-        if self.seconds <= 0:
-            return
-        if len(self._until) >= self.size:
-            del self._until[next(iter(self._until))]
-        self._until[self._key(token, topic)] = time.monotonic() + self.seconds
 
 
 class Connection:
@@ -263,11 +214,7 @@ class Connection:
             await self._channel_event(ch, frame)
 
     def _too_large(self, data: str | bytes) -> None:
-        # Not parsed: only a 2.0.0 text frame's ref is read off its head.
-        ref = None
-        if isinstance(data, str) and self.vsn == protocol.V2:
-            m = _V2_HEAD.match(data[:700])
-            ref = m.group(2) if m else None
+        ref = protocol.head_ref(data, self.vsn)
         reason = {"reason": f"Frame too large: the limit is {self.settings.max_frame} bytes"}
         self.reply(None, "error", reason, ref=ref)
 
@@ -324,7 +271,7 @@ class Connection:
     ) -> str | None:
         """None when the select policies let ``principal`` receive ``topic``, else why not."""
         if self.deny.refused(token, topic.name):
-            return _unauthorized(topic)
+            return unauthorized(topic)
         self.hub.counters.probes += 1
         try:
             allowed = await authorize.may_receive(self.hub.db, principal, topic.name)
@@ -332,7 +279,7 @@ class Connection:
             return UNAVAILABLE
         if not allowed:
             self.deny.add(token, topic.name)
-            return _unauthorized(topic)
+            return unauthorized(topic)
         return None
 
     async def join(self, frame: protocol.Frame) -> None:
@@ -487,49 +434,6 @@ class Connection:
                     },
                 )
             return
-        relay(self.hub, ch.topic, frame.payload, None if ch.self_broadcast else self.sink)
+        self.hub.relay(ch.topic, frame.payload, None if ch.self_broadcast else self.sink)
         if ch.ack:
             self.reply(frame, "ok", {})
-
-
-def relay(hub: Hub, topic: topics.Topic, envelope: dict[str, Any], skip: Sink | None) -> None:
-    """An authorized client broadcast to this process's subscribers of the topic (it is
-    not a room event: no seq, not stored, not seen by other processes)."""
-    room = hub.rooms.get(topic.webinar_id)
-    if room is None:
-        return
-    event = envelope.get("event")
-    body = envelope.get("payload")
-    if not isinstance(event, str):
-        return
-    payload_json = protocol.dumps(body if isinstance(body, dict) else {})
-    for sink, wire in list(room.channels.get(topic.channel, {}).items()):
-        if sink is skip or sink.kind not in protocol.VERSIONS:
-            continue
-        sink.offer((protocol.broadcast_json(sink.kind, wire, event, payload_json), 0, 0))
-
-
-def _unauthorized(topic: topics.Topic) -> str:
-    return (
-        f"Unauthorized: You do not have permissions to read from this Channel topic: {topic.name}"
-    )
-
-
-async def endpoint(ws: WebSocket, hub: Hub, verify: Verify, deny: DenyCache) -> None:
-    """The WebSocket route: check ``vsn`` and ``apikey``, then run the connection."""
-    vsn = ws.query_params.get("vsn", protocol.V1)
-    if vsn not in protocol.VERSIONS:
-        await ws.close(CLOSE_POLICY, "unsupported vsn")
-        return
-    token = ws.query_params.get("apikey")
-    auth = ws.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        token = auth[7:].strip() or token
-    if token:
-        try:
-            await verify(token)
-        except TokenRejectedError:
-            await ws.close(CLOSE_POLICY, "invalid apikey")
-            return
-    await ws.accept()
-    await Connection(ws, hub, verify, deny, vsn=vsn, token=token).run()
