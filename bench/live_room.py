@@ -69,8 +69,25 @@ class Sub:
 async def _join(url: str, sub: Sub, topic: str) -> None:
     from websockets.asyncio.client import connect  # noqa: PLC0415 - only in subscriber processes
 
-    sub.conn = await connect(url, compression=None, max_size=2**22, open_timeout=60, ping_interval=None)
-    join = json.dumps(["1", "1", topic, "phx_join", {"config": {"broadcast": {"ack": False, "self": False}, "presence": {"enabled": False}, "private": True}, "access_token": sub.token}])
+    sub.conn = await connect(
+        url, compression=None, max_size=2**22, open_timeout=60, ping_interval=None
+    )
+    join = json.dumps(
+        [
+            "1",
+            "1",
+            topic,
+            "phx_join",
+            {
+                "config": {
+                    "broadcast": {"ack": False, "self": False},
+                    "presence": {"enabled": False},
+                    "private": True,
+                },
+                "access_token": sub.token,
+            },
+        ]
+    )
     await sub.conn.send(join)
     while True:
         raw = await sub.conn.recv()
@@ -137,7 +154,13 @@ async def _subscriber(base: str, tokens: list[tuple[int, str]], cmd: Any, out: A
 
     t0 = time.monotonic()
     await asyncio.gather(*(join(s) for s in subs), return_exceptions=True)
-    out.send({"joined": sum(s.joined for s in subs), "refused": [s.refused for s in subs if s.refused][:3], "join_s": time.monotonic() - t0})
+    out.send(
+        {
+            "joined": sum(s.joined for s in subs),
+            "refused": [s.refused for s in subs if s.refused][:3],
+            "join_s": time.monotonic() - t0,
+        }
+    )
     while True:
         msg = await loop.run_in_executor(None, cmd.recv)
         if msg["op"] == "reset":
@@ -162,7 +185,13 @@ def _summary(subs: list[Sub], sent: list[int]) -> dict[str, Any]:
     out_of_order = sum(1 for s in subs if s.seqs != sorted(s.seqs))
     missing = sum(len(set(sent) - set(s.seqs)) for s in subs)
     lat = [x for s in subs for x in s.lat]
-    return {"subs": len(subs), "complete": complete, "out_of_order": out_of_order, "missing": missing, "lat": lat}
+    return {
+        "subs": len(subs),
+        "complete": complete,
+        "out_of_order": out_of_order,
+        "missing": missing,
+        "lat": lat,
+    }
 
 
 async def _storm(base: str, url: str, topic: str, subs: list[Sub], window: float) -> dict[str, Any]:
@@ -193,8 +222,17 @@ async def _storm(base: str, url: str, topic: str, subs: list[Sub], window: float
 
         results = await asyncio.gather(*(cycle(s) for s in subs), return_exceptions=True)
     ok = [r for r in results if isinstance(r, tuple) and r[0]]
-    errors = [r[2] if isinstance(r, tuple) else repr(r)[:100] for r in results if not (isinstance(r, tuple) and r[0])]
-    return {"rejoined": len(ok), "caught_rows": sum(r[1] for r in ok), "errors": errors[:5], "failed": len(errors)}
+    errors = [
+        r[2] if isinstance(r, tuple) else repr(r)[:100]
+        for r in results
+        if not (isinstance(r, tuple) and r[0])
+    ]
+    return {
+        "rejoined": len(ok),
+        "caught_rows": sum(r[1] for r in ok),
+        "errors": errors[:5],
+        "failed": len(errors),
+    }
 
 
 # -- driver --------------------------------------------------------------------------------------
@@ -219,7 +257,13 @@ class Sender:
         self.base = base
         self.token = host_token
         self.world = world
-        self.via = "chat_send" if world.sql("select to_regprocedure('api.chat_send(bigint,text,uuid)') is not null")[0][0] else "eventlive.publish"
+        self.via = (
+            "chat_send"
+            if world.sql("select to_regprocedure('api.chat_send(bigint,text,uuid)') is not null")[
+                0
+            ][0]
+            else "eventlive.publish"
+        )
 
     async def run(self, seconds: float, rate: float = 10.0) -> list[int]:
         sent: list[int] = []
@@ -254,11 +298,18 @@ def _seed(world: World, n: int) -> dict[int, str]:
     exp = int(time.time()) + 6 * 3600
     iat = int(time.time())
     with psycopg.connect(world.admin_dsn(), autocommit=True) as conn:
-        conn.execute("insert into auth.users (id) select bench.uid(i) from generate_series(%s, %s) i", (VIEWER_START, VIEWER_START + n - 1))
+        conn.execute(
+            "insert into auth.users (id) select bench.uid(i) from generate_series(%s, %s) i",
+            (VIEWER_START, VIEWER_START + n - 1),
+        )
         conn.execute("insert into auth.users (id) values (bench.uid(%s))", (HOST_INDEX,))
         with conn.transaction():
-            conn.execute("select set_config('role', 'service_role', true), set_config('request.jwt.claims', '{\"role\":\"service_role\"}', true)")
-            conn.execute("select api.upsert_webinar(%s, 'Live room bench', 'live', 'registered')", (WEBINAR,))
+            conn.execute(
+                "select set_config('role', 'service_role', true), set_config('request.jwt.claims', '{\"role\":\"service_role\"}', true)"
+            )
+            conn.execute(
+                "select api.upsert_webinar(%s, 'Live room bench', 'live', 'registered')", (WEBINAR,)
+            )
             conn.execute("select api.set_staff(%s, %s, 'host')", (WEBINAR, uid(HOST_INDEX)))
             ids = [uid(i) for i in range(VIEWER_START, VIEWER_START + n)]
             conn.execute("select api.register(%s, u) from unnest(%s::uuid[]) u", (WEBINAR, ids))
@@ -268,7 +319,12 @@ def _seed(world: World, n: int) -> dict[int, str]:
 
 
 def _start_shim(world: World) -> str:
-    env = {"DATABASE_URL": world.auth_dsn(), "JWT_SECRET": SECRET, "EVENTLIVE_ACCESS_LOG": "0", "EVENTLIVE_POOL_MAX": "10"}
+    env = {
+        "DATABASE_URL": world.auth_dsn(),
+        "JWT_SECRET": SECRET,
+        "EVENTLIVE_ACCESS_LOG": "0",
+        "EVENTLIVE_POOL_MAX": "10",
+    }
     argv = world.uvicorn_argv("shim.http.app:app_from_env", free_port(), 1)
     # The hub writes one frame to thousands of sockets: per-connection deflate would cost
     # CPU per subscriber (eventlive serve turns it off too).
@@ -277,7 +333,9 @@ def _start_shim(world: World) -> str:
     return f"http://127.0.0.1:{proc.port}"
 
 
-async def _phase(base: str, sender: Sender, procs: list[tuple[Any, Any]], seconds: float) -> dict[str, Any]:
+async def _phase(
+    base: str, sender: Sender, procs: list[tuple[Any, Any]], seconds: float
+) -> dict[str, Any]:
     for cmd, _ in procs:
         cmd.send({"op": "reset"})
     for _, out in procs:
@@ -316,7 +374,12 @@ async def _run(args: argparse.Namespace, world: World) -> dict[str, Any]:
     tokens = _seed(world, max(sizes))
     base = _start_shim(world)
     sender = Sender(world, base, tokens[HOST_INDEX])
-    results: dict[str, Any] = {"via": sender.via, "seconds": args.seconds, "sizes": {}, "facts": world.facts}
+    results: dict[str, Any] = {
+        "via": sender.via,
+        "seconds": args.seconds,
+        "sizes": {},
+        "facts": world.facts,
+    }
     ctx = mp.get_context("spawn")
     for n in sizes:
         viewers = list(range(VIEWER_START, VIEWER_START + n))
@@ -326,16 +389,23 @@ async def _run(args: argparse.Namespace, world: World) -> dict[str, Any]:
         for share in shares:
             cmd_a, cmd_b = ctx.Pipe()
             out_a, out_b = ctx.Pipe()
-            p = ctx.Process(target=_subscriber_main, args=(base, [(i, tokens[i]) for i in share], cmd_b, out_a))
+            p = ctx.Process(
+                target=_subscriber_main, args=(base, [(i, tokens[i]) for i in share], cmd_b, out_a)
+            )
             p.start()
             children.append(p)
             procs.append((cmd_a, out_b))
         t0 = time.monotonic()
         joins = [out.recv() for _, out in procs]
         joined = sum(j["joined"] for j in joins)
-        print(f"[{n}] joined {joined}/{n} in {time.monotonic() - t0:.1f}s {[j['refused'] for j in joins if j['refused']]}", flush=True)
+        print(
+            f"[{n}] joined {joined}/{n} in {time.monotonic() - t0:.1f}s {[j['refused'] for j in joins if j['refused']]}",
+            flush=True,
+        )
         phase = await _phase(base, sender, procs, args.seconds)
-        phase.update({"joined": joined, "join_s": round(time.monotonic() - t0 - args.seconds - 3, 1)})
+        phase.update(
+            {"joined": joined, "join_s": round(time.monotonic() - t0 - args.seconds - 3, 1)}
+        )
         print(f"[{n}] {json.dumps(phase)}", flush=True)
         results["sizes"][str(n)] = phase
         if n == max(sizes) and not args.no_storm:
@@ -350,7 +420,9 @@ async def _run(args: argparse.Namespace, world: World) -> dict[str, Any]:
     return results
 
 
-async def _storm_phase(base: str, sender: Sender, procs: list[tuple[Any, Any]], args: argparse.Namespace) -> dict[str, Any]:
+async def _storm_phase(
+    base: str, sender: Sender, procs: list[tuple[Any, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
     before = _stats(base)
     for cmd, _ in procs:
         cmd.send({"op": "storm", "window": 10.0})
@@ -406,18 +478,24 @@ def _report(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.live_room", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.live_room", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--sizes", default="500,2000,5000")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=2, help="subscriber processes")
-    parser.add_argument("--storm-tail", type=float, default=5.0, help="chat seconds after the storm window")
+    parser.add_argument(
+        "--storm-tail", type=float, default=5.0, help="chat seconds after the storm window"
+    )
     parser.add_argument("--no-storm", action="store_true")
     parser.add_argument("--quick", action="store_true", help="sizes 50,200 for 5 s (smoke)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.seconds = "50,200", 5.0
-    out = args.out or REPO / "bench" / "results" / "runs" / time.strftime("live-room-%Y%m%dT%H%M%SZ", time.gmtime())
+    out = args.out or REPO / "bench" / "results" / "runs" / time.strftime(
+        "live-room-%Y%m%dT%H%M%SZ", time.gmtime()
+    )
     (out / "work").mkdir(parents=True, exist_ok=True)
     world = World(out, Ranges(0, 0, 0), workers=1, pool_max=10)
     try:

@@ -41,4 +41,7 @@ def run(host: str, port: int, workers: int) -> None:
         access_log=False,  # the shim writes one JSON line per request itself
         log_config=_log_config(),
         lifespan="on",
+        # The realtime hub writes one frame to thousands of sockets: per-connection
+        # deflate would cost CPU per subscriber.
+        ws_per_message_deflate=False,
     )

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from shim.realtime import protocol
+from shim.realtime import protocol, wire
 from shim.realtime.settings import HubSettings
 from shim.realtime.topics import Topic
 
@@ -48,10 +48,15 @@ Item = tuple[protocol.Encoded, int, int]
 
 
 class Sink:
-    """One subscriber connection's outbound queue, bounded (see module doc)."""
+    """One subscriber connection's outbound queue, bounded (see module doc). With a
+    ``transport`` (``wire.find_transport``), frames are written to it at once and its
+    write buffer is the queue, bounded at ``maxsize`` KiB; otherwise they wait in an
+    ``asyncio.Queue`` of ``maxsize`` frames for the connection's writer."""
 
     def __init__(self, kind: str, maxsize: int, on_lag: Callable[[Sink], None]) -> None:
         self.kind = kind
+        self.transport: asyncio.WriteTransport | None = None
+        self.limit_bytes = maxsize * 1024
         self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
         self.on_lag = on_lag
         self.lagging = False
@@ -61,12 +66,25 @@ class Sink:
         # While a backlog is being read (SSE resume), live frames wait here.
         self.held: list[Item] | None = None
 
-    def offer(self, item: Item) -> None:
-        """Queue a frame; on a full queue the subscriber becomes a laggard."""
+    def offer(self, item: Item, framed: bytes | None = None) -> None:
+        """Queue a frame (``framed``: the same, already framed for the wire); on a full
+        queue the subscriber becomes a laggard."""
         if self.lagging or self.closed:
             return
         if self.held is not None:
             self.held.append(item)
+            return
+        t = self.transport
+        if t is not None:
+            if t.is_closing():
+                self.closed = True
+            elif t.get_write_buffer_size() > self.limit_bytes:
+                self.lagging = True
+                self.on_lag(self)
+            else:
+                t.write(framed if framed is not None else wire.frame(item[0]))
+                if item[2]:
+                    self.sent[item[1]] = item[2]
             return
         try:
             self.queue.put_nowait(item)
@@ -80,7 +98,12 @@ class Sink:
             self.queue.get_nowait()
 
     def urgent(self, item: Item) -> None:
-        """Queue a control frame even when lagging (after ``drain``)."""
+        """Queue a control frame even when lagging (after ``drain``); the close marker
+        (``b""``) always goes to the writer."""
+        t = self.transport
+        if t is not None and item[0] != b"" and not t.is_closing():
+            t.write(wire.frame(item[0]))
+            return
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(item)
 
@@ -226,10 +249,10 @@ class Hub:
         if not isinstance(event, str):
             return
         payload_json = protocol.dumps(body if isinstance(body, dict) else {})
-        for sink, wire in list(room.channels.get(topic.channel, {}).items()):
+        for sink, wire_topic in list(room.channels.get(topic.channel, {}).items()):
             if sink is skip or sink.kind not in protocol.VERSIONS:
                 continue
-            sink.offer((protocol.broadcast_json(sink.kind, wire, event, payload_json), 0, 0))
+            sink.offer((protocol.broadcast_json(sink.kind, wire_topic, event, payload_json), 0, 0))
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -342,14 +365,21 @@ class Hub:
         subs = room.channels.get(channel)
         if not subs:
             return
+        # Encoded (and framed for the wire) once per format, whatever the subscribers.
         frames: dict[tuple[str, str], protocol.Encoded] = {}
+        framed: dict[tuple[str, str], bytes] = {}
         for sink, topic in list(subs.items()):
             key = (sink.kind, topic)
             frame = frames.get(key)
             if frame is None:
                 frame = encode_event(sink.kind, topic, event, payload, seq)
                 frames[key] = frame
-            sink.offer((frame, room.webinar_id, seq))
+            raw = None
+            if sink.transport is not None:
+                raw = framed.get(key)
+                if raw is None:
+                    raw = framed[key] = wire.frame(frame)
+            sink.offer((frame, room.webinar_id, seq), raw)
             self.counters.frames += 1
 
     # -- admin stats --------------------------------------------------------------------

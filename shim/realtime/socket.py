@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from shim.realtime import authorize, protocol, topics
+from shim.realtime import authorize, protocol, topics, wire
 from shim.realtime.authorize import DenyCache, Principal, ProbeError
 from shim.realtime.channel import Channel, unauthorized
 from shim.realtime.hub import Hub, Sink
@@ -67,6 +67,8 @@ class Connection:
         self.socket_token = token
         self.settings = hub.settings
         self.sink = Sink(vsn, hub.settings.queue, self._lagged)
+        # Write frames straight to the socket when the server's transport is reachable.
+        self.sink.transport = wire.find_transport(getattr(ws, "_send", None))
         self.channels: dict[str, Channel] = {}
         self._join_times: list[float] = []
         self._closing = False

@@ -99,6 +99,10 @@ async def test_every_subscriber_gets_every_event_in_order_from_one_read_per_room
             assert (await phx.join(chat_topic(people), user_token(people.viewer)))["payload"][
                 "status"
             ] == "ok"
+        # Frames go straight to uvicorn's transports (framed once per event).
+        sinks = [s for r in live.hub.rooms.values() for subs in r.channels.values() for s in subs]
+        assert len(sinks) == 20
+        assert all(s.transport is not None for s in sinks)
         reads_before = live.hub.counters.delivery_reads
         seqs = [
             publish(live.admin_dsn, people.webinar_id, "chat", "message", {"n": n})
