@@ -13,6 +13,7 @@ Nothing here caches: the caller keeps the answer for the channel's life.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -97,6 +98,103 @@ async def may_receive(
         log.warning("realtime receive check for %s failed: %s", topic, exc)
         raise ProbeError(str(exc)) from None
     return bool(row and row[0])
+
+
+async def may_receive_many(
+    pool: AsyncConnectionPool[Any], asks: list[tuple[Principal, str]], timeout: float = 15.0
+) -> list[bool]:
+    """``may_receive`` for many (principal, topic) pairs in ONE rolled-back transaction
+    and one round trip: probe rows per topic first, then per pair its role and claims and
+    the select. A reconnect storm's joins cost a round trip per batch, not per join."""
+    ids = {topic: uuid.uuid4() for _, topic in asks}
+    try:
+        async with (
+            pool.connection(timeout=timeout) as conn,
+            conn.transaction(force_rollback=True),
+            conn.pipeline(),
+        ):
+            await conn.execute("select set_config('role', %s, true)", (PROBE_WRITER,))
+            for topic, probe_id in ids.items():
+                await conn.execute(
+                    "insert into realtime.messages (id, topic, extension)"
+                    " values (%s, %s, 'broadcast')",
+                    (probe_id, topic),
+                )
+            cursors = []
+            for principal, topic in asks:
+                await conn.execute(_SETTINGS, _params(principal, topic))
+                cursors.append(
+                    await conn.execute(
+                        "select count(*) from realtime.messages where id = %s and topic = %s",
+                        (ids[topic], topic),
+                    )
+                )
+            rows = [await cur.fetchone() for cur in cursors]
+    except (psycopg.Error, TimeoutError, OSError) as exc:
+        log.warning("realtime receive checks (%d) failed: %s", len(asks), exc)
+        raise ProbeError(str(exc)) from None
+    return [bool(row and row[0]) for row in rows]
+
+
+class Prober:
+    """Joins waiting for a receive check, answered in batches (``may_receive_many``) by
+    at most ``parallel`` transactions at a time; a failed batch is retried one by one so
+    that one bad token cannot refuse its neighbours."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], parallel: int, batch: int = 100) -> None:
+        self.pool = pool
+        self.parallel = max(1, parallel)
+        self.batch = batch
+        self.batches = 0
+        self._pending: list[tuple[Principal, str, asyncio.Future[bool]]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def may_receive(self, principal: Principal, topic: str) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((principal, topic, future))
+        self._kick()
+        return await future
+
+    def _kick(self) -> None:
+        if self._pending and len(self._running) < self.parallel:
+            task = asyncio.create_task(self._flush())
+            self._running.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._kick()
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # joins arriving in this turn of the loop join the batch
+        batch, self._pending = self._pending[: self.batch], self._pending[self.batch :]
+        if not batch:
+            return
+        self.batches += 1
+        asks = [(p, t) for p, t, _ in batch]
+        try:
+            answers = await may_receive_many(self.pool, asks)
+        except ProbeError as exc:
+            if len(batch) == 1:
+                _settle(batch[0][2], exc)
+                return
+            for principal, topic, future in batch:
+                try:
+                    _settle(future, await may_receive(self.pool, principal, topic))
+                except ProbeError as single:
+                    _settle(future, single)
+            return
+        for (_, _, future), answer in zip(batch, answers, strict=True):
+            _settle(future, answer)
+
+
+def _settle(future: asyncio.Future[bool], value: bool | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
 
 
 async def may_send(

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +30,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from shim.realtime import protocol, wire
+from shim.realtime.authorize import Principal, Prober
 from shim.realtime.settings import HubSettings
+from shim.realtime.sink import Sink
 from shim.realtime.topics import Topic
 
 log = logging.getLogger("eventlive.realtime")
@@ -40,72 +41,6 @@ ROOM_CHANNEL = "eventlive_room"
 HUB_ROLE = "eventlive_hub"
 READ_BATCH = 1000
 SSE = "sse"
-
-
-# What a subscriber's writer takes from its queue: the frame, and the webinar and seq it
-# carries (seq 0 for frames that are not room events).
-Item = tuple[protocol.Encoded, int, int]
-
-
-class Sink:
-    """One subscriber connection's outbound queue, bounded (see module doc). With a
-    ``transport`` (``wire.find_transport``), frames are written to it at once and its
-    write buffer is the queue, bounded at ``maxsize`` KiB; otherwise they wait in an
-    ``asyncio.Queue`` of ``maxsize`` frames for the connection's writer."""
-
-    def __init__(self, kind: str, maxsize: int, on_lag: Callable[[Sink], None]) -> None:
-        self.kind = kind
-        self.transport: asyncio.WriteTransport | None = None
-        self.limit_bytes = maxsize * 1024
-        self.queue: asyncio.Queue[Item] = asyncio.Queue(maxsize)
-        self.on_lag = on_lag
-        self.lagging = False
-        self.closed = False
-        # The last seq written to the client per webinar (the resume point).
-        self.sent: dict[int, int] = {}
-        # While a backlog is being read (SSE resume), live frames wait here.
-        self.held: list[Item] | None = None
-
-    def offer(self, item: Item, framed: bytes | None = None) -> None:
-        """Queue a frame (``framed``: the same, already framed for the wire); on a full
-        queue the subscriber becomes a laggard."""
-        if self.lagging or self.closed:
-            return
-        if self.held is not None:
-            self.held.append(item)
-            return
-        t = self.transport
-        if t is not None:
-            if t.is_closing():
-                self.closed = True
-            elif t.get_write_buffer_size() > self.limit_bytes:
-                self.lagging = True
-                self.on_lag(self)
-            else:
-                t.write(framed if framed is not None else wire.frame(item[0]))
-                if item[2]:
-                    self.sent[item[1]] = item[2]
-            return
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.lagging = True
-            self.on_lag(self)
-
-    def drain(self) -> None:
-        """Drop what is queued (the laggard's notice goes out next)."""
-        while not self.queue.empty():
-            self.queue.get_nowait()
-
-    def urgent(self, item: Item) -> None:
-        """Queue a control frame even when lagging (after ``drain``); the close marker
-        (``b""``) always goes to the writer."""
-        t = self.transport
-        if t is not None and item[0] != b"" and not t.is_closing():
-            t.write(wire.frame(item[0]))
-            return
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(item)
 
 
 @dataclass
@@ -146,6 +81,7 @@ class Hub:
         self.database_url = database_url
         self.rooms: dict[int, Room] = {}
         self.pool: AsyncConnectionPool[Any] | None = None
+        self.prober: Prober | None = None
         self.counters = Counters()
         self._due: set[int] = set()
         self._wake = asyncio.Event()
@@ -170,6 +106,8 @@ class Hub:
             reconnect_timeout=5.0,
         )
         await self.pool.open(wait=False)
+        # Leave a connection for delivery reads while joins are checked.
+        self.prober = Prober(self.pool, parallel=max(1, self.settings.pool_size - 1))
         self._tasks = [
             asyncio.create_task(self._listen(), name="realtime-listen"),
             asyncio.create_task(self._deliver_loop(), name="realtime-deliver"),
@@ -186,6 +124,12 @@ class Hub:
         self._tasks = []
         if self.pool is not None:
             await self.pool.close()
+
+    async def may_receive(self, principal: Principal, topic: str) -> bool:
+        """The receive check of a join (batched with concurrent ones)."""
+        if self.prober is None:
+            raise RuntimeError("the realtime hub is not started")
+        return await self.prober.may_receive(principal, topic)
 
     @property
     def db(self) -> AsyncConnectionPool[Any]:

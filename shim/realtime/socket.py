@@ -28,7 +28,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from shim.realtime import authorize, protocol, topics, wire
 from shim.realtime.authorize import DenyCache, Principal, ProbeError
 from shim.realtime.channel import Channel, unauthorized
-from shim.realtime.hub import Hub, Sink
+from shim.realtime.hub import Hub
+from shim.realtime.sink import Sink
 
 log = logging.getLogger("eventlive.realtime")
 
@@ -276,7 +277,7 @@ class Connection:
             return unauthorized(topic)
         self.hub.counters.probes += 1
         try:
-            allowed = await authorize.may_receive(self.hub.db, principal, topic.name)
+            allowed = await self.hub.may_receive(principal, topic.name)
         except ProbeError:
             return UNAVAILABLE
         if not allowed:
@@ -394,7 +395,7 @@ class Connection:
             principal = await self.verify(token)
             if principal.expires is None or principal.expires <= time.time():
                 raise TokenRejectedError("Token has expired")
-            allowed = await authorize.may_receive(self.hub.db, principal, ch.topic.name)
+            allowed = await self.hub.may_receive(principal, ch.topic.name)
         except TokenRejectedError as exc:
             self.shutdown(ch, f"InvalidJWTToken: {exc}", reason="token_invalid")
             return

@@ -33,8 +33,9 @@ from starlette.responses import Response, StreamingResponse
 
 from shim.realtime import authorize, topics
 from shim.realtime.answers import RefusedError, bearer, error
-from shim.realtime.hub import SSE, Sink, sse_event
+from shim.realtime.hub import SSE, sse_event
 from shim.realtime.settings import HubSettings
+from shim.realtime.sink import Sink
 from shim.realtime.socket import TokenRejectedError
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ async def events(request: Request, rt: Realtime) -> Response:
         chosen = _topics(request, wid, principal.sub)
         after = _last_event_id(request)
         for topic in chosen:
-            if not await authorize.may_receive(rt.hub.db, principal, topic.name):
+            if not await rt.hub.may_receive(principal, topic.name):
                 message = f"You may not receive {topic.name}"
                 raise RefusedError(403, "PT403", message, "not_allowed")
         room = await rt.hub.room(wid)
