@@ -26,99 +26,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing as mp
 import random
-import re
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 
+from bench import rawws
 from bench.env import REPO, SECRET, Ranges, World, mint, uid
 from shim.pg.ports import free_port
 
 WEBINAR = 777_001
 HOST_INDEX = 9_000_001
 VIEWER_START = 8_000_001
-SEQ = re.compile(r'"seq": ?(\d+)')
-SENT_AT = re.compile(r'"body": ?"t=([0-9.]+)')
 
 
 # -- subscriber processes ---------------------------------------------------------------------
 
 
-@dataclass
-class Sub:
-    index: int
-    token: str
-    seqs: list[int] = field(default_factory=list)
-    lat: list[float] = field(default_factory=list)
-    joined: bool = False
-    refused: str | None = None
-    conn: Any = None
-    task: Any = None
-
-
-async def _join(url: str, sub: Sub, topic: str) -> None:
-    from websockets.asyncio.client import connect  # noqa: PLC0415 - only in subscriber processes
-
-    sub.conn = await connect(
-        url, compression=None, max_size=2**22, open_timeout=60, ping_interval=None
-    )
-    join = json.dumps(
-        [
-            "1",
-            "1",
-            topic,
-            "phx_join",
-            {
-                "config": {
-                    "broadcast": {"ack": False, "self": False},
-                    "presence": {"enabled": False},
-                    "private": True,
-                },
-                "access_token": sub.token,
-            },
-        ]
-    )
-    await sub.conn.send(join)
-    while True:
-        raw = await sub.conn.recv()
-        if '"phx_reply"' in raw:
-            data = json.loads(raw)
-            if data[4]["status"] == "ok":
-                sub.joined = True
-            else:
-                sub.refused = data[4]["response"].get("reason", "?")
-            return
-
-
-async def _read(sub: Sub) -> None:
-    from websockets.exceptions import ConnectionClosed  # noqa: PLC0415
-
-    try:
-        async for raw in sub.conn:
-            if '"broadcast"' not in raw:
-                continue
-            now = time.time()
-            m = SEQ.search(raw)
-            t = SENT_AT.search(raw)
-            if m:
-                sub.seqs.append(int(m.group(1)))
-            if t:
-                sub.lat.append(now - float(t.group(1)))
-    except ConnectionClosed:
-        return
-
-
-async def _catch_up(base: str, sub: Sub, after: int, client: httpx.AsyncClient) -> list[int]:
+async def _catch_up(base: str, sub: rawws.Sub, after: int, client: httpx.AsyncClient) -> list[int]:
     got: list[int] = []
     while True:
         r = await client.get(
@@ -143,14 +75,13 @@ def _subscriber_main(base: str, tokens: list[tuple[int, str]], cmd: Any, out: An
 async def _subscriber(base: str, tokens: list[tuple[int, str]], cmd: Any, out: Any) -> None:
     url = base.replace("http://", "ws://") + "/realtime/v1/websocket?vsn=2.0.0"
     topic = f"realtime:webinar:{WEBINAR}:chat"
-    subs = [Sub(i, t) for i, t in tokens]
+    subs = [rawws.Sub(i, t) for i, t in tokens]
     loop = asyncio.get_running_loop()
     sem = asyncio.Semaphore(200)
 
-    async def join(sub: Sub) -> None:
+    async def join(sub: rawws.Sub) -> None:
         async with sem:
-            await _join(url, sub, topic)
-        sub.task = asyncio.create_task(_read(sub))
+            await rawws.join(url, sub, topic)
 
     t0 = time.monotonic()
     await asyncio.gather(*(join(s) for s in subs), return_exceptions=True)
@@ -174,13 +105,13 @@ async def _subscriber(base: str, tokens: list[tuple[int, str]], cmd: Any, out: A
             out.send(await _storm(base, url, topic, subs, msg["window"]))
         elif msg["op"] == "stop":
             for s in subs:
-                with contextlib.suppress(Exception):
-                    await s.conn.close()
+                if s.proto is not None:
+                    s.proto.close()
             out.send({"ok": True})
             return
 
 
-def _summary(subs: list[Sub], sent: list[int]) -> dict[str, Any]:
+def _summary(subs: list[rawws.Sub], sent: list[int]) -> dict[str, Any]:
     complete = sum(1 for s in subs if s.seqs == sent)
     out_of_order = sum(1 for s in subs if s.seqs != sorted(s.seqs))
     missing = sum(len(set(sent) - set(s.seqs)) for s in subs)
@@ -194,28 +125,27 @@ def _summary(subs: list[Sub], sent: list[int]) -> dict[str, Any]:
     }
 
 
-async def _storm(base: str, url: str, topic: str, subs: list[Sub], window: float) -> dict[str, Any]:
+async def _storm(
+    base: str, url: str, topic: str, subs: list[rawws.Sub], window: float
+) -> dict[str, Any]:
     """Drop every socket and rejoin at a random moment within ``window`` s; catch up."""
     for s in subs:
         s.seqs.clear()
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=50)) as client:
 
-        async def cycle(sub: Sub) -> tuple[bool, int, str | None]:
+        async def cycle(sub: rawws.Sub) -> tuple[bool, int, str | None]:
             await asyncio.sleep(random.uniform(0, window))  # noqa: S311 - load timing
             before = sub.seqs[-1] if sub.seqs else 0
-            with contextlib.suppress(Exception):
-                await sub.conn.close()
-            if sub.task:
-                with contextlib.suppress(Exception):
-                    await sub.task
+            if sub.proto is not None:
+                sub.proto.close()
+                await sub.proto.closed
             sub.joined, sub.refused = False, None
             try:
-                await _join(url, sub, topic)
+                await rawws.join(url, sub, topic)
             except Exception as exc:  # noqa: BLE001 - counted as a failed rejoin
                 return False, 0, repr(exc)[:100]
             if not sub.joined:
                 return False, 0, sub.refused
-            sub.task = asyncio.create_task(_read(sub))
             caught = await _catch_up(base, sub, before, client)
             sub.seqs = sorted(set(sub.seqs) | set(caught))
             return True, len(caught), None
