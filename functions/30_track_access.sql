@@ -137,6 +137,15 @@ begin
         perform eventlive.record_presence_minute(v_webinar.id, v_now);
     end if;
 
+    -- The superseded device is told at once, on its user topic (last: publish holds the
+    -- webinar's room seq lock to commit).
+    if v_previous is not null then
+        perform eventlive.publish(
+            v_webinar.id, 'user:' || v_uid, 'session_superseded',
+            pg_catalog.jsonb_build_object('session_id', v_previous, 'superseded_by', v_session)
+        );
+    end if;
+
     return pg_catalog.jsonb_build_object(
         'session_id', v_session,
         'registered', true,

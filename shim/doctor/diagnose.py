@@ -30,6 +30,7 @@ from psycopg.rows import TupleRow
 from shim import migrate as mig
 from shim.doctor.checks import CHECKS, Finding, Scope, run_checks
 from shim.migrate import history
+from shim.migrate.apply import describe_database
 
 __all__ = ["DoctorError", "Finding", "Report", "diagnose"]
 
@@ -132,7 +133,7 @@ def diagnose(
     scope = Scope(tuple(dict.fromkeys(schemas)), tuple(dict.fromkeys(api_schemas)))
     notes: list[str] = []
     with _connect(conninfo) as conn:
-        database = _describe(conn)
+        database = describe_database(conn)
         rows = conn.execute(
             "select s from unnest(%s::text[]) as s"
             " where pg_catalog.to_regnamespace(pg_catalog.quote_ident(s)) is null",
@@ -184,12 +185,3 @@ def _connect(conninfo: str) -> psycopg.Connection[TupleRow]:
         conn.close()
         raise
     return conn
-
-
-def _describe(conn: psycopg.Connection[TupleRow]) -> str:
-    info = conn.info
-    major, minor = divmod(info.server_version, 10000)
-    return (
-        f"database {info.dbname} on {info.host}:{info.port} as {info.user} "
-        f"(PostgreSQL {major}.{minor})"
-    )

@@ -10,6 +10,7 @@ with the request id, the client gets the id and a generic sentence, never SQL.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 import psycopg
@@ -113,6 +114,8 @@ def from_database(
         return unavailable(
             "PGRST000", "Could not connect with the database", retry_after, "database_down"
         )
+    if sqlstate == "PGRST":
+        return _raised_pgrst(diag.message_primary, diag.message_detail, request_id)
     status = status_for_sqlstate(sqlstate, anonymous)
     deliberate = sqlstate.startswith("PT")  # a function chose this status and message
     if status == 503 and not deliberate:
@@ -137,5 +140,46 @@ def from_database(
         details=diag.message_detail or None,
         hint=diag.message_hint or None,
         headers=headers,
+        reason="database",
+    )
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
+
+
+def _raised_pgrst(message: str | None, detail: str | None, request_id: str) -> ApiError:
+    """PostgREST's ``RAISE SQLSTATE 'PGRST'``: ``message`` is the JSON body
+    (code, message, details, hint), ``detail`` the JSON ``{"status", "headers"}`` of the
+    response (e.g. 429 with ``Retry-After``). Anything unreadable is an internal error,
+    as PostgREST answers PGRST121 rather than guess."""
+    try:
+        body = json.loads(message or "")
+        meta = json.loads(detail or "")
+        status = meta["status"]
+        headers = meta.get("headers") or {}
+        fields = [body.get(k) for k in ("code", "message", "details", "hint")]
+        valid = (
+            type(status) is int
+            and 400 <= status <= 599
+            and isinstance(headers, dict)
+            and all(
+                _HEADER_NAME.match(str(k)) and isinstance(v, str) and v.isprintable()
+                for k, v in headers.items()
+            )
+            and all(f is None or isinstance(f, str) for f in fields)
+            and isinstance(body.get("message"), str)
+        )
+    except (ValueError, TypeError, KeyError, AttributeError):
+        valid = False
+    if not valid:
+        return internal(request_id)
+    code, text, details, hint = fields
+    return ApiError(
+        status,
+        code or "PGRST",
+        text,
+        details=details,
+        hint=hint,
+        headers=dict(headers),
         reason="database",
     )

@@ -173,7 +173,7 @@ def migrate(
     started = time.monotonic()
     applied: list[AppliedFile] = []
     with _locked(conninfo, lock_timeout, say) as (conn, waited):
-        say(f"migrating {_describe(conn)} from {src.root}")
+        say(f"migrating {describe_database(conn)} from {src.root}")
         history.ensure(conn)
         assessment = assess(conn, src)
         _refuse_errors(assessment)
@@ -291,7 +291,8 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
-def _describe(conn: psycopg.Connection[TupleRow]) -> str:
+def describe_database(conn: psycopg.Connection[TupleRow]) -> str:
+    """``database D on H:P as U (PostgreSQL X.Y)``: what a command is talking to."""
     info = conn.info
     major, minor = divmod(info.server_version, 10000)
     return (

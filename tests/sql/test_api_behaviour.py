@@ -111,7 +111,7 @@ def world(admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> W
 
 
 OK = None
-VOID_FUNCTIONS = {"presence_ping", "presence_leave", "set_staff", "remove_staff"}  # 204
+VOID_FUNCTIONS = {"presence_ping", "presence_leave", "set_staff", "remove_staff", "chat_unban"}  # 204
 
 # (function, arguments, actor, expected SQLSTATE or OK, HTTP status, reason in details)
 # Actors: a World attribute, "anon", "no_sub" (authenticated role, no sub claim), "service".
@@ -224,6 +224,52 @@ CASES: list[tuple[str, dict[str, Any], str, str | None, int, str | None]] = [
     ("register", {"webinar_id": AUTO, "user_id": "stranger"}, "service", OK, 200, None),
     ("register", {"webinar_id": AUTO}, "service", "22023", 400, "user_id_required"),
     ("register", {"webinar_id": AUTO, "user_id": "nobody"}, "service", "PT404", 404, "user_not_found"),
+    # chat and Q&A (the order of checks, 429 and the rest: tests/sql/test_chat.py, test_questions.py)
+    ("chat_send", {"webinar_id": AUTO, "body": "hi"}, "anon", "42501", 401, None),
+    ("chat_send", {"webinar_id": UNKNOWN, "body": "hi"}, "no_sub", "PT401", 401, "not_authenticated"),
+    ("chat_send", {"webinar_id": UNKNOWN, "body": "hi"}, "viewer", "PT404", 404, "webinar_not_found"),
+    ("chat_send", {"webinar_id": ENDED, "body": "hi"}, "stranger", "PT403", 403, "webinar_closed"),
+    ("chat_send", {"webinar_id": AUTO, "body": "hi"}, "stranger", "PT403", 403, "not_registered"),
+    ("chat_send", {"webinar_id": AUTO, "body": "hi"}, "viewer", OK, 200, None),
+    ("chat_send", {"webinar_id": AUTO, "body": "hi"}, "staff", OK, 200, None),
+    ("chat_send", {"webinar_id": AUTO, "body": " \n"}, "viewer", "22023", 400, "empty_message"),
+    ("chat_send", {"webinar_id": AUTO, "body": "x" * 501}, "viewer", "22023", 400, "message_too_long"),
+    ("chat_since", {"webinar_id": AUTO}, "anon", "42501", 401, None),
+    ("chat_since", {"webinar_id": AUTO}, "no_sub", "PT401", 401, "not_authenticated"),
+    ("chat_since", {"webinar_id": AUTO}, "viewer", OK, 200, None),
+    ("chat_since", {"webinar_id": AUTO}, "service", OK, 200, None),
+    ("chat_since", {"webinar_id": AUTO}, "stranger", "PT403", 403, "not_registered"),
+    ("chat_since", {"webinar_id": AUTO, "max_rows": 0}, "viewer", "22023", 400, "invalid_max_rows"),
+    ("chat_since", {"webinar_id": AUTO, "after_seq": -1}, "viewer", "22023", 400, "invalid_after_seq"),
+    ("chat_moderate", {"message_id": 1, "action": "hide"}, "no_sub", "PT401", 401, "not_authenticated"),
+    ("chat_moderate", {"message_id": 1, "action": "mute"}, "staff", "22023", 400, "invalid_action"),
+    ("chat_moderate", {"message_id": 999999, "action": "hide"}, "staff", "PT404", 404, "message_not_found"),
+    ("chat_ban", {"webinar_id": AUTO, "user_id": "viewer"}, "staff", OK, 200, None),
+    ("chat_ban", {"webinar_id": AUTO, "user_id": "viewer"}, "service", OK, 200, None),
+    ("chat_ban", {"webinar_id": AUTO, "user_id": "stranger"}, "viewer", "PT403", 403, "not_staff"),
+    ("chat_ban", {"webinar_id": AUTO, "user_id": "viewer", "minutes": 0}, "staff", "22023", 400, "invalid_minutes"),
+    ("chat_ban", {"webinar_id": AUTO, "user_id": "nobody"}, "staff", "PT404", 404, "user_not_found"),
+    ("chat_ban", {"webinar_id": AUTO, "user_id": "staff"}, "staff", "22023", 400, "cannot_ban_staff"),
+    ("chat_unban", {"webinar_id": AUTO, "user_id": "viewer"}, "staff", OK, 204, None),
+    ("chat_unban", {"webinar_id": AUTO, "user_id": "viewer"}, "viewer", "PT403", 403, "not_staff"),
+    ("room_settings", {"webinar_id": AUTO}, "staff", OK, 200, None),
+    ("room_settings", {"webinar_id": AUTO}, "viewer", "PT403", 403, "not_staff"),
+    ("room_settings", {"webinar_id": UNKNOWN}, "staff", "PT404", 404, "webinar_not_found"),
+    ("room_settings", {"webinar_id": AUTO, "slow_mode_seconds": 5000}, "staff", "22023", 400, "invalid_slow_mode_seconds"),
+    ("room_settings", {"webinar_id": AUTO, "max_message_chars": 5000}, "staff", "22023", 400, "invalid_max_message_chars"),
+    ("question_ask", {"webinar_id": AUTO, "body": "why?"}, "anon", "42501", 401, None),
+    ("question_ask", {"webinar_id": AUTO, "body": "why?"}, "viewer", OK, 200, None),
+    ("question_ask", {"webinar_id": AUTO, "body": "why?"}, "stranger", "PT403", 403, "not_registered"),
+    ("question_ask", {"webinar_id": ENDED, "body": "why?"}, "viewer", "PT403", 403, "webinar_closed"),
+    ("question_ask", {"webinar_id": AUTO, "body": ""}, "viewer", "22023", 400, "empty_message"),
+    ("question_vote", {"question_id": 999999}, "no_sub", "PT401", 401, "not_authenticated"),
+    ("question_vote", {"question_id": 999999}, "viewer", "PT404", 404, "question_not_found"),
+    ("questions", {"webinar_id": AUTO}, "viewer", OK, 200, None),
+    ("questions", {"webinar_id": AUTO}, "stranger", "PT403", 403, "not_registered"),
+    ("questions", {"webinar_id": UNKNOWN}, "viewer", "PT404", 404, "webinar_not_found"),
+    ("question_answer", {"question_id": 999999, "status": "open"}, "staff", "PT404", 404, "question_not_found"),
+    ("question_answer", {"question_id": 999999, "status": "closed"}, "staff", "22023", 400, "invalid_status"),
+    ("question_answer", {"question_id": 999999, "status": "open"}, "no_sub", "PT401", 401, "not_authenticated"),
 ]
 # fmt: on
 
@@ -317,6 +363,16 @@ def test_the_behaviour_table_covers_every_function_of_the_api() -> None:
         "set_staff",
         "remove_staff",
         "register",
+        "chat_send",
+        "chat_since",
+        "chat_moderate",
+        "chat_ban",
+        "chat_unban",
+        "room_settings",
+        "question_ask",
+        "question_vote",
+        "questions",
+        "question_answer",
     }
 
 

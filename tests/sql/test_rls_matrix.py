@@ -46,6 +46,7 @@ class World:
     staff_b: str  # host of B and B_DRAFT
     nobody: str  # a user with no rows anywhere (and no profile)
     sessions: dict[str, str] = field(default_factory=dict)  # name -> session id
+    items: dict[str, int] = field(default_factory=dict)  # name -> chat message / question id
 
 
 def _track(db: psycopg.Connection[Any], user: str, webinar: int) -> str:
@@ -53,6 +54,13 @@ def _track(db: psycopg.Connection[Any], user: str, webinar: int) -> str:
         row = c.execute("select api.track_access(webinar_id => %s)", (webinar,)).fetchone()
     assert row is not None
     return str(row[0]["session_id"])
+
+
+def _api(db: psycopg.Connection[Any], user: str, call: str, args: tuple[Any, ...]) -> Any:
+    with act_as(db, user, commit=True) as c:
+        row = c.execute(f"select api.{call}", args).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def build_world(admin: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> World:
@@ -88,9 +96,22 @@ def build_world(admin: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> 
         " values ('webinar:101:chat', 'broadcast', 'message', '{}', true),"
         " ('webinar:102:chat', 'broadcast', 'message', '{}', true)"
     )
-    # The live room's log and counters: one event in A, one in B (B_DRAFT has none).
-    for wid in (A, B):
-        admin.execute("select eventlive.publish(%s, 'chat', 'message', '{}')", (wid,))
+    # The live room: messages, questions, votes and bans in A and B, through the api
+    # (which also fills the room log and counters); B_DRAFT has none, and no settings row,
+    # so that an insert of one is valid.
+    for name, who, wid in (
+        ("msg_a", w.viewer, A),
+        ("msg_a_peer", w.peer, A),
+        ("msg_b", w.outsider, B),
+    ):
+        w.items[name] = _api(db, who, "chat_send(%s, %s)", (wid, f"hello from {name}"))["id"]
+    for name, who, wid in (("q_a", w.viewer, A), ("q_b", w.outsider, B)):
+        w.items[name] = _api(db, who, "question_ask(%s, %s)", (wid, f"why, {name}?"))["id"]
+    _api(db, w.peer, "question_vote(%s)", (w.items["q_a"],))
+    _api(db, w.outsider, "question_vote(%s)", (w.items["q_b"],))
+    _api(db, w.staff_a, "chat_ban(%s, %s)", (A, w.lurker))
+    _api(db, w.staff_b, "chat_ban(%s, %s)", (B, w.lurker))
+    admin.execute("delete from eventlive.room_settings where webinar_id = %s", (B_DRAFT,))
     return w
 
 
@@ -258,6 +279,49 @@ TABLES: dict[str, TableSpec] = {
             for wid in (A, B)
         ],
         update_set='payload = \'{"body": "pwned"}\'',
+    ),
+    "eventlive.room_settings": TableSpec(
+        visible=_staffed,
+        inserts=lambda a, w, rows: [{"webinar_id": B_DRAFT, "chat_enabled": False}],
+        update_set="chat_enabled = not t.chat_enabled",
+    ),
+    "eventlive.chat_messages": TableSpec(
+        visible=_own_or_staffed,
+        inserts=lambda a, w, rows: [
+            {
+                "webinar_id": B,
+                "user_id": _me(a, w),
+                "body": "forged",
+                "status": "visible",
+                "seq": 999,
+            },
+            {"webinar_id": A, "user_id": w.peer, "body": "forged", "status": "visible", "seq": 998},
+        ],
+        update_set="body = 'pwned'",
+    ),
+    "eventlive.questions": TableSpec(
+        visible=_own_or_staffed,
+        inserts=lambda a, w, rows: [
+            {"webinar_id": B, "user_id": _me(a, w), "body": "forged?", "seq": 997},
+            {"webinar_id": A, "user_id": w.peer, "body": "forged?", "seq": 996},
+        ],
+        update_set="votes = t.votes + 1000",
+    ),
+    "eventlive.question_votes": TableSpec(
+        visible=_own_or_staffed,
+        inserts=lambda a, w, rows: [
+            {"question_id": w.items["q_b"], "user_id": _me(a, w), "webinar_id": B},
+            {"question_id": w.items["q_a"], "user_id": w.nobody, "webinar_id": A},
+        ],
+        update_set="created_at = t.created_at - interval '1 day'",
+    ),
+    "eventlive.chat_bans": TableSpec(
+        visible=_own_or_staffed,
+        inserts=lambda a, w, rows: [
+            {"webinar_id": B, "user_id": _me(a, w)},
+            {"webinar_id": A, "user_id": w.peer},
+        ],
+        update_set="until = now() - interval '1 second'",
     ),
     "realtime.messages": TableSpec(
         # Receiving is decided per topic with realtime.topic set (tests/sql/test_realtime_policies.py);

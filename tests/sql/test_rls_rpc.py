@@ -81,6 +81,7 @@ def _a(  # noqa: PLR0917 - one table row per attack reads best positionally
 
 
 NOT_STAFF = ("PT403", "not_staff")
+NOT_REGISTERED = ("PT403", "not_registered")
 INVALID_SESSION = ("22023", "invalid_session_id")
 FORGER = "viewer_forging_service_role"
 NO_SUB = "no_sub_forging_service_role"
@@ -139,6 +140,46 @@ ATTACKS: list[RpcAttack] = [
     _a("upsert_webinar", STAFF, {"webinar_id": B, "title": "pwned"}, (DENIED, None)),
     _a("upsert_webinar", FORGER, {"webinar_id": A, "title": "pwned"}, (DENIED, None)),
     _a("upsert_webinar", STAFF_FORGER, {"webinar_id": B, "title": "pwned", "state": "ended"}, (DENIED, None)),
+    # the live room: viewers and staff of A reaching into B, viewers into staff functions
+    # (%name: a chat message or question of World.items). No NO_SUB attack on the writes
+    # that check for a user before anything else: no sabotage could make those pass.
+    _a("chat_send", "viewer", {"webinar_id": B, "body": "pwned"}, NOT_REGISTERED),
+    _a("chat_send", STAFF, {"webinar_id": B, "body": "pwned"}, NOT_REGISTERED),
+    _a("chat_send", FORGER, {"webinar_id": B, "body": "pwned"}, NOT_REGISTERED),
+    _a("chat_since", "viewer", {"webinar_id": B}, NOT_REGISTERED),
+    _a("chat_since", STAFF, {"webinar_id": B}, NOT_REGISTERED),
+    _a("chat_since", FORGER, {"webinar_id": B}, NOT_REGISTERED),
+    _a("chat_since", NO_SUB, {"webinar_id": B}, ("PT401", "not_authenticated")),
+    _a("chat_moderate", "viewer", {"message_id": "%msg_a_peer", "action": "hide"}, NOT_STAFF),
+    _a("chat_moderate", STAFF, {"message_id": "%msg_b", "action": "delete"}, NOT_STAFF),
+    _a("chat_moderate", FORGER, {"message_id": "%msg_b", "action": "hide"}, NOT_STAFF),
+    _a("chat_moderate", STAFF_FORGER, {"message_id": "%msg_b", "action": "hide"}, NOT_STAFF),
+    _a("chat_moderate", NO_SUB, {"message_id": "%msg_b", "action": "hide"}, ("PT401", "not_authenticated")),
+    _a("chat_ban", "viewer", {"webinar_id": A, "user_id": "@peer"}, NOT_STAFF),
+    _a("chat_ban", STAFF, {"webinar_id": B, "user_id": "@outsider"}, NOT_STAFF),
+    _a("chat_ban", FORGER, {"webinar_id": B, "user_id": "@outsider"}, NOT_STAFF),
+    _a("chat_ban", STAFF_FORGER, {"webinar_id": B, "user_id": "@outsider"}, NOT_STAFF),
+    _a("chat_unban", "viewer", {"webinar_id": A, "user_id": "@lurker"}, NOT_STAFF),
+    _a("chat_unban", STAFF, {"webinar_id": B, "user_id": "@lurker"}, NOT_STAFF),
+    _a("chat_unban", FORGER, {"webinar_id": B, "user_id": "@lurker"}, NOT_STAFF),
+    _a("room_settings", "viewer", {"webinar_id": A, "chat_enabled": False}, NOT_STAFF),
+    _a("room_settings", STAFF, {"webinar_id": B, "chat_enabled": False}, NOT_STAFF),
+    _a("room_settings", FORGER, {"webinar_id": B, "chat_enabled": False}, NOT_STAFF),
+    _a("room_settings", STAFF_FORGER, {"webinar_id": B, "hold_for_review": True}, NOT_STAFF),
+    _a("question_ask", "viewer", {"webinar_id": B, "body": "pwned?"}, NOT_REGISTERED),
+    _a("question_ask", STAFF, {"webinar_id": B, "body": "pwned?"}, NOT_REGISTERED),
+    _a("question_ask", FORGER, {"webinar_id": B, "body": "pwned?"}, NOT_REGISTERED),
+    _a("question_vote", "viewer", {"question_id": "%q_b"}, NOT_REGISTERED),
+    _a("question_vote", STAFF, {"question_id": "%q_b"}, NOT_REGISTERED),
+    _a("question_vote", FORGER, {"question_id": "%q_b"}, NOT_REGISTERED),
+    _a("questions", "viewer", {"webinar_id": B}, NOT_REGISTERED),
+    _a("questions", STAFF, {"webinar_id": B}, NOT_REGISTERED),
+    _a("questions", FORGER, {"webinar_id": B}, NOT_REGISTERED),
+    _a("questions", NO_SUB, {"webinar_id": B}, ("PT401", "not_authenticated")),
+    _a("question_answer", "viewer", {"question_id": "%q_a", "status": "dismissed"}, NOT_STAFF),
+    _a("question_answer", STAFF, {"question_id": "%q_b", "status": "dismissed"}, NOT_STAFF),
+    _a("question_answer", FORGER, {"question_id": "%q_b", "status": "answered", "answer": "pwned"}, NOT_STAFF),
+    _a("question_answer", NO_SUB, {"question_id": "%q_b", "status": "dismissed"}, ("PT401", "not_authenticated")),
 ]
 # fmt: on
 
@@ -149,6 +190,8 @@ def resolve(w: World, args: dict[str, Any]) -> dict[str, Any]:
             return getattr(w, v[1:])
         if isinstance(v, str) and v.startswith("#"):
             return w.sessions[v[1:]]
+        if isinstance(v, str) and v.startswith("%"):
+            return w.items[v[1:]]
         if isinstance(v, list):
             return [one(x) for x in v]
         return v
@@ -326,6 +369,16 @@ SABOTAGE = [
     ("api.profiles_batch(uuid[])", r"or pr\.user_id = v_uid", "or true"),
     ("api.register(bigint,uuid)", r"elsif v_target = v_uid then", "elsif true then"),
     ("eventlive.is_service_role()", r"pg_catalog\.current_setting\('role', true\)", "auth.role()"),
+    (
+        "eventlive.room_role_is_staff(bigint,uuid)",
+        r"raise exception using errcode = 'PT403'[^;]+detail = 'not_registered';",
+        "return false;",
+    ),
+    (
+        "api.room_settings(bigint,boolean,boolean,integer,boolean,integer)",
+        r"and s\.user_id = auth\.uid\(\) and s\.role = 'host'",
+        "",
+    ),
 ]
 
 

@@ -175,6 +175,19 @@ def test_no_api_function_is_executable_by_public(admin_conn: psycopg.Connection[
         ),
         ("api.set_staff(bigint, uuid, text)", {"service_role"}),
         ("api.remove_staff(bigint, uuid)", {"service_role"}),
+        ("api.chat_send(bigint, text, uuid)", {"authenticated"}),
+        ("api.chat_since(bigint, bigint, integer)", {"authenticated", "service_role"}),
+        ("api.chat_moderate(bigint, text)", {"authenticated", "service_role"}),
+        ("api.chat_ban(bigint, uuid, integer)", {"authenticated", "service_role"}),
+        ("api.chat_unban(bigint, uuid)", {"authenticated", "service_role"}),
+        (
+            "api.room_settings(bigint, boolean, boolean, integer, boolean, integer)",
+            {"authenticated", "service_role"},
+        ),
+        ("api.question_ask(bigint, text, uuid, boolean)", {"authenticated"}),
+        ("api.question_vote(bigint, boolean)", {"authenticated"}),
+        ("api.questions(bigint, bigint, integer)", {"authenticated", "service_role"}),
+        ("api.question_answer(bigint, text, text)", {"authenticated", "service_role"}),
     ],
 )
 def test_each_api_function_is_executable_by_exactly_the_roles_that_need_it(
