@@ -79,6 +79,8 @@ class RawWs(asyncio.Protocol):
             del buf[: head + n]
             if op == 1:
                 self._text(payload)
+            elif op == 9:  # the server's keep-alive ping (uvicorn: every 20 s): pong
+                self._send(0x8A, payload)
 
     def _text(self, raw: bytes) -> None:
         if b'"broadcast"' in raw:
@@ -100,10 +102,12 @@ class RawWs(asyncio.Protocol):
                 fut.set_exception(ConnectionError("closed"))
 
     def send_text(self, text: str) -> None:
-        data = text.encode()
+        self._send(0x81, text.encode())
+
+    def _send(self, first: int, data: bytes) -> None:
         mask = os.urandom(4)
         n = len(data)
-        head = bytes([0x81, 0x80 | n]) if n < 126 else bytes([0x81, 0xFE]) + n.to_bytes(2)
+        head = bytes([first, 0x80 | n]) if n < 126 else bytes([first, 0xFE]) + n.to_bytes(2)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
         assert self.transport is not None
         self.transport.write(head + mask + masked)

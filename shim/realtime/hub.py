@@ -275,6 +275,9 @@ class Hub:
             except (psycopg.Error, OSError) as exc:
                 log.warning("realtime delivery: %s", exc)
                 await asyncio.sleep(0.5)
+            except Exception:  # the delivery loop must outlive any one bug
+                log.exception("realtime delivery failed; going on")
+                await asyncio.sleep(0.5)
 
     async def _safety_read(self) -> None:
         if not self.rooms:
