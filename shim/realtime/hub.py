@@ -252,6 +252,8 @@ class Hub:
                             self._wake.set()
             except psycopg.Error as exc:
                 log.debug("realtime listener: %s; retrying in %.1fs", exc, delay)
+            except Exception:  # the listener must outlive any one bug
+                log.exception("realtime listener failed; restarting")
             self.listening.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -345,6 +347,8 @@ class Hub:
                     await self._push_stats(room)
                 except (psycopg.Error, OSError) as exc:
                     log.warning("realtime stats for webinar %s: %s", room.webinar_id, exc)
+                except Exception:  # the stats loop must outlive any one bug
+                    log.exception("realtime stats for webinar %s failed", room.webinar_id)
 
     async def _push_stats(self, room: Room) -> None:
         assert self.pool is not None
