@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import random
 import sys
 import time
@@ -69,7 +70,9 @@ async def _catch_up(base: str, sub: rawws.Sub, after: int, client: httpx.AsyncCl
 
 
 def _subscriber_main(base: str, tokens: list[tuple[int, str]], cmd: Any, out: Any) -> None:
-    asyncio.run(_subscriber(base, tokens, cmd, out))
+    import uvloop  # noqa: PLC0415 - uvicorn[standard] ships it; only the subscribers need it
+
+    uvloop.run(_subscriber(base, tokens, cmd, out))
 
 
 async def _subscriber(base: str, tokens: list[tuple[int, str]], cmd: Any, out: Any) -> None:
@@ -296,6 +299,8 @@ async def _phase(
         "reads_per_event": round(reads / events, 3) if events else None,
         "safety_reads": after["safety_reads"] - before["safety_reads"],
         "laggards": after["laggards"] - before["laggards"],
+        # The machine is shared: the 1-minute load average says how shared it was.
+        "load_avg_1m": round(os.getloadavg()[0], 1),
     }
 
 
@@ -387,13 +392,13 @@ def _report(results: dict[str, Any]) -> str:
         "Phoenix 2.0.0 sockets, each joined to the private chat topic with its own token. "
         "One shim process (one uvicorn worker); subscribers in two client processes on the same 2 cores.",
         "",
-        "| subscribers | joined | got every seq in order | missing | p50 | p99 | max | events | delivery reads | reads/event | laggards |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| subscribers | joined | got every seq in order | missing | p50 | p99 | max | events | delivery reads | reads/event | laggards | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, r in results["sizes"].items():
         lines.append(
             f"| {n} | {r['joined']} | {r['complete']} | {r['missing']} | {r['p50_ms']} ms | {r['p99_ms']} ms | {r['max_ms']} ms | "
-            f"{r['events']} | {r['delivery_reads']} | {r['reads_per_event']} | {r['laggards']} |"
+            f"{r['events']} | {r['delivery_reads']} | {r['reads_per_event']} | {r['laggards']} | {r.get('load_avg_1m')} |"
         )
     storm = results.get("storm")
     if storm:
