@@ -1,5 +1,26 @@
 -- Helpers shared by the api functions and the RLS policies. Internal helpers get no
 -- grant: api functions are security definer and call them as their owner.
+--
+-- Every helper pins search_path (Supabase's linter, lint 0011, and `eventlive doctor`'s
+-- function-search-path): a function whose names resolve through the caller's path can
+-- be pointed at the caller's objects. The price: a function with its own settings is
+-- never inlined, so each use is a real call. As `language sql` such a call re-plans its
+-- body in every transaction: the heartbeat (three helper calls) fell to 0.70-0.79 of its
+-- inlined throughput (pgbench, 8 clients, 4 alternating rounds in one run). As plpgsql
+-- the body's plan is cached per session: 0.76-1.07, within this machine's noise. So the
+-- helpers are plpgsql. Callers compute a helper once into a variable, never in a
+-- condition evaluated per row (tests/doctor/test_splinter.py proves it from the plans).
+
+-- The clock. sql/0002_core_tables.sql created it (applied once); redefined here, pinned.
+create or replace function eventlive.now() returns timestamptz
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+    return pg_catalog.now();
+end
+$$;
+comment on function eventlive.now() is 'Current time for eventlive functions; the test kit may freeze it in a test database.';
 
 -- Entry is open while the host says scheduled or live and closes_at has not passed.
 -- opens_at does not gate entry: it is the advertised start, and the join storm arrives
@@ -7,9 +28,12 @@
 create or replace function eventlive.entry_open(
     state text, closes_at timestamptz, at timestamptz
 ) returns boolean
-language sql immutable
+language plpgsql immutable
+set search_path = ''
 as $$
-    select state in ('scheduled', 'live') and (closes_at is null or at < closes_at)
+begin
+    return state in ('scheduled', 'live') and (closes_at is null or at < closes_at);
+end
 $$;
 comment on function eventlive.entry_open(text, timestamptz, timestamptz) is
 'True when a webinar in this state, closing at closes_at, admits viewers at the given time.';
@@ -17,9 +41,12 @@ comment on function eventlive.entry_open(text, timestamptz, timestamptz) is
 -- The service role is recognised by the role the request switched to, not by a claim:
 -- any session may set request.jwt.claims, only members of service_role may set role.
 create or replace function eventlive.is_service_role() returns boolean
-language sql stable
+language plpgsql stable
+set search_path = ''
 as $$
-    select pg_catalog.current_setting('role', true) = 'service_role'
+begin
+    return pg_catalog.current_setting('role', true) = 'service_role';
+end
 $$;
 comment on function eventlive.is_service_role() is
 'True when the current request runs as service_role (set role, not a forgeable claim).';
@@ -41,9 +68,12 @@ grant execute on function eventlive.staff_webinar_ids() to authenticated;
 -- Presence window: a viewer counts as present when seen within 1.5 heartbeats
 -- (heartbeat + 50 % grace for jitter, the ping throttle and slow networks).
 create or replace function eventlive.presence_window(heartbeat_seconds integer) returns interval
-language sql immutable
+language plpgsql immutable
+set search_path = ''
 as $$
-    select pg_catalog.make_interval(secs => heartbeat_seconds * 1.5)
+begin
+    return pg_catalog.make_interval(secs => heartbeat_seconds * 1.5);
+end
 $$;
 comment on function eventlive.presence_window(integer) is
 'How long after its last heartbeat a viewer still counts as present: 1.5 heartbeats.';
@@ -52,9 +82,12 @@ comment on function eventlive.presence_window(integer) is
 -- last written one writes nothing. Normal clients ping once per heartbeat and always
 -- write; retry loops, duplicated tabs and reconnect storms cost a read, not a write.
 create or replace function eventlive.ping_throttle(heartbeat_seconds integer) returns interval
-language sql immutable
+language plpgsql immutable
+set search_path = ''
 as $$
-    select pg_catalog.make_interval(secs => heartbeat_seconds / 4.0)
+begin
+    return pg_catalog.make_interval(secs => heartbeat_seconds / 4.0);
+end
 $$;
 comment on function eventlive.ping_throttle(integer) is
 'A ping this soon after the last written heartbeat is not written: a quarter heartbeat.';

@@ -1,4 +1,4 @@
--- The live room's plumbing (DESIGN §7): publish an event, read events for the hub, and
+-- The live room's plumbing: publish an event, read events for the hub, and
 -- decide who may join a webinar's realtime topics (used by policies/realtime_messages.sql).
 
 -- Append one event to a webinar's room log and return its seq. Every chat and Q&A write
@@ -57,6 +57,7 @@ create or replace function eventlive.room_events_since(
 ) returns setof eventlive.room_events
 language sql
 stable
+set search_path = ''
 as $$
     select e.*
     from eventlive.room_events as e
@@ -74,6 +75,7 @@ create or replace function eventlive.room_last_seqs(webinar_ids bigint[])
 returns table (webinar_id bigint, last_seq bigint)
 language sql
 stable
+set search_path = ''
 as $$
     select s.webinar_id, s.last_seq
     from eventlive.room_sequences as s

@@ -13,6 +13,7 @@ as $$
 declare
     v_minute timestamptz := pg_catalog.date_trunc('minute', p_at);
     v_heartbeat integer;
+    v_since timestamptz;
 begin
     select w.heartbeat_seconds into v_heartbeat
     from eventlive.webinars as w
@@ -21,11 +22,13 @@ begin
     if not found then
         return;  -- sampled already, or another call is sampling right now
     end if;
+    -- Once, not per row: the helper is not inlined (it pins search_path).
+    v_since := p_at - eventlive.presence_window(v_heartbeat);
     insert into eventlive.presence_minutes as m (webinar_id, minute, viewers)
     select p_webinar_id, v_minute, pg_catalog.count(*)
     from eventlive.presence as p
     where p.webinar_id = p_webinar_id
-        and p.last_seen_at > p_at - eventlive.presence_window(v_heartbeat)
+        and p.last_seen_at > v_since
     on conflict (webinar_id, minute) do update set viewers = excluded.viewers;
     update eventlive.webinars as w set sampled_minute = v_minute where w.id = p_webinar_id;
 end

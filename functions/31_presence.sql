@@ -18,6 +18,7 @@ declare
     v_webinar record;
     v_current uuid;
     v_end_reason text;
+    v_written_before timestamptz;
 begin
     if v_uid is null then
         raise exception using errcode = 'PT401', message = 'Sign in to send heartbeats.',
@@ -41,12 +42,14 @@ begin
     -- A heartbeat lost in a crash is replaced by the next one: it need not wait for the
     -- WAL flush. Transaction-local, and this transaction writes nothing else.
     perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    -- Once, not per row: the helper is not inlined (it pins search_path).
+    v_written_before := v_now - eventlive.ping_throttle(v_webinar.heartbeat_seconds);
 
     update eventlive.presence as p set last_seen_at = v_now
     where p.webinar_id = v_webinar.id
         and p.user_id = v_uid
         and p.session_id = presence_ping.session_id
-        and p.last_seen_at < v_now - eventlive.ping_throttle(v_webinar.heartbeat_seconds)
+        and p.last_seen_at < v_written_before
         and exists (
             select from eventlive.registrations as r
             where r.webinar_id = p.webinar_id and r.user_id = p.user_id

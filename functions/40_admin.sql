@@ -19,6 +19,8 @@ as $$
 declare
     v_now timestamptz := eventlive.now();
     v_webinar eventlive.webinars := eventlive.require_staff(access_stats.webinar_id);
+    -- Once, not per row: the helper is not inlined (it pins search_path).
+    v_since timestamptz := v_now - eventlive.presence_window(v_webinar.heartbeat_seconds);
     v_result jsonb;
 begin
     select pg_catalog.jsonb_build_object(
@@ -35,7 +37,7 @@ begin
         select m.minute, m.viewers
         from eventlive.presence_minutes as m
         where m.webinar_id = v_webinar.id
-            and m.minute > v_now - eventlive.presence_window(v_webinar.heartbeat_seconds)
+            and m.minute > v_since
         order by m.minute desc
         limit 1
     ) as latest
@@ -84,6 +86,7 @@ as $$
 declare
     v_now timestamptz := eventlive.now();
     v_webinar eventlive.webinars := eventlive.require_staff(participants.webinar_id);
+    v_since timestamptz := v_now - eventlive.presence_window(v_webinar.heartbeat_seconds);
     v_result jsonb;
 begin
     if participants.max_rows is null or participants.max_rows not between 1 and 1000 then
@@ -114,7 +117,7 @@ begin
         left join eventlive.profiles as pr on pr.user_id = p.user_id
         where p.webinar_id = v_webinar.id
             and (participants.after is null or p.user_id > participants.after)
-            and p.last_seen_at > v_now - eventlive.presence_window(v_webinar.heartbeat_seconds)
+            and p.last_seen_at > v_since
         order by p.user_id
         limit participants.max_rows
     ) as page;

@@ -128,7 +128,10 @@ comment on function api.remove_staff(bigint, uuid) is
 grant execute on function api.remove_staff(bigint, uuid) to service_role;
 
 -- A viewer registers themself (user_id omitted, entry must be open: scheduled or
--- live); staff of the webinar or service_role register anyone, in any state.
+-- live); only service_role registers someone else, in any state. Staff may not:
+-- registering a stranger would let staff read that stranger's profile (profiles_batch).
+-- Whether a user id exists is told to service_role alone: anyone else naming another
+-- user is refused before auth.users is read.
 create or replace function api.register(webinar_id bigint, user_id uuid default null)
 returns jsonb
 language plpgsql
@@ -158,20 +161,15 @@ begin
     end if;
     if v_service then
         v_source := 'service';
-    elsif v_target = v_uid then
+    elsif v_target <> v_uid then
+        raise exception using errcode = 'PT403', message = 'Only service_role may register another user.',
+            detail = 'not_service_role';
+    else
         v_source := 'self';
         if not eventlive.entry_open(v_webinar.state, v_webinar.closes_at, eventlive.now()) then
             raise exception using errcode = 'PT403', message = 'This webinar is not open.',
                 detail = 'webinar_closed';
         end if;
-    elsif exists (
-        select from eventlive.webinar_staff as s
-        where s.webinar_id = v_webinar.id and s.user_id = v_uid
-    ) then
-        v_source := 'staff';
-    else
-        raise exception using errcode = 'PT403', message = 'Only the staff of this webinar may register others.',
-            detail = 'not_staff';
     end if;
     perform from auth.users as u where u.id = v_target for key share;
     if not found then
@@ -197,5 +195,5 @@ begin
 end
 $$;
 comment on function api.register(bigint, uuid) is
-'Registers a viewer, idempotently: yourself (user_id omitted; webinar scheduled or live), or anyone as the webinar''s staff or service_role. Returns webinar_id, user_id, registered, created, source, registered_at. Errors: 401 not_authenticated, 400 user_id_required, 404 webinar_not_found, 403 webinar_closed, 403 not_staff, 404 user_not_found.';
+'Registers a viewer, idempotently: yourself (user_id omitted; webinar scheduled or live), or anyone as service_role. Returns webinar_id, user_id, registered, created, source, registered_at. Errors: 401 not_authenticated, 400 user_id_required, 404 webinar_not_found, 403 webinar_closed, 403 not_service_role (another user_id, unless service_role), 404 user_not_found (service_role only).';
 grant execute on function api.register(bigint, uuid) to authenticated, service_role;

@@ -1,4 +1,4 @@
--- Live chat (DESIGN §4): send, read by cursor, moderate, ban, room settings. Security
+-- Live chat: send, read by cursor, moderate, ban, room settings. Security
 -- definer: viewers may not write the tables directly; these functions are the only way
 -- in, with their rules. Every change is published to the room log (functions/05_room.sql)
 -- as the last write of its transaction, so the seq lock is held only to commit.
@@ -81,6 +81,7 @@ create or replace function eventlive.retry_after(
 ) returns integer
 language sql
 immutable
+set search_path = ''
 as $$
     select greatest(
         case
@@ -203,6 +204,7 @@ comment on function eventlive.publish_message(eventlive.chat_messages) is
 create or replace function eventlive.chat_receipt(p_message eventlive.chat_messages) returns jsonb
 language sql
 immutable
+set search_path = ''
 as $$
     select pg_catalog.jsonb_build_object(
         'id', (p_message).id, 'seq', (p_message).seq, 'created_at', (p_message).created_at, 'status', (p_message).status
@@ -211,7 +213,7 @@ $$;
 comment on function eventlive.chat_receipt(eventlive.chat_messages) is
 'What chat_send answers: id, seq, created_at, status.';
 
--- Send a chat message. Checks in DESIGN §4's order: 401, 404 webinar_not_found,
+-- Send a chat message. Checks in this order: 401, 404 webinar_not_found,
 -- 403 webinar_closed, 403 not_registered, 403 chat_disabled / banned, then a replay of
 -- a stored client_msg_id returns the stored message, then 400 empty_message /
 -- message_too_long, then 429 rate_limited (5 per 30 s and the slow mode; staff exempt).

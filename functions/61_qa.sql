@@ -1,4 +1,4 @@
--- Q&A (DESIGN §4): ask, vote, read by cursor, answer. Same gate, bans, idempotency and
+-- Q&A: ask, vote, read by cursor, answer. Same gate, bans, idempotency and
 -- 429 as chat (functions/60_chat.sql, whose helpers these use); every change is
 -- published on the 'qa' channel as the last write of its transaction.
 

@@ -1,5 +1,5 @@
--- The one place that decides who receives and who sends on a webinar's realtime topics
--- (DESIGN §7). Supabase's Realtime (and our hub, the same way) authorizes a join by
+-- The one place that decides who receives and who sends on a webinar's realtime topics.
+-- Supabase's Realtime (and our hub, the same way) authorizes a join by
 -- probing this table inside a transaction it rolls back, as the joining role with its
 -- claims and realtime.topic set: a probe row it can select = may receive; a probe row
 -- it may insert = may send. So the same policies work on Supabase and on plain Postgres.

@@ -1,4 +1,4 @@
--- The live room's event log (DESIGN §7): every chat and Q&A write, every pushed notice,
+-- The live room's event log: every chat and Q&A write, every pushed notice,
 -- is one row here with a per-webinar seq that has no gaps and follows commit order, so a
 -- subscriber or a polling client that resumes "after seq N" never skips a row.
 -- Writers go through eventlive.publish (functions/01_room.sql); the realtime hub reads

@@ -1,4 +1,4 @@
--- Chat and Q&A (DESIGN §4): messages, questions, votes, bans and per-webinar room
+-- Chat and Q&A: messages, questions, votes, bans and per-webinar room
 -- settings. Written only by the api functions in functions/60_chat.sql and 61_qa.sql
 -- (security definer), which publish every change to the room log (sql/0004). Each
 -- table's seq column is the seq of the latest event about the row, so the polling

@@ -29,8 +29,14 @@ from psycopg.rows import TupleRow
 
 from shim import migrate as mig
 from shim.doctor.checks import CHECKS, Finding, Scope, run_checks
+from shim.doctor.plpgsql import PLPGSQL_CHECKS
+from shim.doctor.splinter import SPLINTER_CHECKS
 from shim.migrate import history
 from shim.migrate.apply import describe_database
+from shim.migrate.plpgsql_bodies import NOT_CHECKED, installed_schema
+
+# Our rules, the equivalents of Supabase's linter (splinter), plpgsql bodies.
+ALL_CHECKS = CHECKS + SPLINTER_CHECKS + PLPGSQL_CHECKS
 
 __all__ = ["DoctorError", "Finding", "Report", "diagnose"]
 
@@ -145,7 +151,9 @@ def diagnose(
                 f"schema(s) not found in {database}: {missing} "
                 "(name the schemas to check with --schema / --api-schema)"
             )
-        findings = run_checks(conn, scope)
+        findings = run_checks(conn, scope, ALL_CHECKS)
+        if installed_schema(conn) is None:
+            notes.append(NOT_CHECKED.replace("on this server", "in this database"))
         row = conn.execute("select pg_catalog.to_regclass(%s) is not null", (history.TABLE,))
         has_history = bool((row.fetchone() or (False,))[0])
     if has_history:
@@ -160,7 +168,7 @@ def diagnose(
 
 def check_ids() -> tuple[str, ...]:
     """Every finding id ``diagnose`` can report, in report order."""
-    return tuple(i for check in CHECKS for i in check.ids) + MIGRATION_IDS
+    return tuple(i for check in ALL_CHECKS for i in check.ids) + MIGRATION_IDS
 
 
 def _migration_findings(conninfo: str) -> list[Finding]:

@@ -190,6 +190,7 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise rejected("invalid", f"JWT invalid: {exc}") from None
         self._check_audience(payload)
+        self._check_issuer(payload)
         role = payload.get("role", self._s.anon_role)
         if not isinstance(role, str) or role not in self._roles:
             raise rejected("bad_role", "JWT role is not allowed")
@@ -211,3 +212,13 @@ class Authenticator:
         if aud == expected or (isinstance(aud, list) and expected in aud):
             return
         raise rejected("bad_audience", "JWT audience is not accepted")
+
+    def _check_issuer(self, payload: dict[str, Any]) -> None:
+        # Like aud: a token without iss passes; one with iss must name one of JWT_ISS.
+        allowed = self._s.jwt_iss
+        if not allowed or "iss" not in payload:
+            return
+        iss = payload["iss"]
+        if isinstance(iss, str) and iss in allowed:
+            return
+        raise rejected("bad_issuer", "JWT issuer is not accepted")

@@ -1,10 +1,9 @@
-"""``eventlive serve``: uvicorn with the shim app.
+"""``eventlive serve``: uvicorn with the shim app (``shim.http.app.app_from_env``).
 
-With ``DATABASE_URL`` the app logs in there (it must be the ``authenticator`` role).
-Without it the embedded PostgreSQL is started and migrated (``shim.pg.embedded``), a demo
-webinar and a development token are made and printed with curl lines (``shim.http.demo``),
-and the app logs in to it as ``authenticator``. Each worker reads its settings from the
-environment (``shim.http.app.app_from_env``), so what is decided here is put there.
+The app logs in with ``DATABASE_URL`` (it must be the ``authenticator`` role); without
+one, ``eventlive serve`` (``shim.cli``) first starts the embedded PostgreSQL and puts its
+URL there. Each worker reads its settings from the environment. Connections stalled in
+their request headers are closed (``shim.http.header_timeout``).
 """
 
 from __future__ import annotations
@@ -14,6 +13,8 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
+
+from shim.http.header_timeout import HeaderTimeoutProtocol
 
 
 def _log_config() -> dict[str, Any]:
@@ -41,6 +42,7 @@ def run(host: str, port: int, workers: int) -> None:
         access_log=False,  # the shim writes one JSON line per request itself
         log_config=_log_config(),
         lifespan="on",
+        http=HeaderTimeoutProtocol,  # closes connections stalled in their headers
         # The realtime hub writes one frame to thousands of sockets: per-connection
         # deflate would cost CPU per subscriber.
         ws_per_message_deflate=False,

@@ -1,6 +1,6 @@
 """What lives as long as the app: the connection pool, the JWT keys, the catalog of
 callable functions and the NOTIFY listener that reloads it, the shared GET cache and the
-metrics. ``Service`` opens them in ``start`` (the app's lifespan) and closes them in
+metrics, and the housekeeping runner. ``Service`` opens them in ``start`` (the app's lifespan) and closes them in
 ``stop``; nothing opens at import or construction.
 """
 
@@ -18,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from shim.http import catalog as cat
 from shim.http.auth import Authenticator
 from shim.http.cache import SharedCache
+from shim.http.housekeeping import Housekeeper
 from shim.http.metrics import Metrics
 from shim.http.settings import Settings
 
@@ -65,6 +66,8 @@ class Service:
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("catalog not loaded at start (%s); the listener retries", exc)
         self._tasks.append(asyncio.create_task(self._listen()))
+        if s.housekeeping_interval > 0:  # stopped with the other tasks in stop()
+            self._tasks.append(asyncio.create_task(Housekeeper(self.pool, s).run_forever()))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self._safe_reload()))

@@ -17,6 +17,7 @@ ENV_DOC = {
     "JWKS_FILE": "path of a JWKS (ES256 / RS256 public keys)",
     "JWKS_URL": "URL of a JWKS, fetched at start and on an unknown kid (rate limited)",
     "JWT_AUD": "audience a token's aud must match when it has one (authenticated; empty = off)",
+    "JWT_ISS": "issuers a token's iss must name when it has one, comma separated (unset = off)",
     "EVENTLIVE_JWT_LEEWAY": "seconds of clock skew allowed on exp / nbf (30)",
     "EVENTLIVE_JWT_ROLES": "roles a token may claim (anon,authenticated,service_role)",
     "EVENTLIVE_ANON_ROLE": "role of requests without a token (anon)",
@@ -29,6 +30,8 @@ ENV_DOC = {
     "EVENTLIVE_STATEMENT_TIMEOUT": "statement_timeout for roles that have none of their own (5s)",
     "EVENTLIVE_MAX_BODY": "largest request body in bytes before 413 (65536)",
     "EVENTLIVE_BODY_TIMEOUT": "seconds a client may take to send its request body before 408 (10)",
+    "EVENTLIVE_HEADER_TIMEOUT": "seconds a connection may take to deliver complete request "
+    "headers before it is closed (10; 0 = off)",
     "EVENTLIVE_RETRY_AFTER": "Retry-After seconds sent with 503 (1)",
     "EVENTLIVE_LEGACY_SCHEMA": "schema of the /api/webinars/... routes (api)",
     "EVENTLIVE_ACCESS_LOG": "one JSON log line per request: 1 or 0 (1)",
@@ -36,6 +39,10 @@ ENV_DOC = {
     "EVENTLIVE_PREPARE": "prepare the settings statement per connection: 1 or 0 (1; 0 behind a "
     "transaction-mode pooler such as PgBouncer / Supavisor on port 6543)",
     "EVENTLIVE_CORS_ORIGINS": "origins browsers may call from, comma separated (*; empty = no CORS)",
+    "EVENTLIVE_HOUSEKEEPING_INTERVAL": "seconds between housekeeping ticks: expire sessions, "
+    "prune history (60; 0 = off, e.g. when pg_cron runs it)",
+    "EVENTLIVE_HISTORY_RETENTION_DAYS": "days access_log (and chat history) is kept (30)",
+    "EVENTLIVE_HOUSEKEEPING_BATCH": "rows per housekeeping batch, each its own transaction (1000)",
 }
 
 
@@ -53,6 +60,7 @@ class Settings:
     jwks_file: str | None = None
     jwks_url: str | None = None
     jwt_aud: str | None = "authenticated"
+    jwt_iss: tuple[str, ...] = ()
     jwt_leeway: float = 30.0
     jwt_roles: tuple[str, ...] = ("anon", "authenticated", "service_role")
     anon_role: str = "anon"
@@ -65,12 +73,16 @@ class Settings:
     statement_timeout: str = "5s"
     max_body: int = 65_536
     body_timeout: float = 10.0
+    header_timeout: float = 10.0
     retry_after: int = 1
     legacy_schema: str = "api"
     access_log: bool = True
     cache_entries: int = 10_000
     cors_origins: tuple[str, ...] = ("*",)
     prepare: bool = True
+    housekeeping_interval: float = 60.0
+    history_retention_days: float = 30.0
+    housekeeping_batch: int = 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +102,7 @@ class Settings:
             jwks_file=get("JWKS_FILE"),
             jwks_url=get("JWKS_URL"),
             jwt_aud=d.jwt_aud if aud is None else (aud or None),
+            jwt_iss=_split(e.get("JWT_ISS", "")),
             jwt_leeway=float(get("EVENTLIVE_JWT_LEEWAY") or d.jwt_leeway),
             jwt_roles=_split(e.get("EVENTLIVE_JWT_ROLES", "")) or d.jwt_roles,
             anon_role=get("EVENTLIVE_ANON_ROLE") or d.anon_role,
@@ -104,11 +117,19 @@ class Settings:
             statement_timeout=get("EVENTLIVE_STATEMENT_TIMEOUT") or d.statement_timeout,
             max_body=int(get("EVENTLIVE_MAX_BODY") or d.max_body),
             body_timeout=float(get("EVENTLIVE_BODY_TIMEOUT") or d.body_timeout),
+            header_timeout=float(get("EVENTLIVE_HEADER_TIMEOUT") or d.header_timeout),
             retry_after=int(get("EVENTLIVE_RETRY_AFTER") or d.retry_after),
             legacy_schema=get("EVENTLIVE_LEGACY_SCHEMA") or d.legacy_schema,
             access_log=(get("EVENTLIVE_ACCESS_LOG") or "1") not in ("0", "false", "off"),
             cache_entries=int(get("EVENTLIVE_CACHE_ENTRIES") or d.cache_entries),
             prepare=(get("EVENTLIVE_PREPARE") or "1") not in ("0", "false", "off"),
+            housekeeping_interval=float(
+                get("EVENTLIVE_HOUSEKEEPING_INTERVAL") or d.housekeeping_interval
+            ),
+            history_retention_days=float(
+                get("EVENTLIVE_HISTORY_RETENTION_DAYS") or d.history_retention_days
+            ),
+            housekeeping_batch=int(get("EVENTLIVE_HOUSEKEEPING_BATCH") or d.housekeeping_batch),
             cors_origins=(
                 d.cors_origins
                 if "EVENTLIVE_CORS_ORIGINS" not in e

@@ -12,6 +12,9 @@ drift, when repeatable files are re-applied). How it is applied:
 - ``sql/``, ``functions/``, ``policies/`` files: each in its own transaction together with
   its history row; a failure rolls the file back and stops the run (``ApplyError`` with
   the file, line, column and Postgres' message). Files applied before it stay applied.
+  With ``plpgsql_check`` available, the plpgsql functions a file created or replaced are
+  checked in that transaction too (``shim.migrate.plpgsql_bodies``); otherwise migrate says once
+  that they were not.
 - ``indexes/`` files: outside any transaction, statement by statement (``create index
   concurrently`` refuses a transaction block); invalid indexes they name are dropped
   first with ``drop index concurrently``. Their statements must be idempotent (``if not
@@ -27,7 +30,6 @@ whose schema was made by other means (only while no versioned file is recorded).
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,13 +40,14 @@ import psycopg
 from psycopg import pq
 from psycopg.rows import TupleRow
 
-from shim.migrate import history, lock
+from shim.migrate import history, lock, plpgsql_bodies
 from shim.migrate.errors import (
     ApplyError,
     DriftError,
     LockTimeoutError,
     MigrationError,
     SourceError,
+    apply_error,
 )
 from shim.migrate.indexes import drop_statement, find_problems
 from shim.migrate.plan import Assessment, Entry, Step, assess
@@ -179,9 +182,12 @@ def migrate(
         _refuse_errors(assessment)
         if not assessment.steps:
             say("nothing to apply: the database is up to date")
+        checker = plpgsql_bodies.ensure(conn) if assessment.steps else None
+        if assessment.steps and checker is None:
+            say(plpgsql_bodies.NOT_CHECKED)
         for number, step in enumerate(assessment.steps, 1):
             say(f"[{number}/{len(assessment.steps)}] {step.file.label} ({step.reason}) ...")
-            seconds = _apply(conn, step, say)
+            seconds = _apply(conn, step, say, checker)
             say(f"[{number}/{len(assessment.steps)}] {step.file.label} applied in {_ms(seconds)}")
             applied.append(AppliedFile(step.file.label, step.file.checksum, step.reason, seconds))
     total = time.monotonic() - started
@@ -335,8 +341,12 @@ def _read_only(conninfo: str) -> Iterator[psycopg.Connection[TupleRow]]:
         yield conn
 
 
-def _apply(conn: psycopg.Connection[TupleRow], step: Step, say: Progress) -> float:
-    """Run one file (see the module docstring); returns its wall time in seconds."""
+def _apply(
+    conn: psycopg.Connection[TupleRow], step: Step, say: Progress, checker: str | None = None
+) -> float:
+    """Run one file (see the module docstring); returns its wall time in seconds.
+    ``checker``: the schema of plpgsql_check, which then checks the plpgsql functions the
+    file created or replaced before it is recorded (``shim.migrate.plpgsql_bodies``)."""
     f = step.file
     started = time.monotonic()
     if f.transactional:
@@ -351,10 +361,12 @@ def _apply(conn: psycopg.Connection[TupleRow], step: Step, say: Progress) -> flo
                         "rollback in the file): what ran before that is committed and the "
                         "file is not recorded. Remove transaction control from the file."
                     )
+                if checker is not None:
+                    plpgsql_bodies.check_file(conn, checker, f)
                 elapsed = time.monotonic() - started
                 history.record(conn, f, "apply", dt.timedelta(seconds=elapsed))
         except psycopg.Error as exc:
-            raise _apply_error(f, exc, 0, "its transaction was rolled back") from exc
+            raise apply_error(f, exc, 0, "its transaction was rolled back") from exc
         return elapsed
     # indexes/: outside a transaction. Re-check invalid indexes under the lock.
     for problem in find_problems(conn, f.text):
@@ -367,7 +379,7 @@ def _apply(conn: psycopg.Connection[TupleRow], step: Step, say: Progress) -> flo
         try:
             conn.execute(statement.text.encode("utf-8"))
         except psycopg.Error as exc:
-            raise _apply_error(
+            raise apply_error(
                 f,
                 exc,
                 statement.offset,
@@ -398,47 +410,3 @@ def _terminated(text: str) -> str:
         if not text[last.offset + len(last.text) :].lstrip().startswith(";"):
             body += "\n;"
     return body
-
-
-_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
-
-
-def _apply_error(
-    f: SourceFile, exc: psycopg.Error, offset: int, kept: str, *, statement: str | None = None
-) -> ApplyError:
-    """An ``ApplyError`` locating ``exc`` in ``f``: Postgres' position when it gives one
-    (``offset`` = where the text sent starts in the file), else the failing statement's
-    first line when it ran alone (e.g. a unique violation while building an index)."""
-    diag = exc.diag
-    line = column = None
-    position = diag.statement_position
-    absolute: int | None = None
-    if position and position.isdigit():
-        absolute = offset + int(position) - 1
-    elif statement is not None:
-        noise = _LEADING_NOISE.match(statement)
-        absolute = offset + (noise.end() if noise else 0)
-    if absolute is not None:
-        line = f.text.count("\n", 0, absolute) + 1
-        column = absolute - (f.text.rfind("\n", 0, absolute) + 1) + 1
-    pg_message = diag.message_primary or str(exc).strip()
-    where = f"{f.label}, line {line}, column {column}" if line else f.label
-    parts = [f"migration failed in {where}: {exc.sqlstate or 'error'} {pg_message}"]
-    for label, value in (
-        ("detail", diag.message_detail),
-        ("hint", diag.message_hint),
-        ("context", diag.context),
-    ):
-        if value:
-            parts.append(f"  {label}: {value.strip()}")
-    if line is not None:
-        parts.append(f"  {line} | {f.text.splitlines()[line - 1] if f.text else ''}")
-    parts.append(f"{f.label} was not recorded ({kept}); nothing after it ran.")
-    return ApplyError(
-        "\n".join(parts),
-        label=f.label,
-        line=line,
-        column=column,
-        sqlstate=exc.sqlstate,
-        pg_message=pg_message,
-    )

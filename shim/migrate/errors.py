@@ -11,6 +11,14 @@
 
 from __future__ import annotations
 
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from shim.migrate.source import SourceFile
+
 
 class MigrationError(Exception):
     """Base of every error of ``shim.migrate``; ``str(error)`` is the message for humans."""
@@ -53,3 +61,47 @@ class ApplyError(MigrationError):
         self.column = column
         self.sqlstate = sqlstate
         self.pg_message = pg_message
+
+
+_LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+
+
+def apply_error(
+    f: SourceFile, exc: psycopg.Error, offset: int, kept: str, *, statement: str | None = None
+) -> ApplyError:
+    """An ``ApplyError`` locating ``exc`` in ``f``: Postgres' position when it gives one
+    (``offset`` = where the text sent starts in the file), else the failing statement's
+    first line when it ran alone (e.g. a unique violation while building an index)."""
+    diag = exc.diag
+    line = column = None
+    position = diag.statement_position
+    absolute: int | None = None
+    if position and position.isdigit():
+        absolute = offset + int(position) - 1
+    elif statement is not None:
+        noise = _LEADING_NOISE.match(statement)
+        absolute = offset + (noise.end() if noise else 0)
+    if absolute is not None:
+        line = f.text.count("\n", 0, absolute) + 1
+        column = absolute - (f.text.rfind("\n", 0, absolute) + 1) + 1
+    pg_message = diag.message_primary or str(exc).strip()
+    where = f"{f.label}, line {line}, column {column}" if line else f.label
+    parts = [f"migration failed in {where}: {exc.sqlstate or 'error'} {pg_message}"]
+    for label, value in (
+        ("detail", diag.message_detail),
+        ("hint", diag.message_hint),
+        ("context", diag.context),
+    ):
+        if value:
+            parts.append(f"  {label}: {value.strip()}")
+    if line is not None:
+        parts.append(f"  {line} | {f.text.splitlines()[line - 1] if f.text else ''}")
+    parts.append(f"{f.label} was not recorded ({kept}); nothing after it ran.")
+    return ApplyError(
+        "\n".join(parts),
+        label=f.label,
+        line=line,
+        column=column,
+        sqlstate=exc.sqlstate,
+        pg_message=pg_message,
+    )

@@ -114,7 +114,7 @@ def freeze_now(admin_conn: Connection[Any], ts: dt.datetime | str) -> None:
     admin_conn.execute(
         sql.SQL(
             "create or replace function eventlive.now() returns timestamptz language sql stable"
-            " as $frozen$ select {} $frozen$"
+            " set search_path = '' as $frozen$ select {} $frozen$"
         ).format(literal)
     )
 
@@ -123,7 +123,7 @@ def unfreeze_now(admin_conn: Connection[Any]) -> None:
     """Restore ``eventlive.now()`` to the transaction's ``pg_catalog.now()``."""
     admin_conn.execute(
         "create or replace function eventlive.now() returns timestamptz language sql stable "
-        "as $$ select pg_catalog.now() $$"
+        "set search_path = '' as $$ select pg_catalog.now() $$"
     )
 
 

@@ -1,4 +1,4 @@
-"""Chat (functions/60_chat.sql, DESIGN §4): chat_send's checks in their documented order,
+"""Chat (functions/60_chat.sql): chat_send's checks in their documented order,
 idempotency under concurrent retries, length limits, rate limit and slow mode with a
 Retry-After in whole seconds (also as an HTTP 429 through the shim), bans, held
 messages for staff only, moderation, room settings for hosts, the chat_since cursor and
@@ -21,8 +21,8 @@ import jwt
 import psycopg
 import pytest
 
-from shim.errors import status_for_sqlstate
-from shim.settings import Settings
+from shim.http.errors import status_for_sqlstate
+from shim.http.settings import Settings
 from shim.testing import act_as, create_user, freeze_now
 
 LIVE, OTHER, ENDED, UNKNOWN = 401, 402, 403, 999
@@ -127,7 +127,7 @@ def events(
 def test_chat_send_checks_in_the_documented_order(
     admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], room: Room
 ) -> None:
-    """Each case breaks two rules: the answer is the earlier one in DESIGN's order
+    """Each case breaks two rules: the answer is the earlier one in the documented order
     401 -> 404 -> 403 webinar_closed -> 403 not_registered -> 403 chat_disabled / banned
     -> replay -> 400 -> 429."""
     freeze_now(admin_conn, T0)
@@ -301,7 +301,7 @@ def test_the_shim_answers_a_rate_limit_with_http_429_and_a_retry_after_header(
     )
 
     async def scenario() -> list[httpx.Response]:
-        from shim.app import create_app
+        from shim.http.app import create_app
 
         app = create_app(settings_)
         async with app.router.lifespan_context(app):

@@ -1,4 +1,4 @@
-"""Q&A (functions/61_qa.sql, DESIGN §4): question_ask's checks in chat_send's order, 3
+"""Q&A (functions/61_qa.sql): question_ask's checks in chat_send's order, 3
 questions per 60 s with Retry-After, anonymous questions, one idempotent vote per
 viewer (also under concurrent double votes), vote counts pushed at most once per
 question per second (the rest by flush_question_votes), the questions cursor, and
@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shim.errors import from_database, status_for_sqlstate
+from shim.http.errors import from_database, status_for_sqlstate
 from shim.testing import act_as, create_user, freeze_now
 
 LIVE, ENDED, UNKNOWN = 501, 502, 999

@@ -3,7 +3,7 @@ join a webinar's topics, checked the way Supabase's Realtime checks them
 (``Realtime.Tenants.Authorization``): probe rows inserted by a privileged role, then --
 as the joining role with its claims and ``realtime.topic`` set -- a select of those rows
 (may receive) and an insert of its own (may send), all rolled back. Every actor x topic
-x receive/send against the table in DESIGN §7, the stand-in's shape against Supabase's,
+x receive/send against the table of who receives what (README, the live room), the stand-in's shape against Supabase's,
 ``realtime.send``, and the check's cost (primary-key lookups only).
 """
 
@@ -121,7 +121,7 @@ def topics(wid: int, r: Room) -> dict[str, str]:
     }
 
 
-# DESIGN §7, written independently of the SQL: (actor, topic kind on webinar A) -> receive.
+# Who receives what (README, the live room), written independently of the SQL: (actor, topic kind on webinar A) -> receive.
 # Nobody but service_role (which bypasses RLS, as Supabase's service key does) may send.
 RECEIVES_ON_A = {
     "viewer": {"chat", "qa", "user:viewer"},

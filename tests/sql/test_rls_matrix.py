@@ -727,3 +727,32 @@ def test_the_policies_alone_stop_every_write_when_a_table_privilege_slips(
     broken = [f"{c.table} / {c.actor} / {c.operation}: {c.broken}" for c in cells if c.broken]
     assert (leaks, broken) == ([], [])
     assert snapshot(admin_conn, pks) == before
+
+
+def test_staff_cannot_widen_the_profiles_they_read_by_registering_a_stranger(
+    admin_conn: psycopg.Connection[Any],
+    db: psycopg.Connection[Any],
+    world: World,
+    pks: dict[str, list[str]],
+) -> None:
+    """The API contract: only service_role registers someone else. Staff of A registering a
+    viewer of B (and a user with no rows at all) into A is refused alike, so it neither
+    learns whether the user exists nor widens the profiles it reads afterwards: the
+    profiles staff of A select are still exactly the oracle's, and no table changed."""
+    before = snapshot(admin_conn, pks)
+    staff = next(a for a in ACTORS if a.name == "staff_of_a")
+    refusals = []
+    for target in (world.outsider, world.nobody):
+        with pytest.raises(psycopg.Error) as caught, act_as(db, world.staff_a, commit=True) as c:
+            c.execute("select api.register(%s, %s)", (A, target))
+        diag = caught.value.diag
+        refusals.append((diag.sqlstate, diag.message_detail))
+    assert refusals == [("PT403", "not_service_role")] * 2
+    with act_as(db, world.staff_a) as c:
+        seen = {str(r[0]) for r in c.execute("select user_id from eventlive.profiles")}
+    allowed = {
+        json.loads(k)[0] for k in expected_visible(staff, world, "eventlive.profiles", before)
+    }
+    assert world.outsider not in seen
+    assert seen == allowed
+    assert snapshot(admin_conn, pks) == before

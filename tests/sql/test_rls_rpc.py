@@ -82,6 +82,7 @@ def _a(  # noqa: PLR0917 - one table row per attack reads best positionally
 
 NOT_STAFF = ("PT403", "not_staff")
 NOT_REGISTERED = ("PT403", "not_registered")
+NOT_SERVICE = ("PT403", "not_service_role")
 INVALID_SESSION = ("22023", "invalid_session_id")
 FORGER = "viewer_forging_service_role"
 NO_SUB = "no_sub_forging_service_role"
@@ -123,12 +124,17 @@ ATTACKS: list[RpcAttack] = [
     _a("profiles_batch", FORGER, {"user_ids": ALL_PROFILES}, None),
     _a("profiles_batch", STAFF_FORGER, {"user_ids": ALL_PROFILES}, None, ("viewer", "peer", "lurker")),
     _a("profiles_batch", NO_SUB, {"user_ids": ALL_PROFILES}, ("PT401", "not_authenticated")),
-    _a("register", "viewer", {"webinar_id": B, "user_id": "@peer"}, NOT_STAFF),
-    _a("register", "viewer", {"webinar_id": A, "user_id": "@nobody"}, NOT_STAFF),
-    _a("register", STAFF, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
-    _a("register", STAFF, {"webinar_id": B, "user_id": "@viewer"}, NOT_STAFF),
-    _a("register", FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
-    _a("register", STAFF_FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_STAFF),
+    # only service_role registers someone else (the API contract); whether a user exists is told
+    # to service_role alone (@nobody gets the same refusal as a real user)
+    _a("register", "viewer", {"webinar_id": B, "user_id": "@peer"}, NOT_SERVICE),
+    _a("register", "viewer", {"webinar_id": A, "user_id": "@nobody"}, NOT_SERVICE),
+    _a("register", STAFF, {"webinar_id": A, "user_id": "@outsider"}, NOT_SERVICE),
+    _a("register", STAFF, {"webinar_id": A, "user_id": "@nobody"}, NOT_SERVICE),
+    _a("register", STAFF, {"webinar_id": B, "user_id": "@nobody"}, NOT_SERVICE),
+    _a("register", STAFF, {"webinar_id": B, "user_id": "@viewer"}, NOT_SERVICE),
+    _a("register", FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_SERVICE),
+    _a("register", STAFF_FORGER, {"webinar_id": A, "user_id": "@outsider"}, NOT_SERVICE),
+    _a("register", STAFF_FORGER, {"webinar_id": B, "user_id": "@nobody"}, NOT_SERVICE),
     _a("register", NO_SUB, {"webinar_id": B, "user_id": "@nobody"}, ("PT401", "not_authenticated")),
     _a("set_staff", STAFF, {"webinar_id": B, "user_id": "@staff_a"}, (DENIED, None)),
     _a("set_staff", "viewer", {"webinar_id": A, "user_id": "@viewer"}, (DENIED, None)),
@@ -325,6 +331,27 @@ def test_every_api_function_is_attacked(admin_conn: psycopg.Connection[Any]) -> 
     assert {r[0] for r in rows} == {a.fn for a in ATTACKS}
 
 
+def test_every_function_the_api_runs_resolves_names_through_a_pinned_search_path(
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    """Supabase's lint 0011 as part of the attack surface: every function of ``api`` and
+    ``eventlive`` -- the api functions and the helpers they and the policies call
+    (eventlive.now(), entry_open, is_service_role, presence_window, ping_throttle) --
+    pins search_path, so no caller's search_path decides what their names mean."""
+    rows = admin_conn.execute(
+        "select p.oid::regprocedure::text from pg_catalog.pg_proc as p"
+        " where p.pronamespace in ('api'::regnamespace, 'eventlive'::regnamespace)"
+        " and not exists (select from unnest(p.proconfig) as s where s like 'search\\_path=%%')"
+    ).fetchall()
+    assert [r[0] for r in rows] == []
+    helpers = admin_conn.execute(
+        "select count(*) from pg_catalog.pg_proc where pronamespace = 'eventlive'::regnamespace"
+        " and proname in ('now', 'entry_open', 'is_service_role', 'presence_window',"
+        " 'ping_throttle')"
+    ).fetchone()
+    assert helpers == (5,)
+
+
 def test_no_api_function_lets_a_viewer_or_foreign_staff_touch_other_rows(
     admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], world: World
 ) -> None:
@@ -367,7 +394,7 @@ SABOTAGE = [
     ),
     ("api.participants(bigint,uuid,integer)", r"where p\.webinar_id = v_webinar\.id", "where true"),
     ("api.profiles_batch(uuid[])", r"or pr\.user_id = v_uid", "or true"),
-    ("api.register(bigint,uuid)", r"elsif v_target = v_uid then", "elsif true then"),
+    ("api.register(bigint,uuid)", r"elsif v_target <> v_uid then", "elsif false then"),
     ("eventlive.is_service_role()", r"pg_catalog\.current_setting\('role', true\)", "auth.role()"),
     (
         "eventlive.room_role_is_staff(bigint,uuid)",

@@ -1,0 +1,131 @@
+-- Housekeeping: sessions whose viewer stopped pinging are ended
+-- ('expired'), and history is removed after its retention. One call is one short batch
+-- in its own transaction; the runner (shim/http/housekeeping.py, or pg_cron) calls again while
+-- there is work. Nothing here waits for the hot path or makes it wait for long:
+--   * rows are taken with FOR UPDATE SKIP LOCKED: a heartbeat in flight keeps its row,
+--     and the sweep passes over it;
+--   * a heartbeat that commits before the sweep locks its row is seen (READ COMMITTED
+--     re-checks the condition on the newest version), so its session is not ended;
+--   * the locks taken are row locks on stale presence rows and on old history rows,
+--     which no hot-path call touches, held for one batch;
+--   * one runner at a time across processes and nodes: each batch first takes a
+--     transaction-level advisory lock with pg_try_advisory_xact_lock and returns null
+--     without doing anything when another batch holds it.
+
+-- Ends up to p_batch sessions whose last heartbeat is older than their webinar's
+-- presence window: the presence row goes, the session gets ended_at = its last
+-- heartbeat and end_reason 'expired'. Returns the number ended.
+create or replace function eventlive.expire_sessions(p_now timestamptz, p_batch integer)
+returns integer
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    v_ended integer;
+begin
+    with cutoff as materialized (
+        -- once per webinar, not per row: the helper is not inlined
+        select w.id, p_now - eventlive.presence_window(w.heartbeat_seconds) as seen_before
+        from eventlive.webinars as w
+    ),
+    stale as (
+        select p.webinar_id, p.user_id
+        from eventlive.presence as p
+        inner join cutoff as c on p.webinar_id = c.id
+        where p.last_seen_at < c.seen_before
+        limit p_batch
+        for update of p skip locked
+    ),
+    gone as (
+        delete from eventlive.presence as p
+        using stale as s
+        where p.webinar_id = s.webinar_id and p.user_id = s.user_id
+        returning p.session_id, p.last_seen_at
+    ),
+    ended as (
+        update eventlive.viewer_sessions as vs
+        set ended_at = g.last_seen_at, end_reason = 'expired'
+        from gone as g
+        where vs.session_id = g.session_id and vs.ended_at is null
+        returning vs.session_id
+    )
+    select pg_catalog.count(*)::integer into v_ended from gone;
+    return v_ended;
+end
+$$;
+comment on function eventlive.expire_sessions(timestamptz, integer) is
+'Housekeeping: ends up to p_batch sessions not seen within their webinar''s presence window (end_reason expired); skips rows a heartbeat holds.';
+
+-- Removes up to p_batch rows per history table older than p_keep_since. The tables and
+-- their time column are listed here: adding a table (chat history) is one line of the
+-- values list; a table that does not exist (yet) is skipped.
+create or replace function eventlive.prune_history(p_keep_since timestamptz, p_batch integer)
+returns integer
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    v_table regclass;
+    v_column text;
+    v_rows integer;
+    v_total integer := 0;
+begin
+    for v_table, v_column in
+        select pg_catalog.to_regclass(t.name), t.time_column
+        from (values
+            ('eventlive.access_log', 'at')
+        ) as t (name, time_column)
+        where pg_catalog.to_regclass(t.name) is not null
+    loop
+        execute pg_catalog.format(
+            'delete from %1$s where ctid = any (array('
+            'select h.ctid from %1$s as h where h.%2$I < $1 limit $2 for update skip locked))',
+            v_table, v_column
+        ) using p_keep_since, p_batch;
+        get diagnostics v_rows = row_count;
+        v_total := v_total + v_rows;
+    end loop;
+    return v_total;
+end
+$$;
+comment on function eventlive.prune_history(timestamptz, integer) is
+'Housekeeping: deletes up to p_batch rows older than p_keep_since from each history table (access_log; one line per table).';
+
+-- One batch of everything, for one runner at a time: null when another runner's batch
+-- holds the lock (that runner works; this one waits for its next tick), else what was
+-- done. The caller repeats while expired + pruned > 0.
+create or replace function eventlive.housekeeping_step(
+    p_retention interval default '30 days', p_batch integer default 1000
+) returns jsonb
+language plpgsql
+volatile
+security definer
+set search_path = ''
+as $$
+declare
+    v_now timestamptz := eventlive.now();
+begin
+    if p_batch is null or p_batch not between 1 and 100000 then
+        raise exception using errcode = '22023', message = 'p_batch must be between 1 and 100000.',
+            detail = 'invalid_batch';
+    end if;
+    if p_retention is null or p_retention < interval '1 hour' then
+        raise exception using errcode = '22023', message = 'p_retention must be at least 1 hour.',
+            detail = 'invalid_retention';
+    end if;
+    if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('eventlive.housekeeping')) then
+        return null;
+    end if;
+    return pg_catalog.jsonb_build_object(
+        'expired', eventlive.expire_sessions(v_now, p_batch),
+        'pruned', eventlive.prune_history(v_now - p_retention, p_batch)
+    );
+end
+$$;
+comment on function eventlive.housekeeping_step(interval, integer) is
+'Housekeeping batch: expires stale sessions and prunes history older than p_retention, p_batch rows at most each; null when another runner holds the housekeeping lock. Returns {expired, pruned}.';
+grant execute on function eventlive.housekeeping_step(interval, integer) to service_role;
