@@ -1,4 +1,4 @@
-"""Live room (DESIGN §7, issue 12): WebSocket subscribers of one webinar and chat at
+"""Live room (issue 12): WebSocket subscribers of one webinar and chat at
 10 messages/s through the real path, on this machine.
 
 ``python -m bench.live_room [--sizes 500,2000,5000] [--seconds 60] [--quick]`` prints

@@ -1,5 +1,5 @@
 """The live room's realtime hub: the Supabase Realtime protocol over WebSocket, REST
-broadcast and Server-Sent Events, fed from the database's room log (DESIGN §7)."""
+broadcast and Server-Sent Events, fed from the database's room log."""
 
 from shim.realtime.authorize import Principal
 from shim.realtime.service import Realtime

@@ -11,6 +11,8 @@
 - Bounded queues: a subscriber whose queue is full is a laggard. It is cut off (its
   connection says why, with the last seq it was sent) and resumes from that seq with
   ``chat_since`` / ``questions`` — never silently skipped.
+- Q&A votes: on the tick, ``eventlive.flush_question_votes`` for webinars with Q&A
+  subscribers (counts merged to one update per question per second are sent then).
 - Admin stats: every ``stats_seconds`` one ``api.access_stats`` call per webinar that has
   admin subscribers here, pushed as event ``stats`` on ``webinar:{id}:admin``.
 
@@ -71,6 +73,7 @@ class Counters:
     joins: int = 0
     joins_refused: int = 0
     probes: int = 0
+    vote_flushes: int = 0
 
 
 class Hub:
@@ -285,11 +288,28 @@ class Hub:
         if not self.rooms:
             return
         self.counters.safety_reads += 1
+        await self._flush_votes()
         last = await self._last_seqs(list(self.rooms))
         for webinar_id, seq in last.items():
             room = self.rooms.get(webinar_id)
             if room is not None and seq > room.cursor:
                 self._due.add(webinar_id)
+
+    async def _flush_votes(self) -> None:
+        """Vote counts held back by the once-per-second merge (``question_vote``) are
+        published by ``eventlive.flush_question_votes`` on the tick, for the webinars with
+        Q&A subscribers here; what it publishes arrives like any event."""
+        with_qa = [w for w, room in self.rooms.items() if room.channels.get("qa")]
+        if not with_qa:
+            return
+        assert self.pool is not None
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(f"set local role {HUB_ROLE}")
+            await conn.execute(
+                "select eventlive.flush_question_votes(w) from unnest(%s::bigint[]) as w",
+                (with_qa,),
+            )
+        self.counters.vote_flushes += 1
 
     async def _deliver(self, webinar_id: int) -> None:
         room = self.rooms.get(webinar_id)

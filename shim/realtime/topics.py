@@ -1,4 +1,4 @@
-"""The topics the hub serves: ``webinar:{id}:chat|qa|admin|user:{uuid}`` (DESIGN §7).
+"""The topics the hub serves: ``webinar:{id}:chat|qa|admin|user:{uuid}``.
 
 On the wire clients put ``realtime:`` before them (realtime-js and realtime-py both do);
 ``room_events.channel`` holds the part after ``webinar:{id}:``.

@@ -351,3 +351,36 @@ async def test_a_refused_join_repeated_is_answered_from_memory(
 
 async def _drain_until(phx: Any, event: str) -> dict[str, Any]:
     return dict(await phx.expect(event=event, timeout=20.0))
+
+
+async def test_qa_votes_held_back_by_the_merge_are_sent_on_the_hubs_tick(
+    live: Live, people: RoomPeople, anyio_backend: str
+) -> None:
+    """question_vote merges updates to one per question per second: a vote within the
+    second after the question was published is held back, and the hub's tick
+    (eventlive.flush_question_votes for webinars with Q&A subscribers) sends it as
+    question_updated with the new count."""
+    import httpx
+
+    conn, phx = await open_phx(live)
+    async with conn, httpx.AsyncClient(base_url=live.base) as http:
+        await phx.join(chat_topic(people, "qa"), user_token(people.viewer))
+        r = await http.post(
+            "/rest/v1/rpc/question_ask",
+            json={"webinar_id": people.webinar_id, "body": "Will the slides be shared?"},
+            headers={"Authorization": f"Bearer {user_token(people.viewer)}"},
+        )
+        assert r.status_code == 200, r.text
+        question = r.json()
+        asked = await phx.expect(event="broadcast")
+        assert asked["payload"]["event"] == "question"
+        r = await http.post(
+            "/rest/v1/rpc/question_vote",
+            json={"question_id": question["id"]},
+            headers={"Authorization": f"Bearer {user_token(people.host)}"},
+        )
+        assert r.status_code == 200, r.text
+        updated = await phx.expect(event="broadcast", timeout=5.0)
+        assert updated["payload"]["event"] == "question_updated"
+        assert updated["payload"]["payload"]["votes"] == 1
+        assert live.hub.counters.vote_flushes >= 1
