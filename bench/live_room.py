@@ -147,11 +147,17 @@ async def _storm(
             if sub.proto is not None:
                 sub.proto.close()
                 await sub.proto.closed
-            sub.joined, sub.refused = False, None
-            try:
-                await rawws.join(url, sub, topic)
-            except Exception as exc:  # noqa: BLE001 - counted as a failed rejoin
-                return False, 0, repr(exc)[:100]
+            # Like realtime-js: a failed connection is retried after 1, 2, 5 s.
+            for attempt, pause in enumerate((1.0, 2.0, 5.0, None)):
+                sub.joined, sub.refused = False, None
+                try:
+                    await rawws.join(url, sub, topic)
+                    break
+                except Exception as exc:  # noqa: BLE001 - counted as a failed rejoin
+                    sub.retries = attempt + 1
+                    if pause is None:
+                        return False, 0, repr(exc)[:100]
+                    await asyncio.sleep(pause)
             if not sub.joined:
                 return False, 0, sub.refused
             async with gate:
@@ -167,6 +173,7 @@ async def _storm(
         if not (isinstance(r, tuple) and r[0])
     ]
     return {
+        "retried": sum(1 for s in subs if s.retries),
         "rejoined": len(ok),
         "caught_rows": sum(r[1] for r in ok),
         "errors": errors[:5],
@@ -378,6 +385,7 @@ async def _storm_phase(
     reports = [out.recv() for _, out in procs]
     return {
         "rejoined": sum(p["rejoined"] for p in parts),
+        "retried": sum(p["retried"] for p in parts),
         "failed": sum(p["failed"] for p in parts),
         "errors": [e for p in parts for e in p["errors"]][:5],
         "caught_up_rows": sum(p["caught_rows"] for p in parts),
@@ -411,7 +419,7 @@ def _report(results: dict[str, Any]) -> str:
         lines += [
             "",
             f"Reconnect storm ({max(int(k) for k in results['sizes'])} sockets drop and rejoin within 10 s while chat goes on): "
-            f"{storm['rejoined']} rejoined, {storm['failed']} failed {storm['errors']}, {storm['joins_refused']} joins refused, "
+            f"{storm['rejoined']} rejoined ({storm.get('retried', 0)} after a reconnect retry), {storm['failed']} failed {storm['errors']}, {storm['joins_refused']} joins refused, "
             f"{storm['probes']} policy probes; after catch-up with `chat_since` ({storm['caught_up_rows']} rows): "
             f"{storm['complete_after_catch_up']} subscribers hold every seq sent during the storm, {storm['missing_after_catch_up']} seqs missing in total.",
         ]

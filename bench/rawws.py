@@ -29,6 +29,7 @@ class Sub:
     lat: list[float] = field(default_factory=list)
     joined: bool = False
     refused: str | None = None
+    retries: int = 0
     proto: RawWs | None = None
 
 
