@@ -26,6 +26,10 @@ from shim import doctor
 from shim import migrate as mig
 from shim.doctor.diagnose import FINDINGS
 from shim.migrate.plan import STATUS_DRIFT, STATUS_PENDING
+from shim.verify import EXIT_CANNOT_CHECK as VERIFY_CANNOT
+from shim.verify import EXIT_FAILED as VERIFY_FAILED
+from shim.verify import EXIT_OK as VERIFY_OK
+from shim.verify import command as verify_command
 
 ERROR = mig.MigrationError.exit_code  # bad input, drift, no connection: nothing was done
 EXIT_CODES = {
@@ -40,6 +44,10 @@ EXIT_CODES = {
         f"0 done / {ERROR} refused or error / {mig.LockTimeoutError.exit_code} lock timeout"
     ),
     "doctor": f"0 no finding / {FINDINGS} findings / {doctor.DoctorError.exit_code} cannot check",
+    "verify": (
+        f"{VERIFY_OK} all checks OK / {VERIFY_FAILED} a check failed (see the rollback verdict) / "
+        f"{VERIFY_CANNOT} could not check (node unreachable, database or credentials refused)"
+    ),
 }
 
 
@@ -88,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     _doctor_command(commands)
+    verify_command.add(commands, EXIT_CODES["verify"], _exits("verify"), run=_verify)
 
     db = commands.add_parser(
         "db",
@@ -302,6 +311,10 @@ def _doctor(args: argparse.Namespace) -> int:
         return exc.exit_code
     sys.stdout.write(report.json() if args.format == "json" else report.text())
     return report.exit_code
+
+
+def _verify(args: argparse.Namespace) -> int:
+    return verify_command.run(args, _dsn, _err)
 
 
 def _db_up(_args: argparse.Namespace) -> int:

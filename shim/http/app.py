@@ -2,7 +2,9 @@
 
 Routes: ``/rpc/{fn}``, ``/rest/v1/rpc/{fn}`` (GET/HEAD/POST), the legacy
 ``/api/webinars/...`` routes (``shim.http.legacy``), ``/health``, ``/ready``, ``/metrics``,
-``/openapi.json``, and the realtime routes of ``shim.realtime``. The long-lived parts open in the lifespan (``shim.http.service``).
+``/openapi.json``, ``/status`` and ``/eventlive.js`` (``shim.http.console``), and the
+realtime routes of ``shim.realtime``. The long-lived parts open in the lifespan
+(``shim.http.service``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from starlette.routing import Route
 from shim import realtime
 from shim.http import bind, errors, legacy, openapi
 from shim.http.calls import identify, invoke, ping_database
+from shim.http.console import Console
 from shim.http.errors import ApiError
 from shim.http.request import profile, read_body, require_json
 from shim.http.respond import JSON_TYPE, RequestContext, respond
@@ -45,6 +48,7 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
         return realtime.Principal(identity.role, identity.claims, identity.expires)
 
     live = realtime.Realtime(hub_settings, settings.database_url, verify_token)
+    console = Console(service)  # /status and /eventlive.js
 
     async def rpc_endpoint(request: Request) -> Response:
         async def work(ctx: RequestContext) -> Response:
@@ -118,6 +122,7 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
         finally:
             if hub_settings.enabled:
                 await live.stop()
+            await console.stop()
             await service.stop()
 
     routes = [
@@ -129,6 +134,7 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *legacy.routes(service),
         *(live.routes() if hub_settings.enabled else []),
+        *console.routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -138,6 +144,7 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
     )
     app.state.service = service
     app.state.realtime = live
+    app.state.console = console
     return app
 
 

@@ -84,6 +84,10 @@ class Authenticator:
         self._last_fetch = float("-inf")
         self._fetch_lock = asyncio.Lock()
         self._roles = frozenset(settings.jwt_roles)
+        # Plain ints (no lock): read by /metrics as eventlive_token_cache.
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.jwks_fetches = 0
 
     @property
     def anon(self) -> Identity:
@@ -110,6 +114,7 @@ class Authenticator:
                     return
                 self._last_fetch = now
             assert self._s.jwks_url is not None
+            self.jwks_fetches += 1
             try:
                 async with httpx.AsyncClient(timeout=2.0) as client:
                     response = await client.get(self._s.jwks_url)
@@ -127,10 +132,12 @@ class Authenticator:
             return self._anon
         hit = self._cache.get(token)
         if hit is not None:
+            self.cache_hits += 1
             if hit.expires is not None and hit.expires + self._s.jwt_leeway < time.time():
                 del self._cache[token]
                 raise rejected("expired", "JWT expired")
             return hit
+        self.cache_misses += 1
         identity = await self._verify(token)
         if len(self._cache) >= self._s.token_cache:
             # Oldest first: dicts keep insertion order; cheap and bounded.

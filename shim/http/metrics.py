@@ -3,18 +3,159 @@
 Requests by route / function / status, latency histograms, pool size / in use /
 waiting (read from psycopg_pool at scrape time), 503s by reason, rejected tokens by
 reason, cache results. With ``--workers N`` each worker answers for itself.
+
+For ``eventlive verify`` and ``/status``: errors by function, status, SQLSTATE and reason
+(``eventlive_errors``; every label from a bounded set: routable function names, the
+SQLSTATEs and reasons below, anything else ``other``), token cache hits and misses, JWKS
+fetches (the only auth-server traffic), the process start time, and the same errors and
+requests per function over the last 1..60 minutes (``eventlive_window_*``, from 15-second
+slots kept for an hour) so a check "in the last 30 minutes" needs one scrape, not two.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# Windows exposed as eventlive_window_* (label ``window``), in seconds.
+WINDOWS = {"1m": 60, "5m": 300, "10m": 600, "15m": 900, "30m": 1800, "60m": 3600}
+SLOT_SECONDS = 15
+_SLOTS = max(WINDOWS.values()) // SLOT_SECONDS
+
+# SQLSTATEs kept as labels; others are "other". PTnnn and PGRSTnnn are bounded by form.
+SQLSTATES = frozenset(
+    {
+        "42703", "42P01", "42883", "42501", "23503", "23505", "25006", "57014",
+        "40001", "40P01", "P0001", "22P02", "22003", "22021", "22023", "22004",
+        "53300", "53400", "08006", "08001", "42P17", "XX000",
+    }
+)  # fmt: skip
+_BOUNDED_CODE = re.compile(r"(PT|PGRST)[0-9A-Z]{3}")
+
+# Reasons (``details`` of our functions, the shim's own) kept as labels; others "other".
+# tests/http/test_metrics_errors.py checks every reason raised in functions/ is here.
+REASONS = frozenset(
+    """
+    answer_too_long banned cannot_ban_staff chat_disabled client_too_large empty_message
+    invalid_action invalid_after_seq invalid_entry invalid_heartbeat_seconds
+    invalid_max_message_chars invalid_max_rows invalid_minutes invalid_role
+    invalid_session_id invalid_slow_mode_seconds invalid_state invalid_status invalid_title
+    invalid_track_seconds invalid_webinar_id invalid_window message_deleted
+    message_not_found message_too_long not_authenticated not_host not_registered not_staff
+    qa_disabled question_closed question_not_found rate_limited registration_key_immutable
+    session_ended session_superseded too_many_ids user_id_required user_not_found
+    webinar_closed webinar_not_found
+    body_timeout body_too_large method_not_allowed unknown_function unknown_profile
+    unsupported_media_type not_an_object invalid_batch invalid_retention not_service_role
+    bad_issuer
+    duplicate_argument duplicate_key invalid_unicode malformed_json nul_character wrong_type
+    unknown_argument missing_argument out_of_range
+    bad_algorithm bad_audience bad_role bad_signature expired invalid malformed
+    not_yet_valid unknown_kid
+    pool_timeout shutting_down db_timeout database_down database_busy catalog_not_loaded
+    internal
+    """.split()  # noqa: SIM905 - a word list reads better than 70 quoted strings
+)
+
+
+def bounded_sqlstate(code: str) -> str:
+    """``code`` when it is a known SQLSTATE or a PTnnn / PGRSTnnn code, else ``other``."""
+    if code in SQLSTATES or _BOUNDED_CODE.fullmatch(code):
+        return code
+    return "other"
+
+
+def bounded_reason(reason: str | None) -> str:
+    """``reason`` when it is a known one, ``none`` when empty, else ``other``."""
+    if not reason:
+        return "none"
+    return reason if reason in REASONS else "other"
+
+
+class Recent:
+    """Counts per 15-second slot over the last hour, keyed by a bounded label tuple.
+
+    ``add`` is a dict lookup and an increment; ``totals(seconds)`` sums the slots that
+    started within the window (so a window is exact to one slot)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._slots: dict[int, dict[tuple[str, ...], int]] = {}
+
+    def add(self, key: tuple[str, ...]) -> None:
+        slot = int(self._clock() // SLOT_SECONDS)
+        counts = self._slots.get(slot)
+        if counts is None:
+            counts = self._slots[slot] = {}
+            for old in [s for s in self._slots if s <= slot - _SLOTS]:
+                del self._slots[old]
+        counts[key] = counts.get(key, 0) + 1
+
+    def totals(self, seconds: float) -> dict[tuple[str, ...], int]:
+        """Counts of the slots overlapping the last ``seconds`` (at most an hour)."""
+        now = int(self._clock() // SLOT_SECONDS)
+        first = now - min(_SLOTS, math.ceil(seconds / SLOT_SECONDS)) + 1
+        out: dict[tuple[str, ...], int] = {}
+        for slot, counts in list(self._slots.items()):
+            if slot >= first:
+                for key, n in counts.items():
+                    out[key] = out.get(key, 0) + n
+        return out
+
+
+class _WindowCollector(Collector):
+    """The ``Recent`` counts as gauges, one series per window; the start time; token cache."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        m = self._m
+        yield GaugeMetricFamily(
+            "eventlive_process_start_time_seconds",
+            "When this worker started (Unix time): counters count since then",
+            value=m.started,
+        )
+        errors = GaugeMetricFamily(
+            "eventlive_window_errors",
+            "Error answers in the last window, by function, status, SQLSTATE and reason",
+            labels=["window", "function", "status", "sqlstate", "reason"],
+        )
+        requests = GaugeMetricFamily(
+            "eventlive_window_requests",
+            "Answers in the last window, by function",
+            labels=["window", "function"],
+        )
+        for window, seconds in WINDOWS.items():
+            for key, n in sorted(m.recent_errors.totals(seconds).items()):
+                errors.add_metric([window, *key], n)
+            for key, n in sorted(m.recent_requests.totals(seconds).items()):
+                requests.add_metric([window, *key], n)
+        yield errors
+        yield requests
+        cache = CounterMetricFamily(
+            "eventlive_token_cache",
+            "Verified-token cache lookups (hit, miss)",
+            labels=["result"],
+        )
+        hits, misses, fetches = m.auth_stats()
+        cache.add_metric(["hit"], hits)
+        cache.add_metric(["miss"], misses)
+        yield cache
+        yield CounterMetricFamily(
+            "eventlive_jwks_fetches",
+            "JWKS fetches: the only requests the shim sends to an auth server",
+            value=fetches,
+        )
 
 
 class _PoolCollector(Collector):
@@ -39,7 +180,15 @@ class _PoolCollector(Collector):
 class Metrics:
     """Counters and histograms; ``observe`` is the one call per request."""
 
-    def __init__(self, pool_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(
+        self,
+        pool_stats: Callable[[], dict[str, int]],
+        auth_stats: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
+    ) -> None:
+        self.started = time.time()
+        self.auth_stats = auth_stats
+        self.recent_errors = Recent()
+        self.recent_requests = Recent()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -68,7 +217,14 @@ class Metrics:
         self.cache = Counter(
             "eventlive_cache", "GET cache results (hit, shared, miss)", ["result"], registry=r
         )
+        self.errors = Counter(
+            "eventlive_errors",
+            "Error answers by function, status, SQLSTATE (or PostgREST code) and reason",
+            ["function", "status", "sqlstate", "reason"],
+            registry=r,
+        )
         r.register(_PoolCollector(pool_stats))
+        r.register(_WindowCollector(self))
         self._children: dict[tuple[str, ...], Any] = {}
 
     def observe(self, route: str, function: str, status: int, seconds: float) -> None:
@@ -79,6 +235,13 @@ class Metrics:
             child = self._children[key] = (self.requests.labels(*key), self.latency.labels(route))
         child[0].inc()
         child[1].observe(seconds)
+        self.recent_requests.add((function,))
+
+    def error(self, function: str, status: int, code: str, reason: str | None) -> None:
+        """Count one error answer; every label bounded (see the module doc)."""
+        key = (function, str(status), bounded_sqlstate(code), bounded_reason(reason))
+        self.errors.labels(*key).inc()
+        self.recent_errors.add(key)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -89,8 +89,13 @@ async def respond(service: Service, request: Request, route: str, work: Work) ->
 
 
 def error_response(service: Service, ctx: RequestContext, err: ApiError) -> Response:
-    """The PostgREST error response; 503s counted by reason."""
+    """The PostgREST error response; 503s counted by reason, every error by function,
+    status, code and reason (ours in ``details``, the shim's in ``reason``)."""
     ctx.error = err.code
     if err.status == 503:
         service.metrics.unavailable.labels(err.reason or "other").inc()
+    reason = err.reason if err.reason not in ("", "database") else err.details
+    if reason and reason.startswith("request_id="):
+        reason = "internal"
+    service.metrics.error(ctx.function, err.status, err.code, reason)
     return Response(err.body(), status_code=err.status, media_type=JSON_TYPE, headers=err.headers)

@@ -34,11 +34,15 @@ class Service:
         self.cache = SharedCache(settings.cache_entries)
         self.catalog: cat.Catalog = cat.EMPTY
         self.pool: AsyncConnectionPool[Any] | None = None
-        self.metrics = Metrics(self._pool_stats)
+        self.metrics = Metrics(self._pool_stats, self._auth_stats)
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_lock = asyncio.Lock()
         # Set while the NOTIFY listener holds its LISTEN (tests wait on it).
         self.listening = asyncio.Event()
+
+    def _auth_stats(self) -> tuple[int, int, int]:
+        a = self.auth
+        return a.cache_hits, a.cache_misses, a.jwks_fetches
 
     def _pool_stats(self) -> dict[str, int]:
         return self.pool.get_stats() if self.pool is not None else {}
