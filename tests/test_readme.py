@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shim import cli, pg
+from shim import cli, pg, realtime
 from shim.http import settings
 from shim.testing import plugin
 
@@ -22,7 +22,7 @@ def _section(title: str) -> str:
 
 
 def test_configuration_table_is_the_settings_documentation() -> None:
-    documented = {**settings.ENV_DOC, **pg.ENV_DOC, **plugin.ENV_DOC}
+    documented = {**settings.ENV_DOC, **realtime.ENV_DOC, **pg.ENV_DOC, **plugin.ENV_DOC}
     expected = [f"| `{name}` | {doc} |" for name, doc in documented.items()]
     rows = [
         line

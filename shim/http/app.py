@@ -2,8 +2,9 @@
 
 Routes: ``/rpc/{fn}``, ``/rest/v1/rpc/{fn}`` (GET/HEAD/POST), the legacy
 ``/api/webinars/...`` routes (``shim.http.legacy``), ``/health``, ``/ready``, ``/metrics``,
-``/openapi.json``, ``/status`` and ``/eventlive.js`` (``shim.http.console``). The long-lived
-parts open in the lifespan (``shim.http.service``).
+``/openapi.json``, ``/status`` and ``/eventlive.js`` (``shim.http.console``), and the
+realtime routes of ``shim.realtime``. The long-lived parts open in the lifespan
+(``shim.http.service``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from shim import realtime
 from shim.http import bind, errors, legacy, openapi
 from shim.http.calls import identify, invoke, ping_database
 from shim.http.console import Console
@@ -32,9 +34,21 @@ from shim.http.settings import Settings
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The ASGI app for ``settings``; resources open in its lifespan."""
+def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = None) -> Starlette:
+    """The ASGI app for ``settings``; resources open in its lifespan. The realtime routes
+    (``shim.realtime``) are mounted unless ``hub_settings.enabled`` is off."""
     service = Service(settings)
+    hub_settings = hub_settings or realtime.HubSettings()
+
+    async def verify_token(token: str | None) -> realtime.Principal:
+        # The realtime hub verifies tokens with the shim's authenticator (same keys, cache).
+        try:
+            identity = await service.auth.identify(token)
+        except ApiError as exc:
+            raise realtime.TokenRejectedError(exc.message) from None
+        return realtime.Principal(identity.role, identity.claims, identity.expires)
+
+    live = realtime.Realtime(hub_settings, settings.database_url, verify_token)
     console = Console(service)  # /status and /eventlive.js
 
     async def rpc_endpoint(request: Request) -> Response:
@@ -102,9 +116,13 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
+        if hub_settings.enabled:
+            await live.start()
         try:
             yield
         finally:
+            if hub_settings.enabled:
+                await live.stop()
             await console.stop()
             await service.stop()
 
@@ -116,6 +134,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *legacy.routes(service),
+        *(live.routes() if hub_settings.enabled else []),
         *console.routes(),
     ]
     app = Starlette(
@@ -126,6 +145,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={HTTPException: _http_error},
     )
     app.state.service = service
+    app.state.realtime = live
     app.state.console = console
     return app
 
@@ -166,4 +186,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` (each worker reads the environment)."""
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), realtime.HubSettings.from_env())

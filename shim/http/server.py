@@ -43,4 +43,7 @@ def run(host: str, port: int, workers: int) -> None:
         log_config=_log_config(),
         lifespan="on",
         http=HeaderTimeoutProtocol,  # closes connections stalled in their headers
+        # The realtime hub writes one frame to thousands of sockets: per-connection
+        # deflate would cost CPU per subscriber.
+        ws_per_message_deflate=False,
     )

@@ -1,0 +1,193 @@
+"""The realtime part of the app: ``Realtime(settings, database_url, verify)`` owns the hub,
+the refused-join cache and the SSE tickets, and gives the routes to mount:
+
+- ``GET /realtime/v1/websocket`` (``shim.realtime.socket``)
+- ``POST /realtime/v1/api/broadcast``: Supabase's REST broadcast; 202; each private
+  message is sent only when the insert policies let the caller write on its topic
+  (refused ones are skipped, as Supabase does); public messages reach no one here
+- ``GET /api/webinars/{id}/events`` (``shim.realtime.sse``) and
+  ``POST /api/webinars/{id}/events/ticket``
+- ``GET /realtime/v1/stats``: the hub's counters (subscribers, reads, frames, laggards)
+
+The shim's HTTP app mounts these and passes its token verifier; this package imports
+nothing from ``shim.http`` (the direction is http -> realtime).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from shim.realtime import authorize, protocol, socket, sse, topics
+from shim.realtime.answers import RefusedError, bearer, error, read_limited
+from shim.realtime.authorize import DenyCache
+from shim.realtime.hub import Hub
+from shim.realtime.settings import HubSettings
+from shim.realtime.socket import TokenRejectedError, Verify
+
+MAX_MESSAGES = 100
+
+
+class Realtime:
+    """See module doc."""
+
+    def __init__(self, settings: HubSettings, database_url: str | None, verify: Verify) -> None:
+        self.settings = settings
+        self.hub = Hub(settings, database_url)
+        self.verify = verify
+        self.deny = DenyCache(settings.deny_cache_seconds)
+        self.tickets = sse.Tickets(settings)
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            WebSocketRoute("/realtime/v1/websocket", self._websocket),
+            Route("/realtime/v1/api/broadcast", self._broadcast, methods=["POST"]),
+            Route(
+                "/realtime/v1/api/broadcast/{topic}/events/{event}",
+                self._broadcast_one,
+                methods=["POST"],
+            ),
+            Route("/realtime/v1/stats", self._stats, methods=["GET"]),
+            Route("/api/webinars/{webinar_id}/events", self._events, methods=["GET"]),
+            Route("/api/webinars/{webinar_id}/events/ticket", self._ticket, methods=["POST"]),
+        ]
+
+    async def _websocket(self, ws: WebSocket) -> None:
+        await _websocket_endpoint(ws, self.hub, self.verify, self.deny)
+
+    async def _stats(self, request: Request) -> Response:
+        c = self.hub.counters
+        return JSONResponse(
+            {
+                "rooms": len(self.hub.rooms),
+                "subscriptions": self.hub.active(),
+                **c.__dict__,
+            }
+        )
+
+    async def _principal(self, request: Request) -> authorize.Principal:
+        try:
+            return await self.verify(bearer(request))
+        except TokenRejectedError as exc:
+            raise RefusedError(401, "PGRST301", str(exc), "invalid_token") from None
+
+    async def _broadcast(self, request: Request) -> Response:
+        try:
+            principal = await self._principal(request)
+            messages = _messages(await read_limited(request, self.settings.max_frame))
+        except RefusedError as exc:
+            return exc.response
+        return await self._send(principal, messages)
+
+    async def _broadcast_one(self, request: Request) -> Response:
+        """Supabase's single-message form (realtime-py's ``http_send``): the body is the
+        payload, ``?private=true`` makes it private."""
+        message = {
+            "topic": request.path_params["topic"],
+            "event": request.path_params["event"],
+            "private": request.query_params.get("private") == "true",
+        }
+        try:
+            principal = await self._principal(request)
+            raw = await read_limited(request, self.settings.max_frame)
+            try:
+                message["payload"] = protocol.loads(raw)
+            except (ValueError, RecursionError):
+                raise RefusedError(400, "PGRST102", "Malformed JSON", "malformed_json") from None
+            messages = _messages(protocol.dumps({"messages": [message]}).encode())
+        except RefusedError as exc:
+            return exc.response
+        return await self._send(principal, messages)
+
+    async def _send(
+        self,
+        principal: authorize.Principal,
+        messages: list[tuple[topics.Topic, str, dict[str, Any]]],
+    ) -> Response:
+        """Relay the messages whose topic the insert policies let ``principal`` write."""
+        try:
+            allowed: dict[str, bool] = {}
+            for topic, event, payload in messages:
+                if topic.name not in allowed:
+                    allowed[topic.name] = await authorize.may_send(
+                        self.hub.db, principal, topic.name
+                    )
+                if allowed[topic.name]:
+                    self.hub.relay(topic, {"event": event, "payload": payload}, None)
+        except authorize.ProbeError:
+            return error(503, "PGRST000", "Database unavailable", "database_unavailable")
+        return Response(status_code=202)
+
+    async def _ticket(self, request: Request) -> Response:
+        webinar_id = sse.webinar_id(request)
+        if webinar_id is None:
+            return error(400, "22P02", "Invalid webinar id", "invalid_webinar_id")
+        try:
+            principal = await self._principal(request)
+        except RefusedError as exc:
+            return exc.response
+        if principal.expires is None or not principal.sub:
+            return error(401, "PGRST301", "A user token with exp is required", "not_authenticated")
+        ticket = self.tickets.issue(principal, webinar_id)
+        return JSONResponse({"ticket": ticket, "expires_in": int(self.settings.ticket_seconds)})
+
+    async def _events(self, request: Request) -> Response:
+        return await sse.events(request, self)
+
+
+def _messages(raw: bytes) -> list[tuple[topics.Topic, str, dict[str, Any]]]:
+    """The private messages of a REST broadcast body on topics served here; public ones
+    and other topics reach no subscriber of this hub and are skipped (202 all the same)."""
+    try:
+        body = protocol.loads(raw)
+    except (ValueError, RecursionError):
+        raise RefusedError(400, "PGRST102", "Malformed JSON", "malformed_json") from None
+    messages = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
+        message = f"messages must be a list of 1 to {MAX_MESSAGES} objects"
+        raise RefusedError(422, "22023", message, "invalid_messages")
+    out: list[tuple[topics.Topic, str, dict[str, Any]]] = []
+    for m in messages:
+        if not (
+            isinstance(m, dict)
+            and isinstance(m.get("topic"), str)
+            and isinstance(m.get("event"), str)
+            and m["event"]
+            and isinstance(m.get("payload", {}), dict)
+        ):
+            message = "each message needs a topic, an event and an object payload"
+            raise RefusedError(422, "22023", message, "invalid_message")
+        topic = topics.parse(m["topic"])
+        if m.get("private") is True and topic is not None:
+            out.append((topic, m["event"], m.get("payload", {})))
+    return out
+
+
+async def _websocket_endpoint(ws: WebSocket, hub: Hub, verify: Verify, deny: DenyCache) -> None:
+    """The WebSocket route: check ``vsn`` and ``apikey``, then run the connection."""
+    vsn = ws.query_params.get("vsn", protocol.V1)
+    if vsn not in protocol.VERSIONS:
+        await ws.close(socket.CLOSE_POLICY, "unsupported vsn")
+        return
+    token = ws.query_params.get("apikey")
+    auth = ws.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        token = auth[7:].strip() or token
+    if token:
+        try:
+            await verify(token)
+        except TokenRejectedError:
+            await ws.close(socket.CLOSE_POLICY, "invalid apikey")
+            return
+    await ws.accept()
+    await socket.Connection(ws, hub, verify, deny, vsn=vsn, token=token).run()
