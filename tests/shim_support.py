@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 
 from shim.http.settings import Settings
 from shim.pg.ports import free_port
+from shim.realtime import HubSettings
 
 SECRET = "shim-tests-hs256-secret-of-at-least-32-bytes"
 USER_ID = "6c2d6f8e-8a51-4c4e-9d61-0d7f6e2b9a10"
@@ -146,6 +147,9 @@ def settings_for(dsn: str, **overrides: Any) -> Settings:
         pool_min=1,
         pool_max=2,
         access_log=False,
+        # No background ticks in these tests: the counting proxy must see requests only
+        # (tests/sql/test_housekeeping.py runs housekeeping where it is the subject).
+        housekeeping_interval=0,
     )
     return dataclasses.replace(base, **overrides)
 
@@ -332,12 +336,18 @@ def uvicorn_server(app: Starlette) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+# The realtime hub keeps its own connections and ticks: the HTTP tests that count what
+# reaches the database run without it (tests/realtime and tests/verify run it).
+NO_HUB = HubSettings(enabled=False)
+
+
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in-process, lifespan included, behind an httpx client."""
+    """The app in-process (without the realtime hub), lifespan included, behind an httpx
+    client."""
     from shim.http.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, NO_HUB)
     async with app.router.lifespan_context(app):
         await asyncio.wait_for(app.state.service.listening.wait(), 10)
         transport = httpx.ASGITransport(app=app)

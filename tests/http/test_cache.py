@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from shim_support import ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
+from shim_support import NO_HUB, ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
 
 from shim.http.app import create_app
 from shim.http.cache import SharedCache, etag_matches, etag_of
@@ -41,7 +41,7 @@ async def _wave(base: str, path: str, headers: dict[str, str], n: int) -> list[b
 async def test_hundred_concurrent_identical_gets_cost_one_database_call(
     shim_db: ShimDb, proxy: TcpProxy
 ) -> None:
-    app = create_app(settings_for(proxy.dsn, pool_min=4, pool_max=4))
+    app = create_app(settings_for(proxy.dsn, pool_min=4, pool_max=4), NO_HUB)
     auth = bearer(token())
     with uvicorn_server(app) as base:
         async with httpx.AsyncClient(base_url=base) as client:
@@ -55,7 +55,7 @@ async def test_hundred_concurrent_identical_gets_cost_one_database_call(
 
 
 async def test_etag_304_and_cache_control_from_the_marker(shim_db: ShimDb, proxy: TcpProxy) -> None:
-    app = create_app(settings_for(proxy.dsn))
+    app = create_app(settings_for(proxy.dsn), NO_HUB)
     alice, bob = bearer(token()), bearer(token({"sub": "0d7f6e2b-8a51-4c4e-9d61-6c2d6f8e9a10"}))
     with uvicorn_server(app) as base:
         async with httpx.AsyncClient(base_url=base) as client:
@@ -186,7 +186,7 @@ async def test_a_hundred_admins_polling_stats_cost_one_database_call_per_interva
     included)."""
     _staffed_webinar(shim_db.admin_dsn)
     # One connection: the proxy's count is then calls, never a connection being opened.
-    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_max=1))
+    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_max=1), NO_HUB)
     admins = [bearer(token({"sub": uid})) for uid in STAFF]
     with uvicorn_server(app) as base:
         async with httpx.AsyncClient(base_url=base) as client:
@@ -213,7 +213,7 @@ async def test_a_shared_answer_is_never_served_to_someone_who_may_not_read_it(
     """With the stats in memory, a stranger still gets their own 403 from the database,
     and a stranger's failed load is not handed to the staff who waited on it."""
     _staffed_webinar(shim_db.admin_dsn)
-    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_max=1))
+    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_max=1), NO_HUB)
     staff, stranger = bearer(token({"sub": STAFF[0]})), bearer(token({"sub": STRANGER}))
     service = bearer(token({"role": "service_role", "sub": None}))
     with uvicorn_server(app) as base:

@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from shim_support import SECRET, bearer, settings_for, token, uvicorn_server
+from shim_support import NO_HUB, SECRET, bearer, settings_for, token, uvicorn_server
 
 from shim.http.app import create_app
 
@@ -124,7 +124,7 @@ def fuzz_target(request: pytest.FixtureRequest, eventlive_db: Any) -> Iterator[T
     _seed(eventlive_db.admin_dsn)
     settings = settings_for(eventlive_db.dsn, schemas=("api",), jwt_secret=SECRET, pool_max=2)
     tok = CALLERS[request.param]
-    with uvicorn_server(create_app(settings)) as base_url:
+    with uvicorn_server(create_app(settings, NO_HUB)) as base_url:
         target = Target(base_url, bearer(tok) if tok else {})
         yield target
     # The fuzzing really ran, and (with a token) got past the door into the functions.

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from shim_support import bearer, serve, settings_for, uvicorn_server
+from shim_support import NO_HUB, bearer, serve, settings_for, uvicorn_server
 
 from shim.http import demo
 from shim.http.app import create_app
@@ -88,7 +88,7 @@ def test_postgrest_client_calls_the_hot_path_through_rest_v1(api_db: Any) -> Non
 
     token = demo.dev_token(SECRET)
     other = demo.dev_token(SECRET, OTHER_USER)
-    app = create_app(_settings(api_db.dsn))
+    app = create_app(_settings(api_db.dsn), NO_HUB)
     with uvicorn_server(app) as base:
         headers = {"Authorization": f"Bearer {token}", "apikey": token}
         with SyncPostgrestClient(f"{base}/rest/v1", schema="api", headers=headers) as pg:
@@ -126,7 +126,7 @@ def test_demo_curl_lines_work_against_a_real_server(api_db: Any, tmp_path: Any) 
     assert demo.dev_secret(path) == secret  # created once, then read
     assert path.stat().st_mode & 0o777 == 0o600
     walkthrough = demo.prepare(api_db.admin_dsn, secret)  # idempotent: the fixture ran it
-    app = create_app(settings_for(api_db.dsn, schemas=("api",), jwt_secret=secret))
+    app = create_app(settings_for(api_db.dsn, schemas=("api",), jwt_secret=secret), NO_HUB)
     with uvicorn_server(app) as base:
         text = demo.instructions(base, walkthrough, path)
         lines = [line for line in text.splitlines() if line.startswith(("export", "curl"))]

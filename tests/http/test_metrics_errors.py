@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from shim_support import ShimDb, bearer, settings_for, token, uvicorn_server
+from shim_support import NO_HUB, ShimDb, bearer, settings_for, token, uvicorn_server
 
 from shim.http import metrics
 from shim.http.app import create_app
@@ -53,7 +53,7 @@ def test_errors_are_counted_by_function_status_sqlstate_and_reason_with_bounded_
 ) -> None:
     """A function's own error keeps its reason; an internal error is ``internal``; an
     unknown SQLSTATE is ``other``; an unknown function name never becomes a label."""
-    app = create_app(settings_for(shim_db.dsn))
+    app = create_app(settings_for(shim_db.dsn), NO_HUB)
     auth = bearer(token())
     with uvicorn_server(app) as base, httpx.Client(base_url=base, headers=auth) as c:
         assert (
@@ -104,7 +104,7 @@ def test_errors_are_counted_by_function_status_sqlstate_and_reason_with_bounded_
 
 def test_token_cache_hits_and_misses_are_counted(shim_db: ShimDb) -> None:
     """One token used four times: one miss (verified), three hits."""
-    app = create_app(settings_for(shim_db.dsn))
+    app = create_app(settings_for(shim_db.dsn), NO_HUB)
     with uvicorn_server(app) as base, httpx.Client(base_url=base, headers=bearer(token())) as c:
         for _ in range(4):
             assert c.post("/rpc/whoami", json={}).status_code == 200

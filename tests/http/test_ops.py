@@ -8,7 +8,7 @@ import logging
 import re
 
 import pytest
-from shim_support import ShimDb, bearer, serve, settings_for
+from shim_support import NO_HUB, ShimDb, bearer, serve, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -23,7 +23,7 @@ async def test_ready_is_503_when_the_database_is_unreachable() -> None:
     settings = settings_for("host=127.0.0.1 port=1 user=authenticator dbname=x connect_timeout=1")
     from shim.http.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, NO_HUB)
     async with app.router.lifespan_context(app):  # starts although the database is down
         import httpx
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import httpx
-from shim_support import ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
+from shim_support import NO_HUB, ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
 
 from shim.http.app import create_app
 
@@ -15,7 +15,7 @@ from shim.http.app import create_app
 def test_database_down_gives_quick_503s_and_recovery_without_restart(
     shim_db: ShimDb, proxy: TcpProxy
 ) -> None:
-    app = create_app(settings_for(proxy.dsn, pool_min=2, pool_max=2))
+    app = create_app(settings_for(proxy.dsn, pool_min=2, pool_max=2), NO_HUB)
     auth = bearer(token())
     with uvicorn_server(app) as base, httpx.Client(base_url=base, timeout=5) as client:
         assert client.post("/rpc/whoami", headers=auth).status_code == 200

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from shim_support import ShimDb, TcpProxy, bearer, serve, settings_for, token
+from shim_support import NO_HUB, ShimDb, TcpProxy, bearer, serve, settings_for, token
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +84,7 @@ async def test_a_vanished_prepared_statement_is_prepared_again_transparently(
 ) -> None:
     from shim.http.app import create_app
 
-    app = create_app(settings_for(proxy.dsn, pool_min=1, pool_max=1))
+    app = create_app(settings_for(proxy.dsn, pool_min=1, pool_max=1), NO_HUB)
     async with app.router.lifespan_context(app):
         service = app.state.service
         await service.listening.wait()

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from shim_support import ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
+from shim_support import NO_HUB, ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
 
 from shim.http.app import create_app
 from shim.http.console import COOKIE, INTERVAL
@@ -41,7 +41,7 @@ def viewer(admin_dsn: str) -> str:
 
 def test_anonymous_users_and_non_service_tokens_get_the_sign_in_page(shim_db: ShimDb) -> None:
     """401 with the sign-in form, no data: no token, a user's token, a bad key posted."""
-    app = create_app(settings_for(shim_db.dsn, schemas=("api",)))
+    app = create_app(settings_for(shim_db.dsn, schemas=("api",)), NO_HUB)
     with uvicorn_server(app) as base, httpx.Client(base_url=base) as c:
         for headers in ({}, bearer(token()), bearer("not.a.jwt")):
             r = c.get("/status", headers=headers)
@@ -62,7 +62,7 @@ def test_the_sign_in_form_sets_an_httponly_cookie_and_the_page_shows_live_viewer
     /status; the page lists the live webinar with its viewers, the functions called, the
     pool and the lights."""
     live_webinar(shim_db.admin_dsn, 777001)
-    app = create_app(settings_for(shim_db.dsn, schemas=("api",)))
+    app = create_app(settings_for(shim_db.dsn, schemas=("api",)), NO_HUB)
     with uvicorn_server(app) as base, httpx.Client(base_url=base) as c:
         for _ in range(2):
             t = bearer(viewer(shim_db.admin_dsn))
@@ -102,7 +102,7 @@ def test_many_open_pages_cost_the_database_one_query_per_interval(
 ) -> None:
     """20 pages refreshing as fast as they can for 3 intervals: the sampler read the
     database about once per interval, and nothing else crossed the wire."""
-    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1))
+    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1), NO_HUB)
     service_auth = bearer(token(SERVICE))
     with uvicorn_server(app) as base:
         with httpx.Client(base_url=base) as c:
@@ -134,7 +134,9 @@ def test_many_open_pages_cost_the_database_one_query_per_interval(
 
 def test_a_database_outage_shows_red_not_an_error_page(shim_db: ShimDb, proxy: TcpProxy) -> None:
     """The database cut away: the page still answers 200, the database light is red."""
-    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_timeout=0.3))
+    app = create_app(
+        settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_timeout=0.3), NO_HUB
+    )
     auth = bearer(token(SERVICE))
     with uvicorn_server(app) as base, httpx.Client(base_url=base, headers=auth) as c:
         assert 'data-ok="true"' in c.get("/status").text

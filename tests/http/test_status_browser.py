@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 from browser import launch
-from shim_support import ShimDb, bearer, settings_for, token, uvicorn_server
+from shim_support import NO_HUB, ShimDb, bearer, settings_for, token, uvicorn_server
 
 from shim.http.app import create_app
 
@@ -61,7 +61,7 @@ def test_status_page_refuses_anonymous_then_shows_viewers_changing_live(
     """Anonymous: 401 and the sign-in form. Signed in: the viewer count goes 1 → 3 as two
     viewers join, swapped in by the page's script (no reload)."""
     setup_webinars(shim_db.admin_dsn)
-    app = create_app(settings_for(shim_db.dsn, schemas=("api",)))
+    app = create_app(settings_for(shim_db.dsn, schemas=("api",)), NO_HUB)
     with uvicorn_server(app) as base, httpx.Client(base_url=base) as client:
         join(client, shim_db.admin_dsn)
         page = browser.new_page(viewport={"width": 1280, "height": 860})

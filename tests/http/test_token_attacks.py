@@ -22,6 +22,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from shim_support import (
+    NO_HUB,
     SECRET,
     KeyPair,
     ShimDb,
@@ -270,7 +271,10 @@ def test_absurdly_long_and_non_ascii_tokens_through_real_uvicorn_are_4xx_never_5
     settings = settings_for(proxy.dsn)
     header = _segment({"alg": "HS256", "pad": "A" * 1_000_000})
     huge = header + "." + _segment(claims()) + ".c2ln"
-    with uvicorn_server(create_app(settings)) as base, httpx.Client(base_url=base) as client:
+    with (
+        uvicorn_server(create_app(settings, NO_HUB)) as base,
+        httpx.Client(base_url=base) as client,
+    ):
         assert client.post("/rpc/whoami", headers=bearer(token())).status_code == 200
         proxy.reset()
         cases: dict[str, dict[str, Any]] = {

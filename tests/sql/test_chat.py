@@ -20,6 +20,7 @@ import httpx
 import jwt
 import psycopg
 import pytest
+from shim_support import NO_HUB
 
 from shim.http.errors import status_for_sqlstate
 from shim.http.settings import Settings
@@ -303,7 +304,7 @@ def test_the_shim_answers_a_rate_limit_with_http_429_and_a_retry_after_header(
     async def scenario() -> list[httpx.Response]:
         from shim.http.app import create_app
 
-        app = create_app(settings_)
+        app = create_app(settings_, NO_HUB)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from shim_support import NO_HUB
 
 from shim.http.housekeeping import Housekeeper
 from shim.http.settings import Settings
@@ -272,7 +273,7 @@ def test_the_shims_lifespan_runs_housekeeping_by_itself(
     )
 
     async def serve_a_while() -> None:
-        app = create_app(settings)
+        app = create_app(settings, NO_HUB)
         async with app.router.lifespan_context(app):
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:

@@ -21,7 +21,7 @@ import httpx
 import psycopg
 import pytest
 from psycopg import sql
-from shim_support import SECRET, bearer, settings_for, token, uvicorn_server
+from shim_support import NO_HUB, SECRET, bearer, settings_for, token, uvicorn_server
 from test_rls_matrix import (
     ACTORS,
     SERVICE_CLAIM,
@@ -452,7 +452,10 @@ def test_the_attacks_through_http_answer_as_through_sql(
     attacks = [a for a in ATTACKS if not ACTOR[a.actor].claims]
     settings = settings_for(eventlive_db.dsn, schemas=("api",), jwt_secret=SECRET)
     outcomes = []
-    with uvicorn_server(create_app(settings)) as base, httpx.Client(base_url=base) as client:
+    with (
+        uvicorn_server(create_app(settings, NO_HUB)) as base,
+        httpx.Client(base_url=base) as client,
+    ):
         for attack in attacks:
             uid = ACTOR[attack.actor].uid(world)
             before = snapshot(admin_conn, pks)
