@@ -12,12 +12,10 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import psycopg
-
-    from shim.migrate.source import SourceFile
 
 
 class MigrationError(Exception):
@@ -66,8 +64,18 @@ class ApplyError(MigrationError):
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
 
 
+class Located(Protocol):
+    """What an error needs of a source file (``shim.migrate.source.SourceFile``)."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
 def apply_error(
-    f: SourceFile, exc: psycopg.Error, offset: int, kept: str, *, statement: str | None = None
+    f: Located, exc: psycopg.Error, offset: int, kept: str, *, statement: str | None = None
 ) -> ApplyError:
     """An ``ApplyError`` locating ``exc`` in ``f``: Postgres' position when it gives one
     (``offset`` = where the text sent starts in the file), else the failing statement's

@@ -25,7 +25,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from starlette.requests import Request
@@ -33,13 +33,20 @@ from starlette.responses import Response, StreamingResponse
 
 from shim.realtime import authorize, topics
 from shim.realtime.answers import RefusedError, bearer, error
-from shim.realtime.hub import SSE, sse_event
+from shim.realtime.hub import SSE, Hub, sse_event
 from shim.realtime.settings import HubSettings
 from shim.realtime.sink import Sink
-from shim.realtime.socket import TokenRejectedError
+from shim.realtime.socket import TokenRejectedError, Verify
 
-if TYPE_CHECKING:
-    from shim.realtime.service import Realtime
+
+class Realtime(Protocol):
+    """What the SSE routes use of the realtime service (``shim.realtime.service``)."""
+
+    settings: HubSettings
+    hub: Hub
+    verify: Verify
+    tickets: Tickets
+
 
 BACKLOG_MAX = 1000
 
