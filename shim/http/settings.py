@@ -25,7 +25,7 @@ ENV_DOC = {
     "EVENTLIVE_JWKS_REFETCH_SECONDS": "minimum seconds between two JWKS refetches (30)",
     "EVENTLIVE_POOL_MIN": "connections kept open per worker (2)",
     "EVENTLIVE_POOL_MAX": "connections at most per worker (10)",
-    "EVENTLIVE_POOL_TIMEOUT": "seconds a request may wait its turn for a connection while the database is busy, before 503 (5; a database that looks down gets its 503 after 0.5)",
+    "EVENTLIVE_POOL_TIMEOUT": "seconds a request may wait its turn for a connection while the database is busy, before 503 (2; a database that looks down gets its 503 after 0.5)",
     "EVENTLIVE_DB_TIMEOUT": "client-side bound on one database exchange, seconds (10)",
     "EVENTLIVE_STATEMENT_TIMEOUT": "statement_timeout for roles that have none of their own (5s)",
     "EVENTLIVE_MAX_BODY": "largest request body in bytes before 413 (65536)",
@@ -70,7 +70,7 @@ class Settings:
     jwks_refetch_seconds: float = 30.0
     pool_min: int = 2
     pool_max: int = 10
-    pool_timeout: float = 5.0
+    pool_timeout: float = 2.0
     db_timeout: float = 10.0
     statement_timeout: str = "5s"
     max_body: int = 65_536
