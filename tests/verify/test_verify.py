@@ -149,13 +149,14 @@ def test_a_storm_of_expired_tokens_fails_dod3(node: str, shim_db: ShimDb) -> Non
 def test_a_registrant_who_cannot_ping_fails_dod4(node: str, shim_db: ShimDb) -> None:
     """presence_ping broken (it always raises 403 not_registered, the incident's regression):
     the flow step fails with its status, DoD-4 FAIL, the third rollback trigger fires."""
+    # The heartbeat's shared logic, which the single and the coalesced ping both run.
     with psycopg.connect(shim_db.admin_dsn, autocommit=True) as conn:
         conn.execute(
             """
-            create or replace function api.presence_ping(webinar_id bigint, session_id uuid)
-            returns void language plpgsql volatile as $$
-            begin raise exception using errcode = 'PT403', message = 'Not registered.',
-                  detail = 'not_registered'; end $$;
+            create or replace function eventlive.ping_core(
+                p_webinar_id bigint, p_user_id uuid, p_session_id uuid, p_now timestamptz
+            ) returns text language plpgsql volatile set search_path = '' as $$
+            begin return 'not_registered'; end $$;
             """
         )
     reload_catalog(shim_db.admin_dsn)
