@@ -26,6 +26,9 @@ from shim.http.service import Service
 
 log = logging.getLogger("eventlive.shim")
 
+# Seconds /ready waits for a pooled connection (requests may wait longer: a busy database).
+READY_WAIT = 0.5
+
 # The hot-path calls: their call statement is prepared per connection and role.
 HOT_FUNCTIONS = frozenset({"api.presence_ping", "api.track_access", "api.presence_leave"})
 COALESCED_PING = "api.presence_ping"
@@ -370,7 +373,8 @@ async def ping_database(service: Service) -> None:
     assert service.pool is not None
     s = service.settings
     try:
-        async with service.pool.connection(timeout=s.pool_timeout) as conn:
+        # Readiness answers at once: a wait as long as a request's would outlast a freeze.
+        async with service.pool.connection(timeout=min(s.pool_timeout, READY_WAIT)) as conn:
             try:
                 async with asyncio.timeout(s.db_timeout):
                     await exchange.ping(conn)

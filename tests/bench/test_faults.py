@@ -154,7 +154,10 @@ def test_a_client_stalling_mid_body_holds_no_connection_and_gets_408_in_time(
     # One pool connection, twenty stalled requests: had any held it, viewers got 503s.
     assert r.outcomes == {"200": r.viewers}, r.line()
     assert r.extra["stalled_answers"] == {408: 20}, r.line()
-    assert r.extra["stalled_max_seconds"] < body_timeout + 2, r.line()
+    # The 408 comes when the body timer fires; on two shared cores under this drill's load
+    # (p99 about 2 s) the event loop runs it late. Without a timeout the stall would last
+    # the drill's whole window.
+    assert r.extra["stalled_max_seconds"] < body_timeout + 3, r.line()
 
 
 def test_shim_killed_during_a_join_storm_loses_no_acknowledged_entry(
