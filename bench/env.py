@@ -361,6 +361,31 @@ class World:
                     (webinar, start, hi),
                 )
 
+    def present_again(self, webinar: int, lo: int, n: int) -> None:
+        """Viewers lo..lo+n-1 present as if they had kept pinging: the seeded rows say
+        "seen an hour ago" and the shim's housekeeping expires sessions not seen within
+        the presence window, so before each measured run their seeded session is active
+        again and their presence was last seen one ping throttle (plus a second) ago --
+        the next ping writes, as a real heartbeat does, and the window has time left."""
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn, conn.transaction():
+            conn.execute(
+                "update eventlive.viewer_sessions as vs set ended_at = null, end_reason = null "
+                "from generate_series(%s::bigint, %s::bigint) as i "
+                "where vs.session_id = bench.sid(i) and vs.end_reason = 'expired'",
+                (lo, lo + n - 1),
+            )
+            conn.execute(
+                "insert into eventlive.presence as p "
+                "(webinar_id, user_id, session_id, started_at, last_seen_at) "
+                "select w.id, bench.uid(i), bench.sid(i), now() - interval '1 hour', "
+                "now() - eventlive.ping_throttle(w.heartbeat_seconds) - interval '1 second' "
+                "from eventlive.webinars as w, generate_series(%s::bigint, %s::bigint) as i "
+                "where w.id = %s "
+                "on conflict (webinar_id, user_id) do update set last_seen_at = excluded.last_seen_at "
+                "where p.session_id = excluded.session_id",
+                (lo, lo + n - 1, webinar),
+            )
+
     def statement_calls(self, like: str | None = None) -> int:
         """Sum of pg_stat_statements calls (optionally of queries matching ``like``)."""
         if not self.facts.get("pg_stat_statements"):
@@ -416,8 +441,10 @@ class World:
     def settle(self, timeout: float = 15.0) -> float:
         """Wait (bounded) until the database has no active request of the servers and the
         shim answers /health at once: one scenario's backlog must not land in the next.
+        The ceiling's pool of viewers is made present again first (``present_again``).
         Returns the seconds waited."""
         t0 = time.monotonic()
+        self.present_again(W_CEIL, self.ranges.ceiling_start, self.ranges.ceiling)
         calm = 0
         while time.monotonic() - t0 < timeout and calm < 3:
             busy = self.sql(

@@ -23,6 +23,34 @@ pytest_plugins = (
 )
 
 
+SLOW = "slow"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        help="also run the tests marked slow (the bench smoke runs); .ci/run does",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{SLOW}: a smoke run of a bench (minutes); left out unless --slow is given",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the default run under ten minutes: the bench smoke runs only with --slow."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker(SLOW)]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker(SLOW)]
+
+
 @pytest.fixture
 def shim_db(eventlive_db: Any) -> ShimDb:
     """The plugin's fresh clone plus ``test_api`` / ``test_api2``."""

@@ -17,6 +17,7 @@ def run(ctx: Any) -> dict[str, Any]:
     if not world.facts.get("pg_stat_statements"):
         return {"skipped": "pg_stat_statements is not available on this server"}
     out = []
+    world.present_again(W_STEADY, world.ranges.steady_start, world.ranges.steady)
     for admins in cfg.poller_counts:
         world.settle()
         world.reset_statements()

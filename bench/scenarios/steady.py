@@ -20,6 +20,7 @@ def probe(ctx: Any, viewers: int, n: int) -> dict[str, Any]:
     world, cfg = ctx.world, ctx.cfg
     rate = viewers * PER_VIEWER
     world.settle()
+    world.present_again(W_STEADY, world.ranges.steady_start, viewers)
     spec = {
         "mode": "open", "host": "127.0.0.1", "port": world.procs["shim"].port,
         "rate": rate, "duration": cfg.steady_seconds, "viewers": str(world.files["steady"]),

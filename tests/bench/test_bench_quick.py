@@ -17,6 +17,8 @@ from bench import report
 REPO = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
+pytestmark = pytest.mark.slow  # about two minutes: run with --slow (CI does)
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:

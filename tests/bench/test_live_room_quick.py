@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # about a minute: run with --slow (CI does)
 @pytest.mark.timeout(300)
 def test_live_room_quick_run_is_complete_and_consistent(tmp_path: Path) -> None:
     """Every subscriber of every size got every seq in order; the hub's delivery reads
