@@ -43,6 +43,8 @@ W_CEIL = 900001  # heartbeat 15 s (shortest allowed): pings of a 40k pool all wr
 W_STORM = 900002
 W_STEADY = 900003
 W_STORM_BIG = 900004  # the larger storm (its viewers enter W_STORM first-time too)
+# the workers scenario's storms, one webinar per worker count (the same viewers, first-time)
+W_STORM_WORKERS = {1: 900005, 2: 900006}
 
 
 BENCH_SQL = """
@@ -274,6 +276,10 @@ class World:
                     (W_STORM, "bench join storm", 120),
                     (W_STEADY, "bench steady state", 120),
                     (W_STORM_BIG, "bench big join storm", 120),
+                    *(
+                        (w, f"bench join storm, {n} worker(s)", 120)
+                        for n, w in W_STORM_WORKERS.items()
+                    ),
                 ):
                     conn.execute(
                         "select api.upsert_webinar(webinar_id => %s, title => %s, "
@@ -479,6 +485,17 @@ class World:
         env = {"DATABASE_URL": self.auth_dsn(), "JWT_SECRET": SECRET}
         argv = ShimProcess(env, workers=self.workers, port=free_port()).argv()
         return self._spawn("shim", argv, env, "/ready")
+
+    def restart_shim(self, workers: int) -> Proc:
+        """The shim again with ``workers`` processes (the workers scenario); the other
+        scenarios' count is ``self.workers``."""
+        if "shim" in self.procs:
+            self.procs.pop("shim").stop()
+        kept, self.workers = self.workers, workers
+        try:
+            return self.start_shim()
+        finally:
+            self.workers = kept
 
     def viewers_file(self, name: str, count: int) -> Path:
         """The first ``count`` lines of token file ``name`` (e.g. a smaller storm)."""

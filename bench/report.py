@@ -745,6 +745,52 @@ def _pollers_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
     return lines
 
 
+def _workers_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """7. One shim process or two, side by side."""
+    runs = r.get("workers", {}).get("runs", [])
+    if not runs:
+        return []
+    rows = []
+    for w in runs:
+        p, t, s = w["ping"], w["track"], w["storm"]
+        rows.append([
+            str(w["workers"]),
+            f"{_fmt(p['rps'], 0)} / {_fmt(p['p99_ms'])}",
+            f"{_fmt(cpu_ms(p.get('cpu_cores'), p['rps'], 'shim'), 3)}, "
+            f"{_fmt(cpu_ms(p.get('cpu_cores'), p['rps'], 'postgres'), 3)}",
+            _fmt(p.get("statements_per_call")),
+            f"{_fmt(t['rps'], 0)} / {_fmt(t['p99_ms'])}",
+            _statuses(s["track"]["statuses"]),
+            f"{_fmt(s['track']['p50_ms'])} / {_fmt(s['track']['p99_ms'])}",
+            _fmt(s["registrations"]),
+            _cpu(s.get("cpu_cores")),
+        ])  # fmt: skip
+    lines = [
+        "## 7. Workers: one process or two",
+        "",
+        "`eventlive serve --workers N` with everything else as shipped, one after the other in "
+        f"this run: closed-loop calls at {runs[0]['ping']['connections']} connections, then a "
+        f"join storm of {runs[0]['storm']['viewers']:,} first-time viewers on a webinar of "
+        "each run's own.",
+        "",
+    ]
+    lines += _table(
+        ["workers", "ping req/s / p99 ms", "ping CPU ms/req: shim, postgres", "stmts/ping",
+         "track req/s / p99 ms", "storm track statuses", "storm track p50 / p99 ms",
+         "registrations", "storm CPU cores used"],
+        rows,
+    )  # fmt: skip
+    if len(runs) == len(("one", "two")):  # one worker and two
+        a, b = runs
+        lines += [
+            "",
+            f"Two workers / one: ping {_fmt(_ratio(b['ping']['rps'], a['ping']['rps']))} times, "
+            f"track {_fmt(_ratio(b['track']['rps'], a['track']['rps']))} times, storm p99 "
+            f"{_fmt(_ratio(b['storm']['track']['p99_ms'], a['storm']['track']['p99_ms']))} times.",
+        ]
+    return [*lines, ""]
+
+
 def _notes_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
     """Free-text notes of the run."""
     lines: list[str] = []
@@ -761,6 +807,7 @@ SECTIONS = (
     _storm_section,
     _steady_section,
     _pollers_section,
+    _workers_section,
     _notes_section,
 )
 

@@ -25,7 +25,16 @@ from typing import Any
 
 from bench import drivers, report
 from bench.env import REPO, Ranges, World
-from bench.scenarios import ceiling, closed, openmodel, pollers, profile, steady, storm
+from bench.scenarios import (
+    ceiling,
+    closed,
+    openmodel,
+    pollers,
+    profile,
+    steady,
+    storm,
+    workers,
+)
 
 
 @dataclass
@@ -153,6 +162,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Context], dict[str, Any]]]] = [
     ("storm", "4. Join storm", storm.run),
     ("steady", "5. Steady state", steady.run),
     ("pollers", "6. Pollers", pollers.run),
+    ("workers", "7. Workers: one process or two", workers.run),
 ]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import secrets
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -278,8 +279,22 @@ def _serve(args: argparse.Namespace) -> int:
         return ERROR
     if not os.environ.get("DATABASE_URL"):
         _embedded_default(args.host, args.port)
+    share_between_workers(args.workers, os.environ)
     server.run(args.host, args.port, args.workers)
     return 0
+
+
+# Drawn at random by each worker when unset; one draw per server instead (see below).
+SHARED_PER_SERVER = ("EVENTLIVE_REALTIME_TICKET_SECRET",)
+
+
+def share_between_workers(workers: int, environ: dict[str, str] | os._Environ[str]) -> None:
+    """A secret each worker would otherwise draw at random is drawn once here, for all of
+    this server's workers (they read the environment): an SSE ticket signed by one worker
+    is then accepted by the others. A value already set (several nodes) is kept."""
+    for name in SHARED_PER_SERVER:
+        if workers > 1 and not environ.get(name):
+            environ[name] = secrets.token_hex(32)
 
 
 def _embedded_default(host: str, port: int) -> None:

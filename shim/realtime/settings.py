@@ -26,7 +26,7 @@ ENV_DOC = {
     "EVENTLIVE_REALTIME_DENY_CACHE_SECONDS": "seconds a refused (token, topic) join is "
     "answered from memory (5)",
     "EVENTLIVE_REALTIME_TICKET_SECRET": "key that signs SSE tickets; set the same value on "
-    "every worker and node (random per worker)",
+    "every node (random per server: `eventlive serve --workers N` gives its workers one)",
 }
 
 
