@@ -25,3 +25,53 @@ $$;
 comment on function eventlive.staff_readers(bigint) is
 'Who may read the shared answers of a webinar''s staff functions (service_role and the staff), told only to them; null for anyone else.';
 grant execute on function eventlive.staff_readers(bigint) to authenticated, service_role;
+
+-- Readers of a live room's polled answers (chat_since, questions). Staff see held
+-- messages, so staff and viewers read different answers: the readers are the caller's
+-- class -- staff (service_role and the webinar's staff) or viewers (registered users who
+-- are not staff) -- named in `class`, so the shim keeps one shared answer per class.
+-- Anyone else gets null (their own call decides). The same rule as
+-- eventlive.room_role_is_staff, which chat_since and questions apply to the caller.
+-- Security definer: registrations and staff are read past RLS, and a class's members are
+-- told only to a member of it.
+create or replace function eventlive.room_readers(webinar_id bigint)
+returns jsonb
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select case
+        when eventlive.is_service_role() or exists (
+            select from eventlive.webinar_staff as s
+            where s.webinar_id = room_readers.webinar_id and s.user_id = (select auth.uid())
+        ) then pg_catalog.jsonb_build_object(
+            'class', 'staff',
+            'roles', pg_catalog.jsonb_build_array('service_role'),
+            'users', (
+                select coalesce(pg_catalog.jsonb_agg(s.user_id), '[]'::jsonb)
+                from eventlive.webinar_staff as s
+                where s.webinar_id = room_readers.webinar_id
+            )
+        )
+        when exists (
+            select from eventlive.registrations as r
+            where r.webinar_id = room_readers.webinar_id and r.user_id = (select auth.uid())
+        ) then pg_catalog.jsonb_build_object(
+            'class', 'viewer',
+            'roles', '[]'::jsonb,
+            'users', (
+                select coalesce(pg_catalog.jsonb_agg(r.user_id), '[]'::jsonb)
+                from eventlive.registrations as r
+                where r.webinar_id = room_readers.webinar_id
+                    and not exists (
+                        select from eventlive.webinar_staff as s
+                        where s.webinar_id = r.webinar_id and s.user_id = r.user_id
+                    )
+            )
+        )
+    end
+$$;
+comment on function eventlive.room_readers(bigint) is
+'Who may read the shared chat and Q&A answers of the caller''s class in a webinar (class staff: service_role and the staff; class viewer: registered non-staff users), told only to a member of that class; null for anyone else.';
+grant execute on function eventlive.room_readers(bigint) to authenticated, service_role;

@@ -9,7 +9,7 @@ on (function, arguments, and the caller's claims unless the function is ``public
 
 An entry may carry its ``Readers`` (who the database said may read it, loaded with it):
 then the key holds no caller at all, and ``shim.http.calls`` serves the entry only to
-those readers. Such loads pass ``share_errors=False``: a caller that may not read gets its
+those readers, keeping one entry per group of readers (``fresh``, ``put``, ``groups``). Such loads pass ``share_errors=False``: a caller that may not read gets its
 own error, and the callers waiting on its load try again (one loading for the rest)
 instead of inheriting it.
 """
@@ -25,10 +25,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Readers:
-    """Who may be served a shared answer: these roles whoever they are, these users."""
+    """Who may be served a shared answer: these roles whoever they are, these users. A
+    ``group`` names a class of readers when one call has a different answer per class
+    (staff and viewers of a chat): one shared answer is kept per group."""
 
     roles: frozenset[str]
     users: frozenset[str]
+    group: str = ""
 
     def admit(self, role: str, user: str | None) -> bool:
         return role in self.roles or (user is not None and user in self.users)
@@ -54,6 +57,12 @@ def etag_of(body: str | None) -> str:
     return f'"{digest}"'
 
 
+def entry_of(loaded: Loaded, ttl: int) -> Entry:
+    """The entry of a loaded result, kept ``ttl`` seconds from now."""
+    body, readers = loaded if isinstance(loaded, tuple) else (loaded, None)
+    return Entry(body, etag_of(body), time.monotonic() + ttl, readers)
+
+
 def etag_matches(if_none_match: str, etag: str) -> bool:
     """RFC 9110 weak comparison of an If-None-Match list against ``etag``."""
     if if_none_match.strip() == "*":
@@ -68,6 +77,8 @@ class SharedCache:
         self._max = max_entries
         self._entries: dict[Hashable, Entry] = {}
         self._inflight: dict[Hashable, asyncio.Future[Entry]] = {}
+        # family (a function) -> the reader groups of its shared answers
+        self._groups: dict[Hashable, set[str]] = {}
 
     async def get(
         self,
@@ -112,8 +123,7 @@ class SharedCache:
 
     @staticmethod
     def _entry(loaded: Loaded, ttl: int) -> Entry:
-        body, readers = loaded if isinstance(loaded, tuple) else (loaded, None)
-        return Entry(body, etag_of(body), time.monotonic() + ttl, readers)
+        return entry_of(loaded, ttl)
 
     def _store(self, key: Hashable, entry: Entry) -> None:
         if len(self._entries) >= self._max:
@@ -124,6 +134,23 @@ class SharedCache:
                 del self._entries[next(iter(self._entries))]
         self._entries[key] = entry
 
+    def fresh(self, key: Hashable) -> Entry | None:
+        """The stored entry for ``key`` if it has not expired."""
+        entry = self._entries.get(key)
+        return entry if entry is not None and entry.expires > time.monotonic() else None
+
+    def put(self, key: Hashable, entry: Entry, family: Hashable) -> None:
+        """Store an entry loaded elsewhere (``entry_of``); the group of its readers is
+        remembered for ``family`` (e.g. the function)."""
+        self._store(key, entry)
+        if entry.readers is not None:
+            self._groups.setdefault(family, set()).add(entry.readers.group)
+
+    def groups(self, family: Hashable) -> tuple[str, ...]:
+        """The reader groups stored so far for ``family``: a handful per function."""
+        return tuple(self._groups.get(family, ()))
+
     def clear(self) -> None:
         """Forget every stored result (catalog reload)."""
         self._entries.clear()
+        self._groups.clear()

@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from shim.http import bind, coalesce, errors, exchange
 from shim.http.auth import Identity, rejected
-from shim.http.cache import Entry, Readers, etag_matches
+from shim.http.cache import Entry, Readers, entry_of, etag_matches
 from shim.http.catalog import Routine
 from shim.http.errors import ApiError
 from shim.http.request import header, prefers_minimal
@@ -205,12 +205,21 @@ async def _shared_answer(
     statement: bytes,
     values: list[Any],
     timeout: str,
-) -> tuple[Entry | None, str]:
-    """A ``@readers`` answer: one database call per interval per set of arguments, however
-    many readers poll. The call returns the answer and its readers together, made as the
-    caller who missed (so the function's own checks run); it is served from memory to the
-    roles and users it names, and to nobody else: for them, None (their own call)."""
-    routine_ttl = service.catalog.find(call[0], call[1])[0].cache_seconds or 0
+) -> tuple[Entry, str]:
+    """A ``@readers`` answer: one database call per interval per set of arguments and
+    class of readers, however many readers poll. The call returns the answer and its
+    readers together, made as the caller who missed (so the function's own checks run);
+    it is served from memory to the roles and users it names, and to nobody else. When
+    the readers come in classes (``group``: staff and viewers of a chat read different
+    answers), each class has its own shared answer."""
+    cache = service.cache
+    family = call[:2]
+    ttl = service.catalog.find(call[0], call[1])[0].cache_seconds or 0
+    user: str | None = identity.user_id or json.loads(identity.claims).get("sub")
+    for group in cache.groups(family):
+        stored = cache.fresh((*call, "readers", group))
+        if stored and stored.readers and stored.readers.admit(identity.role, user):
+            return stored, "hit"
 
     async def load() -> tuple[str | None, Readers | None]:
         text = await call_function(
@@ -221,13 +230,20 @@ async def _shared_answer(
         if not isinstance(readers, dict):
             return body, None
         return body, Readers(
-            frozenset(readers.get("roles") or ()), frozenset(readers.get("users") or ())
+            frozenset(readers.get("roles") or ()),
+            frozenset(readers.get("users") or ()),
+            str(readers.get("class") or ""),
         )
 
-    entry, how = await service.cache.get((*call, "readers"), routine_ttl, load, share_errors=False)
-    user = json.loads(identity.claims).get("sub") if entry.readers is not None else None
-    if entry.readers is None or not entry.readers.admit(identity.role, user):
-        return None, how
+    # Callers missing together share one load (in flight only); one it does not admit
+    # (another class) loads its own. A caller's own load is its answer, whoever reads it.
+    entry, how = await cache.get((*call, "readers"), 0, load, share_errors=False)
+    if how == "shared" and (entry.readers is None or not entry.readers.admit(identity.role, user)):
+        entry, how = entry_of(await load(), ttl), "miss"
+    readers = entry.readers
+    if readers is not None and ttl > 0:
+        entry = entry_of((entry.body, readers), ttl)  # kept from now on (loaded at ttl 0)
+        cache.put((*call, "readers", readers.group), entry, family)
     return entry, how
 
 

@@ -6,6 +6,7 @@ concurrent identical GETs -> one database call, counted at a TCP proxy."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -235,3 +236,85 @@ async def test_a_shared_answer_is_never_served_to_someone_who_may_not_read_it(
             ok = await client.get("/rpc/access_stats?webinar_id=7", headers=service)
             assert ok.status_code == 200  # service_role is a reader of every webinar
             assert proxy.bursts == 0
+
+
+# -- chat and Q&A polling: one shared answer per class of readers ----------------------------
+
+VIEWERS = [f"5a1f0000-0000-4000-8000-{i:012d}" for i in range(200, 300)]
+
+
+def _room_with_a_held_message(admin_dsn: str, webinar: int = 8) -> None:
+    """A webinar with three staff and 100 registered viewers; one visible message, then
+    (hold for review on) one held message, both from the first viewer."""
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for uid in [*STAFF[:3], *VIEWERS, STRANGER]:
+            conn.execute("insert into auth.users (id) values (%s) on conflict do nothing", (uid,))
+        conn.execute(
+            "select set_config('request.jwt.claims', '{\"role\":\"service_role\"}', false)"
+        )
+        conn.execute("set role service_role")
+        conn.execute("select api.upsert_webinar(%s, 'Shared chat')", (webinar,))
+        for uid in STAFF[:3]:
+            conn.execute("select api.set_staff(%s, %s)", (webinar, uid))
+        for uid in VIEWERS:
+            conn.execute("select api.register(%s, %s)", (webinar, uid))
+        conn.execute("reset role")
+        for hold, text in ((False, "visible"), (True, "held")):
+            conn.execute("set role service_role")
+            conn.execute(
+                "select api.room_settings(webinar_id => %s, hold_for_review => %s)", (webinar, hold)
+            )
+            conn.execute("reset role")
+            conn.execute(
+                "select set_config('request.jwt.claims', %s, false)",
+                (json.dumps({"role": "authenticated", "sub": VIEWERS[0]}),),
+            )
+            conn.execute("set role authenticated")
+            conn.execute("select api.chat_send(%s, %s, gen_random_uuid())", (webinar, text))
+            conn.execute("reset role")
+            conn.execute(
+                "select set_config('request.jwt.claims', '{\"role\":\"service_role\"}', false)"
+            )
+
+
+async def test_a_hundred_viewers_polling_chat_at_one_cursor_cost_one_call_per_interval_per_class(
+    shim_db: ShimDb, proxy: TcpProxy
+) -> None:
+    """chat_since and questions answer staff (who see held messages) and viewers
+    differently: the shim keeps one shared answer per class, loaded with its readers.
+    100 viewers and 3 staff polling the same cursor cost one database call per class per
+    interval (authorization included); viewers never get the staff answer; a stranger
+    gets its own 403."""
+    _room_with_a_held_message(shim_db.admin_dsn)
+    app = create_app(settings_for(proxy.dsn, schemas=("api",), pool_min=1, pool_max=1), NO_HUB)
+    path = "/rpc/chat_since?webinar_id=8&after_seq=0"
+    with uvicorn_server(app) as base:
+        async with httpx.AsyncClient(base_url=base) as client:
+            await _quiet(client, app)
+            proxy.reset()
+            started = time.monotonic()
+            staff = await asyncio.gather(
+                *(client.get(path, headers=bearer(token({"sub": u}))) for u in STAFF[:3])
+            )
+            viewers = await asyncio.gather(
+                *(client.get(path, headers=bearer(token({"sub": u}))) for u in VIEWERS)
+            )
+            intervals = 1 + int((time.monotonic() - started) // 2)
+            calls = proxy.bursts
+            stranger = await client.get(path, headers=bearer(token({"sub": STRANGER})))
+            questions = [
+                await client.get(
+                    "/rpc/questions?webinar_id=8&after_seq=0", headers=bearer(token({"sub": u}))
+                )
+                for u in (VIEWERS[1], VIEWERS[2], STAFF[1], STAFF[2])
+            ]
+    assert {r.status_code for r in [*staff, *viewers, *questions]} == {200}
+    seen_by_staff = [m["body"] for m in staff[0].json()["messages"]]
+    seen_by_viewers = [m.get("body") for m in viewers[0].json()["messages"]]
+    assert seen_by_staff == ["visible", "held"]
+    assert seen_by_viewers == ["visible"]
+    assert {r.text for r in staff} == {staff[0].text}
+    assert {r.text for r in viewers} == {viewers[0].text}
+    assert 2 <= calls <= 2 * intervals, (calls, intervals)
+    assert stranger.status_code == 403
+    assert stranger.json()["details"] == "not_registered"

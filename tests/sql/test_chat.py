@@ -650,3 +650,30 @@ def test_a_superseded_session_is_told_on_its_user_topic_at_once(
             {"session_id": first, "superseded_by": second, "seq": 1},
         )
     ]
+
+
+# --- readers of the shared polled answers (eventlive.room_readers) ---------------------
+
+
+def test_room_readers_name_the_callers_class_and_tell_it_only_to_a_member(
+    db: psycopg.Connection[Any], room: Room
+) -> None:
+    """The shim shares chat_since / questions answers per class of readers: staff (and
+    service_role) or registered viewers, never mixed (staff also see held messages); a
+    stranger gets null; a class's members are told only to one of them."""
+
+    def readers(user: uuid.UUID | None, role: str = "authenticated") -> Any:
+        with act_as(db, user, role=role) as c:
+            row = c.execute("select eventlive.room_readers(%s)", (LIVE,)).fetchone()
+        return row[0] if row else None
+
+    staff = readers(room.moderator)
+    assert staff["class"] == "staff"
+    assert staff["roles"] == ["service_role"]
+    assert set(staff["users"]) == {str(room.host), str(room.moderator)}
+    assert readers(None, role="service_role")["class"] == "staff"
+    viewers = readers(room.viewer)
+    assert (viewers["class"], viewers["roles"]) == ("viewer", [])
+    assert set(viewers["users"]) == {str(room.viewer), str(room.peer)}
+    assert readers(room.stranger) is None
+    assert readers(room.other_host) is None  # staff of another webinar only
