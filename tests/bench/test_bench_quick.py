@@ -46,6 +46,8 @@ def _summaries(results: dict[str, Any]) -> list[dict[str, Any]]:
         found += [p, p["ping"], p["track"]]
     for p in results["pollers"]["runs"]:
         found += [p["stats"], p["ping"]]
+    for w in results["workers"]["runs"]:
+        found += [w["ping"], w["track"], w["storm"]["track"], w["storm"]["ping"]]
     return found
 
 
@@ -57,10 +59,13 @@ def test_quick_run_reports_every_scenario(quick_run: tuple[Path, dict[str, Any],
     except ImportError:
         assert "charts not drawn: matplotlib is not installed" in text
     assert results["meta"]["scenarios_failed"] == {}
-    for key in ("ceiling", "closed_shim", "closed_old", "open", "storm", "steady", "pollers"):
+    for key in (
+        "ceiling", "closed_shim", "closed_old", "open", "storm", "steady", "pollers", "workers"
+    ):  # fmt: skip
         assert key in results, key
     for heading in ("## Headline", "## Machine and tools", "## Exact commands", "## 1. Ceiling",
-                    "## 4. Join storm", "## 5. Steady state", "## 6. Pollers"):  # fmt: skip
+                    "## 4. Join storm", "## 5. Steady state", "## 6. Pollers",
+                    "## 7. Workers: one process or two"):  # fmt: skip
         assert heading in text, heading
     # the machine and tool versions are stated
     assert results["meta"]["machine"]["cores"]
@@ -123,3 +128,21 @@ def test_storm_and_pollers_are_accounted(quick_run: tuple[Path, dict[str, Any], 
         assert p["db_calls_per_interval"] == round(p["db_calls"] / p["intervals"], 2)
     steady = results["steady"]
     assert steady["best_viewers"] in [0] + [p["viewers"] for p in steady["probes"] if p["passed"]]
+
+
+@pytest.mark.timeout(300)
+def test_workers_are_compared_in_the_same_run(quick_run: tuple[Path, dict[str, Any], str]) -> None:
+    """One and two workers, each with its closed loops and its own storm, side by side."""
+    _out, results, text = quick_run
+    runs = results["workers"]["runs"]
+    assert [w["workers"] for w in runs] == [1, 2]
+    cfg = results["meta"]["config"]
+    for w in runs:
+        assert (
+            w["ping"]["connections"] == w["track"]["connections"] == max(cfg["closed_connections"])
+        )
+        storm = w["storm"]
+        assert storm["viewers"] == cfg["storm_viewers"]
+        assert storm["track"]["requests"] == storm["viewers"] + storm["doubles"]
+        assert 0 <= storm["registrations"] <= storm["viewers"]
+    assert "Two workers / one: ping " in text
