@@ -395,7 +395,7 @@ end
 $$;
 comment on function api.chat_since(bigint, bigint, integer) is
 'Chat messages with seq > after_seq (registered viewers and staff; staff also see held ones, flagged). Returns {messages: [{id, seq, user_id, display_name, body, created_at}], next_seq, poll_after_seconds, settings}; hidden messages come as {id, seq, hidden: true}. poll_after_seconds grows with the present viewers (2 s, +1 s per 250, at most 30). Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_registered, 400 invalid_after_seq, 400 invalid_max_rows.
-@cache 2
+@cache 2 room
 @readers eventlive.room_readers(webinar_id)';
 grant execute on function api.chat_since(bigint, bigint, integer) to authenticated, service_role;
 

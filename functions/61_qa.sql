@@ -350,7 +350,7 @@ end
 $$;
 comment on function api.questions(bigint, bigint, integer) is
 'Questions with seq > after_seq, each with its votes count (registered viewers and staff). Returns {questions: [{id, seq, user_id, display_name, body, anonymous, status, answer, votes, created_at}], next_seq, poll_after_seconds}; viewers get dismissed ones as {id, seq, status} and no author of anonymous ones. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_registered, 400 invalid_after_seq, 400 invalid_max_rows.
-@cache 2
+@cache 2 room
 @readers eventlive.room_readers(webinar_id)';
 grant execute on function api.questions(bigint, bigint, integer) to authenticated, service_role;
 

@@ -48,7 +48,9 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
             raise realtime.TokenRejectedError(exc.message) from None
         return realtime.Principal(identity.role, identity.claims, identity.expires)
 
-    live = realtime.Realtime(hub_settings, settings.database_url, verify_token)
+    live = realtime.Realtime(
+        hub_settings, settings.database_url, verify_token, service.rooms.changed
+    )
     console = Console(service)  # /status and /eventlive.js
 
     async def rpc_endpoint(request: Request) -> Response:

@@ -21,6 +21,38 @@ import hashlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Any
+
+
+class RoomClock:
+    """How often each webinar's room changed, as far as this process heard (``NOTIFY
+    eventlive_room`` from ``eventlive.publish``, seen by the service's listener and by the
+    realtime hub's before it delivers). An answer cached with ``@cache <s> room`` is keyed
+    by the webinar's reading, so the next event makes it stale: a viewer who rejoins after
+    the hub delivered an event never catches up from an answer older than that event. A
+    listener that reconnects (notifications may be lost) moves every room on."""
+
+    def __init__(self) -> None:
+        self._epoch = 0
+        self._changes: dict[int, int] = {}
+
+    def changed(self, webinar_id: int) -> None:
+        if len(self._changes) >= _MAX_ROOMS:
+            self.moved_all()
+        self._changes[webinar_id] = self._changes.get(webinar_id, 0) + 1
+
+    def moved_all(self) -> None:
+        self._epoch += 1
+        self._changes.clear()
+
+    def reading(self, webinar_id: Any) -> tuple[int, int]:
+        """(epoch, changes) of a webinar id as given: an int, or digits (a GET's query)."""
+        if isinstance(webinar_id, str) and webinar_id.isascii() and webinar_id.isdigit():
+            webinar_id = int(webinar_id)
+        return self._epoch, self._changes.get(webinar_id, 0) if type(webinar_id) is int else 0
+
+
+_MAX_ROOMS = 100_000
 
 
 @dataclass(frozen=True, slots=True)

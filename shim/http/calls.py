@@ -150,7 +150,7 @@ async def invoke(
 
     headers: dict[str, str] = {}
     if is_get:
-        args = json.dumps(given, sort_keys=True)
+        args = _cache_args(service, routine, given)
         entry = None
         shared = routine.shared_statement(_names(routine, given)) if routine.cache_seconds else None
         if shared is not None:
@@ -189,6 +189,16 @@ async def invoke(
         return Response(status_code=204, headers=headers)
     body = "null" if result is None else result
     return Response(body, media_type=JSON_TYPE, headers=headers)
+
+
+def _cache_args(service: Service, routine: Routine, given: dict[str, Any]) -> str:
+    """The arguments as a cache key; for ``@cache <s> room`` also the room's reading, so
+    the room's next event makes the cached answer stale (``RoomClock``)."""
+    args = json.dumps(given, sort_keys=True)
+    if routine.cache_room:
+        epoch, changes = service.rooms.reading(given.get("webinar_id"))
+        args += f"@{epoch}.{changes}"
+    return args
 
 
 def _names(routine: Routine, given: dict[str, Any]) -> tuple[str, ...]:

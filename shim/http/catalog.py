@@ -4,9 +4,10 @@ A function is routable when it lives in an exposed schema, is a plain function
 (``prokind = 'f'``), and at least one API role may use its schema and execute it.
 ``Catalog.load`` is the only catalog query; requests read the immutable ``Catalog``
 object the app holds, which a reload replaces whole (NOTIFY ``eventlive_reload`` or
-SIGHUP). The cache marker is ``@cache <seconds> [public]`` on a line of the function's
-comment: ``private, max-age`` per caller, or ``public`` for results shared by every
-caller (only for functions whose answer does not depend on who asks).
+SIGHUP). The cache marker is ``@cache <seconds> [public] [room]`` on a line of the
+function's comment: ``private, max-age`` per caller, or ``public`` for results shared by
+every caller (only for functions whose answer does not depend on who asks); ``room`` keeps
+an answer only until the webinar's next room event (``shim.http.cache.RoomClock``).
 
 ``@readers schema.fn(arg, ...)`` on another line makes a cached answer shared by everyone
 the database says may read it: the call is made together with ``schema.fn`` (same
@@ -57,7 +58,7 @@ select r.rolname, s.setconfig
  order by s.setdatabase
 """
 
-_CACHE_MARK = re.compile(r"@cache\s+(\d+)(\s+public)?", re.IGNORECASE)
+_CACHE_MARK = re.compile(r"@cache\s+(\d+)(\s+public)?(\s+room)?", re.IGNORECASE)
 _READERS_MARK = re.compile(
     r"@readers\s+([a-z_][a-z0-9_]*)\.([a-z_][a-z0-9_]*)\(\s*([a-z_][a-z0-9_]*(?:\s*,\s*[a-z_][a-z0-9_]*)*)?\s*\)",
     re.IGNORECASE,
@@ -103,6 +104,9 @@ class Routine:
     comment: str | None
     cache_seconds: int | None = None
     cache_public: bool = False
+    # ``@cache <s> room``: the answer changes with the webinar's room events, so a cached
+    # one is served only until the next event (NOTIFY eventlive_room), within the seconds.
+    cache_room: bool = False
     # ``@readers``: (schema, function, argument names) of the readers function.
     readers: tuple[str, str, tuple[str, ...]] | None = None
     _statements: dict[tuple[str, ...], bytes] = field(default_factory=dict)
@@ -242,6 +246,7 @@ def _routine(row: tuple[Any, ...]) -> Routine:
     if mark:
         routine.cache_seconds = int(mark.group(1))
         routine.cache_public = bool(mark.group(2))
+        routine.cache_room = bool(mark.group(3)) and "webinar_id" in {a.name for a in args}
     readers = _READERS_MARK.search(comment or "")
     if readers:
         arg_names = tuple(a.strip() for a in (readers.group(3) or "").split(",") if a.strip())

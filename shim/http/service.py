@@ -18,12 +18,13 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from shim.http import catalog as cat
 from shim.http.accesslog import AccessLog
 from shim.http.auth import Authenticator
-from shim.http.cache import SharedCache
+from shim.http.cache import RoomClock, SharedCache
 from shim.http.coalesce import Coalescer
 from shim.http.exchange import Health
 from shim.http.housekeeping import Housekeeper
 from shim.http.metrics import Metrics
 from shim.http.settings import Settings
+from shim.realtime.hub import ROOM_CHANNEL
 
 log = logging.getLogger("eventlive.shim")
 
@@ -40,6 +41,7 @@ class Service:
         self.settings = settings
         self.auth = Authenticator(settings)
         self.cache = SharedCache(settings.cache_entries)
+        self.rooms = RoomClock()
         self.catalog: cat.Catalog = cat.EMPTY
         self.pool: AsyncConnectionPool[Any] | None = None
         self.metrics = Metrics(self._pool_stats, self._auth_stats)
@@ -140,7 +142,8 @@ class Service:
             log.warning("catalog reload failed: %s", exc)
 
     async def _listen(self) -> None:
-        """LISTEN on a dedicated connection; reload on each NOTIFY and after reconnecting."""
+        """LISTEN on a dedicated connection: reload the catalog on each NOTIFY of its
+        channel and after reconnecting; tell the room clock of each room change."""
         assert self.settings.database_url is not None
         delay = 0.5
         missed = not self.catalog.loaded
@@ -150,13 +153,19 @@ class Service:
                     self.settings.database_url, autocommit=True
                 ) as conn:
                     await conn.execute(f"listen {cat.RELOAD_CHANNEL}")
+                    await conn.execute(f"listen {ROOM_CHANNEL}")
+                    self.rooms.moved_all()
                     self.listening.set()
                     delay = 0.5
                     if missed:  # notifications may have been missed while disconnected
                         await self._safe_reload()
                     missed = True
-                    async for _ in conn.notifies():
-                        await self._safe_reload()
+                    async for note in conn.notifies():
+                        if note.channel == ROOM_CHANNEL:
+                            with contextlib.suppress(ValueError):
+                                self.rooms.changed(int(note.payload))
+                        else:
+                            await self._safe_reload()
             except psycopg.Error as exc:
                 log.debug("listener: %s; retrying in %.1fs", exc, delay)
             self.listening.clear()

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,9 +80,16 @@ class Counters:
 class Hub:
     """Rooms, the listener, the delivery and stats loops (see module doc)."""
 
-    def __init__(self, settings: HubSettings, database_url: str | None) -> None:
+    def __init__(
+        self,
+        settings: HubSettings,
+        database_url: str | None,
+        room_changed: Callable[[int], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.database_url = database_url
+        # Told of every room change as it is heard, before delivery (the shim's RoomClock).
+        self.room_changed = room_changed
         self.rooms: dict[int, Room] = {}
         self.pool: AsyncConnectionPool[Any] | None = None
         self.prober: Prober | None = None
@@ -250,6 +258,8 @@ class Hub:
                             webinar_id = int(note.payload)
                         except ValueError:
                             continue
+                        if self.room_changed is not None:
+                            self.room_changed(webinar_id)
                         if webinar_id in self.rooms:
                             self._due.add(webinar_id)
                             self._wake.set()

@@ -15,6 +15,7 @@ nothing from ``shim.http`` (the direction is http -> realtime).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -35,9 +36,15 @@ MAX_MESSAGES = 100
 class Realtime:
     """See module doc."""
 
-    def __init__(self, settings: HubSettings, database_url: str | None, verify: Verify) -> None:
+    def __init__(
+        self,
+        settings: HubSettings,
+        database_url: str | None,
+        verify: Verify,
+        room_changed: Callable[[int], None] | None = None,
+    ) -> None:
         self.settings = settings
-        self.hub = Hub(settings, database_url)
+        self.hub = Hub(settings, database_url, room_changed)
         self.verify = verify
         self.deny = DenyCache(settings.deny_cache_seconds)
         self.tickets = sse.Tickets(settings)
