@@ -328,4 +328,7 @@ async def test_a_hundred_viewers_polling_chat_at_one_cursor_cost_one_call_per_in
     assert 2 <= calls <= 2 * intervals, (calls, intervals)
     assert stranger.status_code == 403
     assert stranger.json()["details"] == "not_registered"
-    assert [m.get("body") for m in fresh.json()["messages"]] == ["visible", "after"], (fresh.json(), fresh.headers)
+    assert [m.get("body") for m in fresh.json()["messages"]] == ["visible", "after"], (
+        fresh.json(),
+        fresh.headers,
+    )
