@@ -251,7 +251,7 @@ async def _shared_answer(
     if how == "shared" and (entry.readers is None or not entry.readers.admit(identity.role, user)):
         entry, how = entry_of(await load(), ttl), "miss"
     readers = entry.readers
-    if readers is not None and ttl > 0:
+    if how == "miss" and readers is not None and ttl > 0:  # the loader keeps it for its class
         entry = entry_of((entry.body, readers), ttl)  # kept from now on (loaded at ttl 0)
         cache.put((*call, "readers", readers.group), entry, family)
     return entry, how
