@@ -41,20 +41,10 @@ stable
 security definer
 set search_path = ''
 as $$
-    select case
-        when eventlive.is_service_role() or exists (
-            select from eventlive.webinar_staff as s
-            where s.webinar_id = room_readers.webinar_id and s.user_id = (select auth.uid())
-        ) then pg_catalog.jsonb_build_object(
-            'class', 'staff',
-            'roles', pg_catalog.jsonb_build_array('service_role'),
-            'users', (
-                select coalesce(pg_catalog.jsonb_agg(s.user_id), '[]'::jsonb)
-                from eventlive.webinar_staff as s
-                where s.webinar_id = room_readers.webinar_id
-            )
-        )
-        when exists (
+    select coalesce(
+        -- the staff class: the staff readers (null unless the caller is one of them)
+        eventlive.staff_readers(room_readers.webinar_id) || '{"class": "staff"}'::jsonb,
+        case when exists (
             select from eventlive.registrations as r
             where r.webinar_id = room_readers.webinar_id and r.user_id = (select auth.uid())
         ) then pg_catalog.jsonb_build_object(
@@ -69,8 +59,8 @@ as $$
                         where s.webinar_id = r.webinar_id and s.user_id = r.user_id
                     )
             )
-        )
-    end
+        ) end
+    )
 $$;
 comment on function eventlive.room_readers(bigint) is
 'Who may read the shared chat and Q&A answers of the caller''s class in a webinar (class staff: service_role and the staff; class viewer: registered non-staff users), told only to a member of that class; null for anyone else.';
