@@ -8,7 +8,8 @@ database; it contacts the JWKS URL only for a ``kid`` it does not know, at most 
 
 The cache holds a whole audience: ``EVENTLIVE_TOKEN_CACHE`` (300,000 per worker) entries
 keyed by a 16-byte BLAKE2b digest of the token (not the token text: a Supabase token is
-~300-800 bytes), each holding the ``Identity`` (role, claims JSON, expiry, user id).
+~300-800 bytes), each holding the ``Identity``'s fields (role, claims JSON, expiry, user
+id) as a tuple the garbage collector does not walk.
 Measured with Supabase-shaped HS256 tokens (``tests/http/test_auth.py``
 ``test_the_token_cache_holds_a_whole_audience_within_its_memory_bound``): 630 bytes per
 entry (tracemalloc), so the bound is ~190 MB per worker for 300,000 entries; a hit costs
@@ -58,6 +59,11 @@ class Identity:
     user_id: str | None = None
 
 
+# What the token cache keeps of an Identity: a plain tuple of strings, a float and a
+# bool, which the garbage collector stops tracking (see ``Authenticator.identify``).
+_Entry = tuple[str, str, float | None, bool, str | None]
+
+
 def _anon_claims(role: str) -> str:
     return json.dumps({"role": role})
 
@@ -99,7 +105,7 @@ class Authenticator:
             settings.anon_role, _anon_claims(settings.anon_role), None, anonymous=True
         )
         self._keys: dict[str | None, jwt.PyJWK] = {}
-        self._cache: dict[bytes, Identity] = {}
+        self._cache: dict[bytes, _Entry] = {}
         self._last_fetch = float("-inf")
         self._fetch_lock = asyncio.Lock()
         self._roles = {r: r for r in settings.jwt_roles if r not in INTERNAL_ROLES}
@@ -153,10 +159,11 @@ class Authenticator:
         hit = self._cache.get(key)
         if hit is not None:
             self.cache_hits += 1
-            if hit.expires is not None and hit.expires + self._s.jwt_leeway < time.time():
+            expires = hit[2]
+            if expires is not None and expires + self._s.jwt_leeway < time.time():
                 del self._cache[key]
                 raise rejected("expired", "JWT expired")
-            return hit
+            return Identity(*hit)
         self.cache_misses += 1
         identity = await self._verify(token)
         if self._s.token_cache <= 0:
@@ -164,7 +171,16 @@ class Authenticator:
         if len(self._cache) >= self._s.token_cache:
             # Oldest first: dicts keep insertion order; cheap and bounded.
             del self._cache[next(iter(self._cache))]
-        self._cache[key] = identity
+        # A tuple of atoms, not the Identity: the collector untracks such tuples, so a
+        # full collection does not walk the audience (300,000 Identity objects made
+        # every full collection take 75 ms on this box; as tuples, 8 ms in all).
+        self._cache[key] = (
+            identity.role,
+            identity.claims,
+            identity.expires,
+            identity.anonymous,
+            identity.user_id,
+        )
         return identity
 
     def cached(self) -> int:
