@@ -2,10 +2,15 @@
 statement, ``eventlive.presence_ping_batch`` (functions/32_coalesced.sql), and each HTTP
 caller still gets exactly its own answer (its 204, or its own 403/409 body).
 
-No added wait at low load: a ping goes out at once, alone, when fewer than ``slots``
-batches are in flight; only while all slots are busy do new pings queue, and the next
-free slot takes all of them (up to ``max_batch``) in one statement. So the batch size
-follows the load by itself: 1 when idle, tens when the database is the bottleneck.
+No timer, no added wait at low load: when fewer than ``slots`` batches are in flight, a
+ping takes a free slot and goes out after one turn of the event loop (``sleep(0)``: the
+pings whose requests were read in the same turn join it); while all slots are busy new
+pings queue, and the next free slot takes all of them (up to ``max_batch``) in one
+statement. So the batch size follows the load by itself: 1 when idle, tens when the
+database is the bottleneck. Measured (closed loop, 64 connections, one
+worker, two shims side by side on one database): the turn raised pings/s from
+10,500 to 14,300 and cut Postgres CPU per ping from 0.031 to 0.022 ms; without it the
+first pings of a turn each took a slot alone (four statements where one would do).
 
 Authorization: the batch runs as ``eventlive_batcher`` (NOLOGIN, granted to
 ``authenticator`` only, refused in any token by ``shim.http.auth``); the function lives in
@@ -79,6 +84,7 @@ class Coalescer:
         self._health = health
         self._pending: list[_Item] = []
         self._busy = 0
+        self._forming = False  # a slot is taken and its batch is still gathering
         self.batches = 0  # statements sent (tests and metrics read it)
         self.pings = 0  # pings they carried
 
@@ -87,8 +93,18 @@ class Coalescer:
         Raises what the exchange raises when the batch as a whole failed."""
         fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._pending.append((webinar_id, user_id, session_id, fut))
-        if self._busy < self._slots:
+        if self._busy < self._slots and not self._forming:
             self._busy += 1
+            self._forming = True
+            try:
+                # One turn of the event loop: the pings whose requests were read in the
+                # same turn join this batch instead of taking the other slots alone.
+                await asyncio.sleep(0)
+            except BaseException:
+                self._forming = False
+                self._handover()
+                raise
+            self._forming = False
             await self._drain()
         return await fut
 
@@ -101,10 +117,14 @@ class Coalescer:
         try:
             await self._send(batch)
         finally:
-            if self._pending:
-                asyncio.get_running_loop().create_task(self._continue())
-            else:
-                self._busy -= 1
+            self._handover()
+
+    def _handover(self) -> None:
+        """Free the slot, or hand what is pending to a task of its own."""
+        if self._pending:
+            asyncio.get_running_loop().create_task(self._continue())
+        else:
+            self._busy -= 1
 
     async def _continue(self) -> None:
         while self._pending:

@@ -9,17 +9,19 @@ live in the HTTP protocol.
 
 Why a protocol subclass: it is the simplest sound place. The parser already knows when a
 request begins (``on_message_begin``) and when its headers are complete
-(``on_headers_complete``), so a timer armed at the first and cancelled at the second
-needs no parsing of our own, costs one ``call_later`` per request, and covers every
-request of a keep-alive connection, not only the first. A guard in front of uvicorn (a
+(``on_headers_complete``), so a deadline set at the first and dropped at the second
+needs no parsing of our own and covers every request of a keep-alive connection, not
+only the first. The deadlines are a ``shim.http.deadlines.Deadlines`` per event loop and
+limit (a dict entry per request, one sweep every quarter of the limit), not a timer per
+request. A guard in front of uvicorn (a
 socket-level proxy or an ASGI middleware) either duplicates HTTP parsing or runs too late
 (ASGI starts after the headers). We subclass the httptools protocol, which
 ``uvicorn[standard]`` installs and ``--http auto`` picks; ``eventlive serve`` passes this
 class to uvicorn explicitly.
 
 A connection whose headers are not complete within ``EVENTLIVE_HEADER_TIMEOUT`` seconds
-(10 by default; 0 turns the guard off) of its opening, or of the first byte of its next
-request, is closed without an answer: nothing has been read that an answer could
+(10 by default, so 10 to 12.5 s; 0 turns the guard off) of its opening, or of the first
+byte of its next request, is closed without an answer: nothing has been read that an answer could
 address, and nginx's ``client_header_timeout`` does the same.
 """
 
@@ -27,10 +29,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import weakref
+from collections.abc import Hashable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shim.http.deadlines import Deadlines
 from shim.http.settings import Settings
+
+# event loop -> limit -> the deadlines of the connections reading headers on it
+_guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Deadlines]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @functools.cache
@@ -39,41 +49,52 @@ def configured_timeout() -> float:
     return Settings.from_env().header_timeout
 
 
+def _guard(loop: asyncio.AbstractEventLoop, limit: float) -> Deadlines:
+    per_loop = _guards.setdefault(loop, {})
+    guard = per_loop.get(limit)
+    if guard is None:
+        guard = per_loop[limit] = Deadlines(limit / 4, _late)
+    return guard
+
+
+def _late(protocol: Hashable) -> None:
+    assert isinstance(protocol, HeaderTimeoutProtocol)
+    protocol.headers_timed_out()
+
+
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol that closes connections stalled in their headers."""
 
     # None: the configured value; tests set a number on a subclass.
     header_timeout: float | None = None
-    _header_timer: asyncio.TimerHandle | None = None
+    _guard: Deadlines | None = None
+    _limit = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_timer()
+        limit = self.header_timeout if self.header_timeout is not None else configured_timeout()
+        if limit > 0:
+            self._limit = limit
+            self._guard = _guard(self.loop, limit)
+            self._guard.add(self, limit)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._header_timer is None:  # armed already when this is the connection's first
-            self._arm_header_timer()
+        # Already pending when this is the connection's first request.
+        if self._guard is not None and self not in self._guard:
+            self._guard.add(self, self._limit)
 
     def on_headers_complete(self) -> None:
-        self._cancel_header_timer()
+        if self._guard is not None:
+            self._guard.discard(self)
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
+        if self._guard is not None:
+            self._guard.discard(self)
         super().connection_lost(exc)
 
-    def _arm_header_timer(self) -> None:
-        limit = self.header_timeout if self.header_timeout is not None else configured_timeout()
-        if limit > 0:
-            self._header_timer = self.loop.call_later(limit, self._headers_timed_out)
-
-    def _cancel_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_timed_out(self) -> None:
-        self._header_timer = None
+    def headers_timed_out(self) -> None:
+        """Close the connection: its headers did not arrive in time."""
         if not self.transport.is_closing():
             self.transport.close()

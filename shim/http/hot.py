@@ -27,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Hashable, MutableMapping
 from typing import Any
 
 from shim.http import bind, calls
+from shim.http.deadlines import Deadlines
 from shim.http.errors import ApiError
 from shim.http.request import body_timeout
 from shim.http.respond import JSON_TYPE, RequestContext, error_response, new_request_id
@@ -68,6 +69,9 @@ class HotPath:
         self.app = app
         self.service = service
         self._cors = bool(service.settings.cors_origins)
+        # tasks still reading their body; those past EVENTLIVE_BODY_TIMEOUT are cancelled
+        self._late_bodies: set[Hashable] = set()
+        self._body_deadlines = Deadlines(service.settings.body_timeout / 4, self._body_late)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0911 - each return hands on
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -111,20 +115,11 @@ class HotPath:
         ):
             await self.app(scope, receive, send)
             return
-        messages: list[Message] = []
-        timeout = self.service.settings.body_timeout
-        try:
-            # A client may stall before or inside its body: bounded as the full path is.
-            async with asyncio.timeout(timeout):
-                messages.append(await receive())
-                body = messages[0].get("body", b"")
-                if messages[0].get("more_body"):
-                    # uvicorn gives a small body whole; others (httpx's ASGI transport)
-                    # stream it. A large body goes to the full path (its 413), replayed.
-                    body = await self._rest_of_body(messages, receive)
-        except TimeoutError:
-            await self._timed_out(scope, send, route, timeout)
+        read = await self._read_body(receive)
+        if read is None:
+            await self._timed_out(scope, send, route, self.service.settings.body_timeout)
             return
+        messages, body = read
         if body is None:
             await self.app(scope, _replay(messages, receive), send)
             return
@@ -249,6 +244,37 @@ class HotPath:
         await send({"type": "http.response.body", "body": payload})
         self._account(scope, ctx, route, status, total)
         return True
+
+    async def _read_body(self, receive: Receive) -> tuple[list[Message], bytes | None] | None:
+        """The request's messages and its body (None when too large or not a request);
+        None when the body did not arrive within ``EVENTLIVE_BODY_TIMEOUT``."""
+        messages: list[Message] = []
+        # A client may stall before or inside its body: bounded as the full path is, by
+        # a shared sweep rather than a timer per request (``shim.http.deadlines``).
+        task = asyncio.current_task()
+        self._body_deadlines.add(task, self.service.settings.body_timeout)
+        try:
+            messages.append(await receive())
+            body = messages[0].get("body", b"")
+            if messages[0].get("more_body"):
+                # uvicorn gives a small body whole; others (httpx's ASGI transport)
+                # stream it. A large body goes to the full path (its 413), replayed.
+                body = await self._rest_of_body(messages, receive)
+        except asyncio.CancelledError:
+            if task not in self._late_bodies:
+                raise
+            self._late_bodies.discard(task)
+            assert task is not None
+            task.uncancel()
+            return None
+        finally:
+            self._body_deadlines.discard(task)
+        return messages, body
+
+    def _body_late(self, task: Hashable) -> None:
+        assert isinstance(task, asyncio.Task)
+        self._late_bodies.add(task)
+        task.cancel()
 
     async def _rest_of_body(self, messages: list[Message], receive: Receive) -> bytes | None:
         """The body's remaining chunks appended to ``messages``; None when it would not

@@ -225,3 +225,50 @@ async def test_the_lean_path_answers_exactly_as_the_full_path(api_db: Any) -> No
             assert lean.headers.get("content-type") == full.headers.get("content-type")
             assert "access-control-allow-origin" in full.headers
             assert "access-control-allow-origin" not in lean.headers
+
+
+async def test_a_body_stalling_on_the_lean_path_gets_408_soon_after_the_body_timeout(
+    api_db: Any,
+) -> None:
+    """A ping whose body stops half way (the lean path's route, no Origin) gets the full
+    path's 408 ``body_timeout`` between the limit and the limit plus a quarter (the
+    shared sweep of ``shim.http.deadlines``), and the next request is served."""
+    users = _users(api_db.admin_dsn, 1)
+    limit = 0.4
+
+    async def stalled() -> Any:
+        yield b'{"session_id": '
+        await asyncio.sleep(30)
+        yield b'"x"}'
+
+    async with serve(_settings(api_db.dsn, body_timeout=limit)) as client:
+        session = await _enter(client, users[0])
+        headers = {**bearer(demo.dev_token(SECRET, users[0])), "Content-Type": "application/json"}
+        started = asyncio.get_running_loop().time()
+        r = await client.post(f"{BASE}/presence/ping", headers=headers, content=stalled())
+        elapsed = asyncio.get_running_loop().time() - started
+        assert r.status_code == 408, r.text
+        assert r.json()["details"] == "body_timeout"
+        assert limit <= elapsed < limit * 1.25 + 0.3, elapsed
+        ok = await client.post(
+            f"{BASE}/presence/ping", headers=headers, json={"session_id": session}
+        )
+        assert ok.status_code == 204, ok.text
+
+
+async def test_pings_that_arrive_together_share_a_batch_while_slots_are_free(
+    api_db: Any,
+) -> None:
+    """Twenty pings arriving at once on an idle shim (every slot and connection free)
+    go out together, not the first ones alone in a slot each: a batch forms over one
+    turn of the event loop."""
+    users = _users(api_db.admin_dsn, 20)
+    async with serve(_settings(api_db.dsn, pool_min=4, pool_max=4, coalesce_slots=4)) as client:
+        sessions = [await _enter(client, u) for u in users]
+        coalescer = client._transport.app.state.service.coalescer  # type: ignore[attr-defined]
+        before = (coalescer.batches, coalescer.pings)
+        answers = await _crowd(client, [("rpc", u, s) for u, s in zip(users, sessions, strict=True)])
+        assert [r.status_code for r in answers] == [204] * 20
+        batches, pings = coalescer.batches - before[0], coalescer.pings - before[1]
+    assert pings == 20
+    assert batches <= 2, batches
