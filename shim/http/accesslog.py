@@ -5,8 +5,10 @@ the output is still one JSON object per line), and the rest at shutdown (``flush
 
 Measured (100,000 lines, this 2-core box under other load, CPU time): inline, as before,
 json.dumps 9 us + one ``logging.info`` per line 27 us = ~56 us per request on the
-request's own path; now 0.7 us on the request (the append) + ~10 us in the drain
-(json 9 us + 0.3 us of logging per line, one record per drain).
+request's own path; now 0.7 us on the request (the append) + ~2 us in the drain (the
+line formatted directly: 1.9 us, against 7.0 us for ``json.JSONEncoder`` on a dict per
+line, 100,000 lines on the next, faster box; plus 0.3 us of logging per line, one record
+per drain).
 """
 
 from __future__ import annotations
@@ -36,6 +38,20 @@ _FIELDS = (
 )
 
 
+# One line, formatted directly (see the module doc: 3.7x cheaper than a dict encoded
+# per line, which made the drain 8 % of the shim's samples under closed-loop pings).
+_LINE = (
+    '{"ts":%.3f,"request_id":%s,"method":%s,"path":%s,"route":%s,"function":%s,"role":%s,'
+    '"status":%d,"ms":%.3f,"db_ms":%.3f,"cache":%s,"error":%s}'
+)
+_encode_str = json.encoder.encode_basestring_ascii
+
+
+def _quote(value: str | None) -> str:
+    """A JSON string (escaped, ASCII) or null."""
+    return "null" if value is None else _encode_str(value)
+
+
 class AccessLog:
     """Pending access lines, written by ``run`` (a task) or ``flush``."""
 
@@ -51,14 +67,12 @@ class AccessLog:
         pending, self._pending = self._pending, []
         if not pending or not access_log.isEnabledFor(logging.INFO):
             return
-        dumps = json.JSONEncoder(separators=(",", ":")).encode
-        lines = []
-        for line in pending:
-            record = dict(zip(_FIELDS, line, strict=True))
-            record["ts"] = round(record["ts"], 3)
-            record["ms"] = round(record["ms"], 3)
-            record["db_ms"] = round(record["db_ms"], 3)
-            lines.append(dumps(record))
+        q = _quote
+        lines = [
+            _LINE % (ts, q(rid), q(method), q(path), q(route), q(fn), q(role), status, ms, db_ms,
+                     q(cache), q(error))
+            for ts, rid, method, path, route, fn, role, status, ms, db_ms, cache, error in pending
+        ]  # fmt: skip
         access_log.info("%s", "\n".join(lines))
 
     async def run(self) -> None:

@@ -267,7 +267,9 @@ async def test_pings_that_arrive_together_share_a_batch_while_slots_are_free(
         sessions = [await _enter(client, u) for u in users]
         coalescer = client._transport.app.state.service.coalescer  # type: ignore[attr-defined]
         before = (coalescer.batches, coalescer.pings)
-        answers = await _crowd(client, [("rpc", u, s) for u, s in zip(users, sessions, strict=True)])
+        answers = await _crowd(
+            client, [("rpc", u, s) for u, s in zip(users, sessions, strict=True)]
+        )
         assert [r.status_code for r in answers] == [204] * 20
         batches, pings = coalescer.batches - before[0], coalescer.pings - before[1]
     assert pings == 20
