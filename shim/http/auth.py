@@ -45,6 +45,13 @@ INTERNAL_ROLES = frozenset({"eventlive_batcher"})
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+def canonical_uuid(value: Any) -> bool:
+    """A lower-case 8-4-4-4-12 UUID string: what clients send, the only form the coalesced
+    path accepts (in an array literal, braces or quotes of other forms would mean more),
+    and a shortcut for argument binding (0.17 us; ``uuid.UUID`` takes 0.75 us)."""
+    return isinstance(value, str) and _CANONICAL_UUID.fullmatch(value) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling: the database role and the claims JSON for the transaction."""
@@ -252,9 +259,7 @@ class Authenticator:
             # PyJWT checked int(exp) (it takes "1700000000" too): the cache honours the same.
             None if exp is None else int(exp),
             anonymous=role == self._s.anon_role,
-            user_id=sub
-            if role == "authenticated" and isinstance(sub, str) and _CANONICAL_UUID.fullmatch(sub)
-            else None,
+            user_id=sub if role == "authenticated" and canonical_uuid(sub) else None,
         )
 
     def _check_audience(self, payload: dict[str, Any]) -> None:

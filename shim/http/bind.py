@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from shim.http.auth import canonical_uuid
 from shim.http.catalog import Arg, Routine, int_range
 from shim.http.errors import ApiError
 from shim.http.exchange import encode
@@ -106,6 +107,8 @@ def _integer(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
 def _uuid(arg: Arg, type_name: str, value: Any, from_query: bool) -> Any:
     if not isinstance(value, str):
         raise _wrong_type(arg)
+    if canonical_uuid(value):  # the usual form, without uuid.UUID's cost
+        return value
     try:
         uuid.UUID(value)
     except ValueError:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shim.http import bind, coalesce, errors, exchange
-from shim.http.auth import Identity, rejected
+from shim.http.auth import Identity, canonical_uuid, rejected
 from shim.http.cache import Entry, Readers, entry_of, etag_matches
 from shim.http.catalog import Routine
 from shim.http.errors import ApiError
@@ -32,19 +32,6 @@ READY_WAIT = 0.5
 # The hot-path calls: their call statement is prepared per connection and role.
 HOT_FUNCTIONS = frozenset({"api.presence_ping", "api.track_access", "api.presence_leave"})
 COALESCED_PING = "api.presence_ping"
-_UUID = frozenset("0123456789abcdef-")
-
-
-def canonical_uuid(value: Any) -> bool:
-    """A lower-case 8-4-4-4-12 UUID string: the only form the coalesced path sends (in an
-    array literal, where braces or quotes of other accepted forms would mean more)."""
-    return (
-        isinstance(value, str)
-        and len(value) == 36
-        and value[8] == value[13] == value[18] == value[23] == "-"
-        and value.count("-") == 4
-        and _UUID.issuperset(value)
-    )
 
 
 async def identify(service: Service, request: Request, ctx: RequestContext) -> Identity:
@@ -310,7 +297,7 @@ async def call_function(
         raise err from None
     finally:
         ctx.db_ms = (time.perf_counter() - t0) * 1000
-        service.metrics.db_latency.labels(ctx.function).observe(ctx.db_ms / 1000)
+        service.metrics.observe_db(ctx.function, ctx.db_ms / 1000)
 
 
 async def coalesced_ping(
@@ -348,7 +335,7 @@ async def coalesced_ping(
         )
         return
     ctx.db_ms = (time.perf_counter() - t0) * 1000
-    service.metrics.db_latency.labels(ctx.function).observe(ctx.db_ms / 1000)
+    service.metrics.observe_db(ctx.function, ctx.db_ms / 1000)
     if answer is not None:
         code = answer["code"]
         status = errors.status_for_sqlstate(code, identity.anonymous)

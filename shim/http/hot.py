@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Hashable, MutableMapping
 from typing import Any
 
 from shim.http import bind, calls
+from shim.http.auth import canonical_uuid
 from shim.http.deadlines import Deadlines
 from shim.http.errors import ApiError
 from shim.http.request import body_timeout
@@ -192,7 +193,7 @@ class HotPath:
                 and type(wid) is int
                 and -_BIGINT <= wid < _BIGINT
                 and isinstance(session, str)
-                and calls.canonical_uuid(session)
+                and canonical_uuid(session)
                 and len(given) == 2
             ):
                 await calls.coalesced_ping(
