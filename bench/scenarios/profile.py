@@ -20,19 +20,25 @@ from bench.env import W_CEIL
 # area -> substrings of a frame ("function (path:line)"); a sample belongs to the area of
 # its innermost frame that matches one (so the shares add up to 100 %).
 AREAS = {
-    "JWT verification (shim.http.auth, PyJWT, hmac)": ("shim/auth.py", "jwt/", "hmac"),
-    "database exchange (shim.http.bind, psycopg, psycopg_pool)": (
-        "shim/rpc.py",
+    "JWT verification (shim.http.auth, PyJWT, hmac)": ("shim/http/auth.py", "jwt/", "hmac"),
+    "database exchange (shim.http.exchange, coalesce; libpq calls, psycopg, psycopg_pool)": (
+        "shim/http/exchange.py",
+        "shim/http/coalesce.py",
         "psycopg/",
         "psycopg_pool/",
     ),
-    "argument binding, catalog, JSON": ("shim/catalog.py", "json/"),
-    "metrics (shim.http.metrics, prometheus_client)": ("shim/metrics.py", "prometheus_client"),
+    "argument binding, catalog, JSON (shim.http.bind, catalog)": (
+        "shim/http/bind.py",
+        "shim/http/catalog.py",
+        "json/",
+    ),
+    "metrics (shim.http.metrics, prometheus_client)": ("shim/http/metrics.py", "prometheus_client"),
+    "access log drain (shim.http.accesslog)": ("shim/http/accesslog.py",),
     "logging": ("logging/",),
-    "shim request handling (shim.http.app, legacy, errors, cache)": ("shim/",),
+    "shim request handling (shim.http.hot, calls, respond, app, ...)": ("shim/",),
     "Starlette (routing, requests, responses)": ("starlette/",),
-    "uvicorn HTTP protocol": ("uvicorn/",),
-    "asyncio / event loop": ("asyncio/", "uvloop"),
+    "uvicorn HTTP protocol (parsing, writing answers)": ("uvicorn/",),
+    "asyncio / event loop (uvloop: sockets, callbacks)": ("asyncio/", "uvloop"),
 }
 
 
