@@ -264,12 +264,12 @@ class HotPath:
         except asyncio.CancelledError:
             if task not in self._late_bodies:
                 raise
-            self._late_bodies.discard(task)
             assert task is not None
             task.uncancel()
             return None
         finally:
             self._body_deadlines.discard(task)
+            self._late_bodies.discard(task)
         return messages, body
 
     def _body_late(self, task: Hashable) -> None:
