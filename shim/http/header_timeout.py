@@ -12,7 +12,7 @@ request begins (``on_message_begin``) and when its headers are complete
 (``on_headers_complete``), so a deadline set at the first and dropped at the second
 needs no parsing of our own and covers every request of a keep-alive connection, not
 only the first. The deadlines are a ``shim.http.deadlines.Deadlines`` per event loop and
-limit (a dict entry per request, one sweep every quarter of the limit), not a timer per
+limit (a dict entry per request, one sweep every eighth of the limit), not a timer per
 request. A guard in front of uvicorn (a
 socket-level proxy or an ASGI middleware) either duplicates HTTP parsing or runs too late
 (ASGI starts after the headers). We subclass the httptools protocol, which
@@ -20,7 +20,7 @@ socket-level proxy or an ASGI middleware) either duplicates HTTP parsing or runs
 class to uvicorn explicitly.
 
 A connection whose headers are not complete within ``EVENTLIVE_HEADER_TIMEOUT`` seconds
-(10 by default, so 10 to 12.5 s; 0 turns the guard off) of its opening, or of the first
+(10 by default, so 10 to 11.25 s; 0 turns the guard off) of its opening, or of the first
 byte of its next request, is closed without an answer: nothing has been read that an answer could
 address, and nginx's ``client_header_timeout`` does the same.
 """
@@ -29,32 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import weakref
 from collections.abc import Hashable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shim.http import deadlines
 from shim.http.deadlines import Deadlines
 from shim.http.settings import Settings
-
-# event loop -> limit -> the deadlines of the connections reading headers on it
-_guards: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, Deadlines]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 @functools.cache
 def configured_timeout() -> float:
     """``EVENTLIVE_HEADER_TIMEOUT`` of this process, read once (each worker reads its own)."""
     return Settings.from_env().header_timeout
-
-
-def _guard(loop: asyncio.AbstractEventLoop, limit: float) -> Deadlines:
-    per_loop = _guards.setdefault(loop, {})
-    guard = per_loop.get(limit)
-    if guard is None:
-        guard = per_loop[limit] = Deadlines(limit / 4, _late)
-    return guard
 
 
 def _late(protocol: Hashable) -> None:
@@ -75,7 +62,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         limit = self.header_timeout if self.header_timeout is not None else configured_timeout()
         if limit > 0:
             self._limit = limit
-            self._guard = _guard(self.loop, limit)
+            self._guard = deadlines.for_limit(limit, _late)
             self._guard.add(self, limit)
 
     def on_message_begin(self) -> None:

@@ -27,12 +27,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from shim.http import bind, calls
+from shim.http import bind, calls, deadlines
 from shim.http.auth import canonical_uuid
-from shim.http.deadlines import Deadlines
 from shim.http.errors import ApiError
 from shim.http.request import body_timeout
 from shim.http.respond import JSON_TYPE, RequestContext, error_response, new_request_id
@@ -70,9 +69,6 @@ class HotPath:
         self.app = app
         self.service = service
         self._cors = bool(service.settings.cors_origins)
-        # tasks still reading their body; those past EVENTLIVE_BODY_TIMEOUT are cancelled
-        self._late_bodies: set[Hashable] = set()
-        self._body_deadlines = Deadlines(service.settings.body_timeout / 4, self._body_late)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: PLR0911 - each return hands on
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -253,7 +249,9 @@ class HotPath:
         # A client may stall before or inside its body: bounded as the full path is, by
         # a shared sweep rather than a timer per request (``shim.http.deadlines``).
         task = asyncio.current_task()
-        self._body_deadlines.add(task, self.service.settings.body_timeout)
+        limit = self.service.settings.body_timeout
+        reading = deadlines.tasks_for_limit(limit)
+        reading.add(task, limit)
         try:
             messages.append(await receive())
             body = messages[0].get("body", b"")
@@ -262,20 +260,14 @@ class HotPath:
                 # stream it. A large body goes to the full path (its 413), replayed.
                 body = await self._rest_of_body(messages, receive)
         except asyncio.CancelledError:
-            if task not in self._late_bodies:
+            if not reading.expired(task):
                 raise
             assert task is not None
             task.uncancel()
             return None
         finally:
-            self._body_deadlines.discard(task)
-            self._late_bodies.discard(task)
+            reading.discard(task)
         return messages, body
-
-    def _body_late(self, task: Hashable) -> None:
-        assert isinstance(task, asyncio.Task)
-        self._late_bodies.add(task)
-        task.cancel()
 
     async def _rest_of_body(self, messages: list[Message], receive: Receive) -> bytes | None:
         """The body's remaining chunks appended to ``messages``; None when it would not

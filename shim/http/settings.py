@@ -30,9 +30,9 @@ ENV_DOC = {
     "EVENTLIVE_STATEMENT_TIMEOUT": "statement_timeout for roles that have none of their own (5s)",
     "EVENTLIVE_MAX_BODY": "largest request body in bytes before 413 (65536)",
     "EVENTLIVE_BODY_TIMEOUT": "seconds a client may take to send its request body before 408 "
-    "(10; the hot routes check it in a sweep every quarter of it, so within 12.5)",
+    "(10; the hot routes check it in a sweep every eighth of it, so within 11.25)",
     "EVENTLIVE_HEADER_TIMEOUT": "seconds a connection may take to deliver complete request "
-    "headers before it is closed (10, checked every quarter of it; 0 = off)",
+    "headers before it is closed (10, checked every eighth of it; 0 = off)",
     "EVENTLIVE_RETRY_AFTER": "Retry-After seconds sent with 503 (1)",
     "EVENTLIVE_LEGACY_SCHEMA": "schema of the /api/webinars/... routes (api)",
     "EVENTLIVE_ACCESS_LOG": "one JSON log line per request: 1 or 0 (1)",

@@ -9,7 +9,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from shim.http.deadlines import Deadlines
+from shim.http.deadlines import TICK_SHARE, Deadlines, tasks_for_limit
 
 pytestmark = pytest.mark.anyio
 
@@ -40,3 +40,38 @@ async def test_a_key_added_again_keeps_only_its_latest_deadline() -> None:
     assert "k" in deadlines
     await asyncio.sleep(0.25)
     assert late == ["k"]
+
+
+async def test_a_task_past_its_deadline_is_cancelled_and_told_it_was_the_deadline() -> None:
+    """``tasks_for_limit``: one per loop and limit; a late task gets CancelledError and
+    ``expired`` says the deadline did it; a task cancelled otherwise is not "expired"."""
+    limit = 0.2
+    deadlines = tasks_for_limit(limit)
+    assert tasks_for_limit(limit) is deadlines
+    assert deadlines.tick == limit * TICK_SHARE
+
+    async def stall() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        deadlines.add(task, limit)
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            if not deadlines.expired(task):
+                raise
+            task.uncancel()
+            return "timed out"
+        finally:
+            deadlines.discard(task)
+        return "slept"
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await stall() == "timed out"
+    assert limit <= loop.time() - started < limit * (1 + TICK_SHARE) + 0.1
+    other = asyncio.ensure_future(stall())
+    await asyncio.sleep(0.05)
+    other.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await other
+    assert len(deadlines) == 0
