@@ -697,6 +697,16 @@ def _steady_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
             "achieved; V doubles until a probe fails, then bisects.",
             "",
         ]
+        warm = steady.get("warm_up")
+        if warm:
+            lines += [
+                f"Before the search every viewer of the pool pinged once ({warm['pings']:,} "
+                f"pings in {warm['seconds']} s, {_statuses(warm['statuses'])}): a steady "
+                "audience has pinged before, so its tokens are in the shim's token cache "
+                "(first-seen tokens are the join storm's subject). The generator runs "
+                "without garbage collection while it measures.",
+                "",
+            ]
         lines += _table(
             ["V", "offered/s", "answered/s", "p50 ms", "p99 ms", "max ms", "statuses", "passed",
              "gen lag p99 ms", "CPU cores used"],
