@@ -4,10 +4,10 @@ Every request used to arm and cancel timers of its own: one for its headers
 (``shim.http.header_timeout``) and one for its body on the hot path. A ``Deadlines``
 keeps the pending ones in a dict and sweeps it with one timer every ``tick`` seconds
 (armed only while something is pending), so a request costs a dict entry added and
-removed, and a late one is handled between
-``seconds`` and ``seconds + tick`` after it was added. The tick is an eighth of the
-limit (``TICK_SHARE``): at most 12.5 % late, which for limits of seconds is what a
-client can tell. ``for_limit`` and ``tasks_for_limit`` keep one per event loop and limit.
+removed, and a late one is handled between ``seconds`` and ``seconds + tick`` after it
+was added. The tick is an eighth of the limit (``TICK_SHARE``): at most 12.5 % late,
+which for limits of seconds is what a client can tell. ``for_limit`` and
+``tasks_for_limit`` keep one per event loop and limit.
 
 The database exchange (``shim.http.exchange``) keeps its exact ``asyncio.timeout``: tried
 with a sweep, the frozen-database drill (``tests/bench/test_faults.py``) saw its 503s

@@ -13,16 +13,15 @@ request begins (``on_message_begin``) and when its headers are complete
 needs no parsing of our own and covers every request of a keep-alive connection, not
 only the first. The deadlines are a ``shim.http.deadlines.Deadlines`` per event loop and
 limit (a dict entry per request, one sweep every eighth of the limit), not a timer per
-request. A guard in front of uvicorn (a
-socket-level proxy or an ASGI middleware) either duplicates HTTP parsing or runs too late
-(ASGI starts after the headers). We subclass the httptools protocol, which
+request. A guard in front of uvicorn (a socket-level proxy or an ASGI middleware) either
+duplicates HTTP parsing or runs too late (ASGI starts after the headers). We subclass the httptools protocol, which
 ``uvicorn[standard]`` installs and ``--http auto`` picks; ``eventlive serve`` passes this
 class to uvicorn explicitly.
 
 A connection whose headers are not complete within ``EVENTLIVE_HEADER_TIMEOUT`` seconds
 (10 by default, so 10 to 11.25 s; 0 turns the guard off) of its opening, or of the first
-byte of its next request, is closed without an answer: nothing has been read that an answer could
-address, and nginx's ``client_header_timeout`` does the same.
+byte of its next request, is closed without an answer: nothing has been read that an
+answer could address, and nginx's ``client_header_timeout`` does the same.
 """
 
 from __future__ import annotations
