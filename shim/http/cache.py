@@ -9,9 +9,10 @@ on (function, arguments, and the caller's claims unless the function is ``public
 
 An entry may carry its ``Readers`` (who the database said may read it, loaded with it):
 then the key holds no caller at all, and ``shim.http.calls`` serves the entry only to
-those readers, keeping one entry per group of readers (``fresh``, ``put``, ``groups``). Such loads pass ``share_errors=False``: a caller that may not read gets its
-own error, and the callers waiting on its load try again (one loading for the rest)
-instead of inheriting it.
+those readers, keeping one entry per group of readers (``fresh``, ``put``, ``groups``).
+Such loads pass ``share_errors=False``: a caller that may not read gets its own error,
+and the callers waiting on its load try again (one loading for the rest) instead of
+inheriting it.
 """
 
 from __future__ import annotations
@@ -147,15 +148,11 @@ class SharedCache:
             raise
         finally:
             self._inflight.pop(key, None)
-        entry = self._entry(body, ttl)
+        entry = entry_of(body, ttl)
         future.set_result(entry)
         if ttl > 0:
             self._store(key, entry)
         return entry, "miss"
-
-    @staticmethod
-    def _entry(loaded: Loaded, ttl: int) -> Entry:
-        return entry_of(loaded, ttl)
 
     def _store(self, key: Hashable, entry: Entry) -> None:
         if len(self._entries) >= self._max:
