@@ -9,12 +9,15 @@ their request headers are closed (``shim.http.header_timeout``).
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from shim import realtime
 from shim.http.header_timeout import HeaderTimeoutProtocol
+from shim.http.settings import Settings, SettingsError
 
 
 def _log_config() -> dict[str, Any]:
@@ -32,7 +35,17 @@ def _log_config() -> dict[str, Any]:
 
 def run(host: str, port: int, workers: int) -> None:
     """Serve until interrupted (blocking). Each worker reads ``DATABASE_URL`` and the rest
-    of its settings from the environment."""
+    of its settings from the environment.
+
+    The settings are read here first, once, so that a value no worker could read stops
+    the server before it starts: ``error: EVENTLIVE_X=...`` on stderr and exit 2 (else
+    each worker would die with a traceback, and the supervisor exit 0)."""
+    try:
+        Settings.from_env()
+        realtime.HubSettings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(exc.exit_code) from None
     uvicorn.run(
         "shim.http.app:app_from_env",
         factory=True,
