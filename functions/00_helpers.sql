@@ -92,8 +92,39 @@ $$;
 comment on function eventlive.ping_throttle(integer) is
 'A ping this soon after the last written heartbeat is not written: a quarter heartbeat.';
 
+-- 401 user_not_found: the token is valid but its user is gone from auth.users (on
+-- Supabase a token outlives its deleted user by up to an hour). Without this the first
+-- write that references the user fails with PostgreSQL's own 23503, which names tables
+-- and constraints and counts as a 409 (issue #21). Two kinds of caller, neither on the
+-- heartbeat: a writer calls it before its first write (p_lock: a key share lock holds
+-- the row to commit, so a concurrent delete waits and no 23503 can escape), a gate calls
+-- it only when about to refuse a user for not being registered or staff (a deleted
+-- user's rows went with it, by cascade), without a lock: a read-only transaction (GET)
+-- may not take one. Volatile for the lock; no table write.
+create or replace function eventlive.require_user(p_uid uuid, p_lock boolean)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    if p_lock then
+        perform from auth.users as u where u.id = p_uid for key share;
+    else
+        perform from auth.users as u where u.id = p_uid;
+    end if;
+    if not found then
+        raise exception using errcode = 'PT401', message = 'The user of this token no longer exists.',
+            detail = 'user_not_found', hint = 'Sign in again.';
+    end if;
+end
+$$;
+comment on function eventlive.require_user(uuid, boolean) is
+'Raises 401 user_not_found when the user is not in auth.users; p_lock (writers): key share lock to commit.';
+
 -- The staff gate of the admin functions: 401 without a user, 404 for an unknown
--- webinar, 403 not_staff unless staff of it or service_role. Returns the webinar.
+-- webinar, 403 not_staff unless staff of it or service_role (401 user_not_found when the
+-- user no longer exists). Returns the webinar.
 create or replace function eventlive.require_staff(p_webinar_id bigint)
 returns eventlive.webinars
 language plpgsql stable
@@ -119,6 +150,7 @@ begin
         select from eventlive.webinar_staff as s
         where s.webinar_id = p_webinar_id and s.user_id = v_uid
     ) then
+        perform eventlive.require_user(v_uid, false);
         raise exception using errcode = 'PT403', message = 'Only the staff of this webinar may do this.',
             detail = 'not_staff';
     end if;
@@ -126,4 +158,4 @@ begin
 end
 $$;
 comment on function eventlive.require_staff(bigint) is
-'Raises 401/404/403 (not_authenticated, webinar_not_found, not_staff) unless the caller is staff of the webinar or service_role.';
+'Raises 401/404/403 (not_authenticated, webinar_not_found, not_staff; user_not_found for a deleted user) unless the caller is staff of the webinar or service_role.';

@@ -23,6 +23,7 @@ declare
     v_session uuid := track_access.session_id;
     v_known eventlive.viewer_sessions;
     v_entered boolean;
+    v_registered boolean;
     v_auto boolean := false;
     v_new boolean := false;
     v_previous uuid;
@@ -52,7 +53,17 @@ begin
     select r.first_entered_at is not null into v_entered
     from eventlive.registrations as r
     where r.webinar_id = v_webinar.id and r.user_id = v_uid;
-    if not found then
+    v_registered := found;
+    -- A registration or a new session references the user: the user's row is locked
+    -- before the first write (401 user_not_found when the token outlived its user, and a
+    -- concurrent delete waits: no 23503, no deadlock against its cascade). A re-confirm
+    -- (registered, known session) adds nothing: a deleted user's rows went with it (a
+    -- delete racing one can still fail its presence write; the shim answers that 409
+    -- without names).
+    if not v_registered or v_session is null then
+        perform eventlive.require_user(v_uid, true);
+    end if;
+    if not v_registered then
         if v_webinar.entry = 'auto'
             or exists (
                 select from eventlive.webinar_staff as s
@@ -159,5 +170,5 @@ begin
 end
 $$;
 comment on function api.track_access(bigint, uuid, jsonb) is
-'A viewer enters a webinar or re-confirms (every track_seconds). Registers automatically when the webinar''s entry is auto; one active session per viewer (a new one supersedes the old, named in superseded_session_id). Returns session_id, registered, auto_registered, superseded_session_id, heartbeat_seconds, track_seconds, first_ping_in. Errors: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered, 409 session_superseded, 409 session_ended, 400 invalid_session_id, 400 client_too_large.';
+'A viewer enters a webinar or re-confirms (every track_seconds). Registers automatically when the webinar''s entry is auto; one active session per viewer (a new one supersedes the old, named in superseded_session_id). Returns session_id, registered, auto_registered, superseded_session_id, heartbeat_seconds, track_seconds, first_ping_in. Errors: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 401 user_not_found (the token''s user no longer exists), 403 not_registered, 409 session_superseded, 409 session_ended, 400 invalid_session_id, 400 client_too_large.';
 grant execute on function api.track_access(bigint, uuid, jsonb) to authenticated;

@@ -14,6 +14,7 @@ as $$
         ('webinar_not_found', 'PT404', 'This webinar does not exist.', null),
         ('webinar_closed', 'PT403', 'This webinar is not open.', null),
         ('not_registered', 'PT403', 'You are not registered for this webinar.', null),
+        ('user_not_found', 'PT401', 'The user of this token no longer exists.', 'Sign in again.'),
         ('session_superseded', 'PT409', 'This session was taken over by another device.',
             'Stop sending heartbeats; call track_access without a session_id to continue here.'),
         ('session_ended', 'PT409', 'This session is not active.',
@@ -72,7 +73,9 @@ begin
         and p.last_seen_at < v_written_before;
     if not found then
         -- Nothing written: throttled (the active session's row exists), or an error to
-        -- name. Order: registration, then the session.
+        -- name. Order: registration, then the session. A deleted user's registrations
+        -- went with it (cascade): user_not_found, as eventlive.require_user says it (a
+        -- reason here, not a raise: the batch answers each element).
         select p.session_id into v_current
         from eventlive.presence as p
         where p.webinar_id = p_webinar_id and p.user_id = p_user_id;
@@ -81,6 +84,9 @@ begin
                 select from eventlive.registrations as r
                 where r.webinar_id = p_webinar_id and r.user_id = p_user_id
             ) then
+                if not exists (select from auth.users as u where u.id = p_user_id) then
+                    return 'user_not_found';
+                end if;
                 return 'not_registered';
             end if;
             select vs.end_reason into v_end_reason
@@ -135,7 +141,7 @@ begin
 end
 $$;
 comment on function api.presence_ping(bigint, uuid) is
-'Heartbeat of an active session (every heartbeat_seconds; 204). Never registers. A heartbeat within a quarter heartbeat of the last written one is accepted but not written. Errors: 401 not_authenticated, 400 invalid_session_id, 404 webinar_not_found, 403 webinar_closed, 403 not_registered, 409 session_superseded, 409 session_ended.';
+'Heartbeat of an active session (every heartbeat_seconds; 204). Never registers. A heartbeat within a quarter heartbeat of the last written one is accepted but not written. Errors: 401 not_authenticated, 400 invalid_session_id, 404 webinar_not_found, 403 webinar_closed, 403 not_registered, 401 user_not_found, 409 session_superseded, 409 session_ended.';
 grant execute on function api.presence_ping(bigint, uuid) to authenticated;
 
 -- Ends a session at once. Idempotent: leaving an ended, superseded or unknown session

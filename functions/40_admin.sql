@@ -65,7 +65,7 @@ begin
 end
 $$;
 comment on function api.access_stats(bigint) is
-'Staff only: current_participants (latest minute sample), peak_participants, peak_at, registrations, unique_viewers and timeline (viewers per minute, last 24 h). Reads presence minutes and counters only. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff.
+'Staff only: current_participants (latest minute sample), peak_participants, peak_at, registrations, unique_viewers and timeline (viewers per minute, last 24 h). Reads presence minutes and counters only. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff, 401 user_not_found.
 @cache 5
 @readers eventlive.staff_readers(webinar_id)';
 grant execute on function api.access_stats(bigint) to authenticated, service_role;
@@ -125,7 +125,7 @@ begin
 end
 $$;
 comment on function api.participants(bigint, uuid, integer) is
-'Staff only: current viewers with profile fields, keyset-paginated by user_id (after = previous next_after; max_rows 1..1000). Returns {participants: [...], next_after}. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff, 400 invalid_max_rows.';
+'Staff only: current viewers with profile fields, keyset-paginated by user_id (after = previous next_after; max_rows 1..1000). Returns {participants: [...], next_after}. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff, 401 user_not_found, 400 invalid_max_rows.';
 grant execute on function api.participants(bigint, uuid, integer) to authenticated, service_role;
 
 -- Many profiles in one call (the incident made one request per viewer). A caller sees

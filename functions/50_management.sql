@@ -171,9 +171,14 @@ begin
                 detail = 'webinar_closed';
         end if;
     end if;
-    perform from auth.users as u where u.id = v_target for key share;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
+    if not v_service then
+        -- yourself: your token's user is gone (401, as on every function), not "no such user"
+        perform eventlive.require_user(v_target, true);
+    else
+        perform from auth.users as u where u.id = v_target for key share;
+        if not found then
+            raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
+        end if;
     end if;
     insert into eventlive.registrations as r (webinar_id, user_id, source, registered_at)
     values (v_webinar.id, v_target, v_source, eventlive.now())
@@ -195,5 +200,5 @@ begin
 end
 $$;
 comment on function api.register(bigint, uuid) is
-'Registers a viewer, idempotently: yourself (user_id omitted; webinar scheduled or live), or anyone as service_role. Returns webinar_id, user_id, registered, created, source, registered_at. Errors: 401 not_authenticated, 400 user_id_required, 404 webinar_not_found, 403 webinar_closed, 403 not_service_role (another user_id, unless service_role), 404 user_not_found (service_role only).';
+'Registers a viewer, idempotently: yourself (user_id omitted; webinar scheduled or live), or anyone as service_role. Returns webinar_id, user_id, registered, created, source, registered_at. Errors: 401 not_authenticated, 400 user_id_required, 404 webinar_not_found, 403 webinar_closed, 403 not_service_role (another user_id, unless service_role), 401 user_not_found (yourself: the token''s user no longer exists), 404 user_not_found (service_role only).';
 grant execute on function api.register(bigint, uuid) to authenticated, service_role;

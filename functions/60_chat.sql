@@ -5,7 +5,8 @@
 
 -- The helpers below get no grant: the api functions call them as their owner.
 
--- Staff of the webinar (true), a registered viewer (false), or 403 not_registered.
+-- Staff of the webinar (true), a registered viewer (false), or 403 not_registered
+-- (401 user_not_found when the user no longer exists: their rows went with them).
 create or replace function eventlive.room_role_is_staff(p_webinar_id bigint, p_uid uuid) returns boolean
 language plpgsql
 stable
@@ -22,12 +23,13 @@ begin
     ) then
         return false;
     end if;
+    perform eventlive.require_user(p_uid, false);
     raise exception using errcode = 'PT403', message = 'Register for this webinar to take part in its chat and Q&A.',
         detail = 'not_registered';
 end
 $$;
 comment on function eventlive.room_role_is_staff(bigint, uuid) is
-'True for staff of the webinar, false for a registered viewer; raises 403 not_registered otherwise.';
+'True for staff of the webinar, false for a registered viewer; raises 403 not_registered otherwise (401 user_not_found for a deleted user).';
 
 -- 403 banned while a ban of this viewer in this webinar holds (until null: for good).
 create or replace function eventlive.require_not_banned(p_webinar_id bigint, p_uid uuid, p_at timestamptz)
@@ -287,6 +289,9 @@ begin
         end if;
     end if;
 
+    -- The sender's auth.users row, locked before the room seq lock: a user deleted
+    -- meanwhile is 401 user_not_found, never a 23503 on the insert below.
+    perform eventlive.require_user(v_uid, true);
     -- The row is built first and published, then stored with its seq: publish is the
     -- only step that waits on other senders, and it comes last.
     v_message.id := pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('eventlive.chat_messages', 'id'));
@@ -306,7 +311,7 @@ begin
 end
 $$;
 comment on function api.chat_send(bigint, text, uuid) is
-'Send a chat message (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status (visible|held). Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered, 403 chat_disabled, 403 banned, (replay returns the stored message), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (5 per 30 s and slow mode; staff exempt).';
+'Send a chat message (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status (visible|held). Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered (401 user_not_found when the token''s user no longer exists), 403 chat_disabled, 403 banned, (replay returns the stored message), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (5 per 30 s and slow mode; staff exempt).';
 grant execute on function api.chat_send(bigint, text, uuid) to authenticated;
 
 -- Read the chat after a cursor. Viewers: visible messages, hidden and deleted ones as
@@ -394,7 +399,7 @@ begin
 end
 $$;
 comment on function api.chat_since(bigint, bigint, integer) is
-'Chat messages with seq > after_seq (registered viewers and staff; staff also see held ones, flagged). Returns {messages: [{id, seq, user_id, display_name, body, created_at}], next_seq, poll_after_seconds, settings}; hidden messages come as {id, seq, hidden: true}. poll_after_seconds grows with the present viewers (2 s, +1 s per 250, at most 30). Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_registered, 400 invalid_after_seq, 400 invalid_max_rows.
+'Chat messages with seq > after_seq (registered viewers and staff; staff also see held ones, flagged). Returns {messages: [{id, seq, user_id, display_name, body, created_at}], next_seq, poll_after_seconds, settings}; hidden messages come as {id, seq, hidden: true}. poll_after_seconds grows with the present viewers (2 s, +1 s per 250, at most 30). Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_registered, 401 user_not_found, 400 invalid_after_seq, 400 invalid_max_rows.
 @cache 2 room
 @readers eventlive.room_readers(webinar_id)';
 grant execute on function api.chat_since(bigint, bigint, integer) to authenticated, service_role;
@@ -441,7 +446,7 @@ begin
 end
 $$;
 comment on function api.chat_moderate(bigint, text) is
-'Staff: hide, show, approve (held) or delete (final) a chat message; idempotent. Returns id, seq, status. Errors: 401 not_authenticated, 400 invalid_action, 404 message_not_found, 403 not_staff, 409 message_deleted.';
+'Staff: hide, show, approve (held) or delete (final) a chat message; idempotent. Returns id, seq, status. Errors: 401 not_authenticated, 400 invalid_action, 404 message_not_found, 403 not_staff, 401 user_not_found, 409 message_deleted.';
 grant execute on function api.chat_moderate(bigint, text) to authenticated, service_role;
 
 -- Staff ban a viewer from the webinar's chat and Q&A for some minutes, or (minutes
@@ -462,7 +467,9 @@ begin
         raise exception using errcode = '22023', message = 'minutes must be between 1 and 525600, or null.',
             detail = 'invalid_minutes';
     end if;
-    if chat_ban.user_id is null or not exists (select from auth.users as u where u.id = chat_ban.user_id) then
+    -- key share lock: the user cannot vanish before the insert, so no 23503 escapes
+    perform from auth.users as u where u.id = chat_ban.user_id for key share;
+    if not found then
         raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
     end if;
     if exists (
@@ -479,7 +486,7 @@ begin
 end
 $$;
 comment on function api.chat_ban(bigint, uuid, integer) is
-'Staff: ban a viewer from chat and Q&A for minutes (1..525600) or, null, until the webinar ends. Returns webinar_id, user_id, until. Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 400 invalid_minutes, 404 user_not_found, 400 cannot_ban_staff.';
+'Staff: ban a viewer from chat and Q&A for minutes (1..525600) or, null, until the webinar ends. Returns webinar_id, user_id, until. Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 401 user_not_found (the caller''s own user no longer exists), 400 invalid_minutes, 404 user_not_found (the user to ban), 400 cannot_ban_staff.';
 grant execute on function api.chat_ban(bigint, uuid, integer) to authenticated, service_role;
 
 create or replace function api.chat_unban(webinar_id bigint, user_id uuid) returns void
@@ -496,7 +503,7 @@ begin
 end
 $$;
 comment on function api.chat_unban(bigint, uuid) is
-'Staff: lift a viewer''s ban (idempotent, 204). Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff.';
+'Staff: lift a viewer''s ban (idempotent, 204). Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 401 user_not_found.';
 grant execute on function api.chat_unban(bigint, uuid) to authenticated, service_role;
 
 -- Hosts (not moderators) change the room settings; null leaves a setting unchanged, so
@@ -559,6 +566,6 @@ begin
 end
 $$;
 comment on function api.room_settings(bigint, boolean, boolean, integer, boolean, integer) is
-'Hosts: read or change the room settings (null = unchanged): chat_enabled, qa_enabled, slow_mode_seconds (0..3600), hold_for_review, max_message_chars (1..2000). Returns them all. Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 403 not_host, 400 invalid_slow_mode_seconds, 400 invalid_max_message_chars.';
+'Hosts: read or change the room settings (null = unchanged): chat_enabled, qa_enabled, slow_mode_seconds (0..3600), hold_for_review, max_message_chars (1..2000). Returns them all. Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 401 user_not_found, 403 not_host, 400 invalid_slow_mode_seconds, 400 invalid_max_message_chars.';
 grant execute on function api.room_settings(bigint, boolean, boolean, integer, boolean, integer)
 to authenticated, service_role;

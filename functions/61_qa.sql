@@ -54,8 +54,8 @@ comment on function eventlive.publish_question(eventlive.questions, text) is
 'Publishes a question''s state on the qa channel; returns the event seq.';
 
 -- The room gate of the Q&A writes: 401, 404 webinar_not_found, 403 webinar_closed,
--- 403 not_registered, 403 qa_disabled, 403 banned (staff are never banned). Returns
--- whether the caller is staff.
+-- 403 not_registered (401 user_not_found for a deleted user), 403 qa_disabled, 403
+-- banned (staff are never banned). Returns whether the caller is staff.
 create or replace function eventlive.require_qa_open(p_webinar eventlive.webinars, p_uid uuid, p_at timestamptz)
 returns boolean
 language plpgsql
@@ -148,6 +148,8 @@ begin
         end if;
     end if;
 
+    -- As in chat_send: the asker's row locked before the room seq lock and the insert.
+    perform eventlive.require_user(v_uid, true);
     v_question.id := pg_catalog.nextval(pg_catalog.pg_get_serial_sequence('eventlive.questions', 'id'));
     v_question.webinar_id := v_webinar.id;
     v_question.user_id := v_uid;
@@ -171,7 +173,7 @@ begin
 end
 $$;
 comment on function api.question_ask(bigint, text, uuid, boolean) is
-'Ask a question (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status. Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered, 403 qa_disabled, 403 banned, (replay returns the stored question), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (3 per 60 s; staff exempt).';
+'Ask a question (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status. Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered (401 user_not_found when the token''s user no longer exists), 403 qa_disabled, 403 banned, (replay returns the stored question), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (3 per 60 s; staff exempt).';
 grant execute on function api.question_ask(bigint, text, uuid, boolean) to authenticated;
 
 -- Vote for a question (up) or take the vote back; one vote per viewer, idempotent. The
@@ -207,6 +209,8 @@ begin
     end if;
 
     if coalesce(question_vote.up, true) then
+        -- the voter's row locked before the insert: no 23503 if deleted meanwhile
+        perform eventlive.require_user(v_uid, true);
         insert into eventlive.question_votes (question_id, user_id, webinar_id, created_at)
         values (v_question.id, v_uid, v_question.webinar_id, v_now)
         on conflict do nothing;
@@ -237,7 +241,7 @@ begin
 end
 $$;
 comment on function api.question_vote(bigint, boolean) is
-'Vote for a question (up = true) or withdraw the vote (false); one vote per viewer, idempotent. Returns question_id, votes, up. Errors: 401 not_authenticated, 404 question_not_found, 403 webinar_closed, 403 not_registered, 403 qa_disabled, 403 banned, 409 question_closed (dismissed).';
+'Vote for a question (up = true) or withdraw the vote (false); one vote per viewer, idempotent. Returns question_id, votes, up. Errors: 401 not_authenticated, 404 question_not_found, 403 webinar_closed, 403 not_registered, 401 user_not_found, 403 qa_disabled, 403 banned, 409 question_closed (dismissed).';
 grant execute on function api.question_vote(bigint, boolean) to authenticated;
 
 -- Send the vote counts held back by the once-per-second rule: every question of the
@@ -349,7 +353,7 @@ begin
 end
 $$;
 comment on function api.questions(bigint, bigint, integer) is
-'Questions with seq > after_seq, each with its votes count (registered viewers and staff). Returns {questions: [{id, seq, user_id, display_name, body, anonymous, status, answer, votes, created_at}], next_seq, poll_after_seconds}; viewers get dismissed ones as {id, seq, status} and no author of anonymous ones. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_registered, 400 invalid_after_seq, 400 invalid_max_rows.
+'Questions with seq > after_seq, each with its votes count (registered viewers and staff). Returns {questions: [{id, seq, user_id, display_name, body, anonymous, status, answer, votes, created_at}], next_seq, poll_after_seconds}; viewers get dismissed ones as {id, seq, status} and no author of anonymous ones. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_registered, 401 user_not_found, 400 invalid_after_seq, 400 invalid_max_rows.
 @cache 2 room
 @readers eventlive.room_readers(webinar_id)';
 grant execute on function api.questions(bigint, bigint, integer) to authenticated, service_role;
@@ -403,5 +407,5 @@ begin
 end
 $$;
 comment on function api.question_answer(bigint, text, text) is
-'Staff: set a question''s status (open|answered|dismissed|pinned) and optionally its answer (null keeps it). Returns the question. Errors: 401 not_authenticated, 400 invalid_status, 400 answer_too_long, 404 question_not_found, 403 not_staff.';
+'Staff: set a question''s status (open|answered|dismissed|pinned) and optionally its answer (null keeps it). Returns the question. Errors: 401 not_authenticated, 400 invalid_status, 400 answer_too_long, 404 question_not_found, 403 not_staff, 401 user_not_found.';
 grant execute on function api.question_answer(bigint, text, text) to authenticated, service_role;

@@ -290,7 +290,7 @@ async def call_function(
         ) from None
     except psycopg.Error as exc:
         err = errors.from_database(exc, identity.anonymous, ctx.request_id, s.retry_after)
-        if err.status >= 500 and err.status != 503:
+        if (err.status >= 500 and err.status != 503) or errors.is_hidden(err):
             log.error("request %s: database error %s: %s", ctx.request_id, exc.diag.sqlstate, exc)
         elif err.status == 503:
             log.warning("request %s: database unavailable: %s", ctx.request_id, exc)

@@ -5,6 +5,12 @@ Messages of database errors reach the client only for classes a function raises 
 purpose (``P0``, ``PT``, ``22``, ``23``) and a few codes that describe the request
 (42501, 42883, 25006, 57014, 40001/40P01); anything else is an internal error: logged
 with the request id, the client gets the id and a generic sentence, never SQL.
+
+A constraint violation that PostgreSQL itself raised (class 23 with the constraint or
+table named in its diagnostics) is a check a function failed to make, not a message it
+chose: its text names tables, columns, constraints and key values. It keeps its status
+and code (409 for 23503/23505, as PostgREST, so metrics count it), but its words are
+logged under the request id, like an internal error's (issue #21).
 """
 
 from __future__ import annotations
@@ -104,6 +110,18 @@ def internal(request_id: str) -> ApiError:
     )
 
 
+def is_hidden(err: ApiError) -> bool:
+    """True when the client got the request id instead of the database's words (the
+    caller logs the original)."""
+    return (err.details or "").startswith("request_id=")
+
+
+def _constraint_raised_by_postgres(diag: psycopg.errors.Diagnostic) -> bool:
+    """A class-23 error PostgreSQL raised on a constraint (it names the constraint or
+    table); a function's ``raise ... using errcode = '23505'`` names neither."""
+    return bool(diag.constraint_name or diag.table_name or diag.column_name)
+
+
 def from_database(
     exc: psycopg.Error, anonymous: bool, request_id: str, retry_after: int
 ) -> ApiError:
@@ -127,6 +145,15 @@ def from_database(
         headers["WWW-Authenticate"] = "Bearer"
     if status == 503:
         headers["Retry-After"] = str(retry_after)
+    if sqlstate.startswith("23") and _constraint_raised_by_postgres(diag):
+        return ApiError(
+            status,
+            sqlstate,
+            "The request conflicts with the stored data.",
+            details=f"request_id={request_id}",
+            hint="The server logged this error under the request id.",
+            headers=headers,
+        )
     if not is_public_sqlstate(sqlstate) or (
         status >= 500 and not deliberate and sqlstate not in _PUBLIC_CODES
     ):

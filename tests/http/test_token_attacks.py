@@ -6,6 +6,10 @@ Every one is a 401 with ``WWW-Authenticate: Bearer`` and PostgREST's body -- thr
 ``Authorization`` and through ``apikey`` alike -- and nothing reaches the database (zero
 bytes on a TCP proxy in front of it). The issuer (``iss``) is not checked, as in PostgREST:
 a token is trusted for its key and audience.
+
+A valid token can outlive its user (deleted from ``auth.users``; on Supabase for up to an
+hour): that is the database's to tell, as 401 ``user_not_found`` in PostgREST's body, not
+PostgreSQL's 23503 naming tables and constraints (issue #21).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import httpx
 import jwt
+import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from shim_support import (
@@ -40,6 +45,7 @@ from shim.http.app import create_app
 from shim.http.auth import Authenticator
 from shim.http.errors import ApiError
 from shim.http.settings import Settings
+from shim.testing import create_user
 
 RSA = rsa_key("rs-1")
 EC = ec_key("es-1")
@@ -326,3 +332,47 @@ async def test_a_cached_token_with_exp_as_a_numeric_string_still_expires(
         await auth.identify(tok)  # from the cache
     assert err.value.status == 401
     assert err.value.reason == "expired"
+
+
+GONE = {
+    "code": "PT401",
+    "message": "The user of this token no longer exists.",
+    "details": "user_not_found",
+    "hint": "Sign in again.",
+}
+
+
+@pytest.mark.anyio
+async def test_a_valid_token_whose_user_was_deleted_is_a_postgrest_401_user_not_found(
+    shim_db: ShimDb, anyio_backend: str
+) -> None:
+    """Entry, heartbeat (the coalesced path), chat and Q&A, through /rpc, supabase-js's
+    /rest/v1/rpc and the legacy routes: each a 401 with PostgREST's JSON body and
+    ``WWW-Authenticate: Bearer``, the same reason everywhere."""
+    with psycopg.connect(shim_db.admin_dsn, autocommit=True) as admin:
+        admin.execute("select api.upsert_webinar(7, 'Soon without its viewer')")
+        uid = create_user(admin)
+        tok = bearer(token({"sub": str(uid)}))
+        async with serve(settings_for(shim_db.dsn, schemas=("api",))) as client:
+            r = await client.post("/rpc/track_access", json={"webinar_id": 7}, headers=tok)
+            assert r.status_code == 200, r.text
+            session = r.json()["session_id"]
+            admin.execute("delete from auth.users where id = %s", (uid,))
+            calls: list[tuple[str, dict[str, Any]]] = [
+                ("/rpc/track_access", {"webinar_id": 7}),
+                ("/rest/v1/rpc/track_access", {"webinar_id": 7, "session_id": session}),
+                ("/api/webinars/7/access/track", {}),
+                ("/rpc/presence_ping", {"webinar_id": 7, "session_id": session}),
+                ("/api/webinars/7/presence/ping", {"session_id": session}),
+                ("/rpc/chat_send", {"webinar_id": 7, "body": "still here?"}),
+                ("/rpc/question_ask", {"webinar_id": 7, "body": "still here?"}),
+                ("/rpc/register", {"webinar_id": 7}),
+            ]
+            for path, args in calls:
+                r = await client.post(path, json=args, headers=tok)
+                assert r.status_code == 401, (path, r.text)
+                assert r.headers["content-type"].startswith("application/json"), path
+                assert r.headers["WWW-Authenticate"].startswith("Bearer"), path
+                assert r.json() == GONE, path
+            r = await client.get("/rpc/chat_since", params={"webinar_id": "7"}, headers=tok)
+            assert (r.status_code, r.json()) == (401, GONE)

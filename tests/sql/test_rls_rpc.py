@@ -5,13 +5,17 @@ nothing of another viewer or webinar in the answer, and the superuser's view of 
 table unchanged. The same attacks through the HTTP shim answer the same.
 
 The functions are read from the catalog: a new api function without an attack here fails
-``test_every_api_function_is_attacked``. ``test_every_attack_is_detected_when_the_functions_lose_their_checks``
+``test_every_api_function_is_attacked`` (and without a ghost call,
+``test_every_api_function_is_called_by_a_deleted_user``: a valid token whose user was
+deleted from ``auth.users`` gets 401 ``user_not_found`` or another clean answer, never
+PostgreSQL's own 23xxx naming tables and constraints). ``test_every_attack_is_detected_when_the_functions_lose_their_checks``
 removes each check the attacks rely on (a throwaway clone) and expects each attack to
 report it, so no attack passes for the wrong reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +41,7 @@ from test_rls_matrix import (
 
 from shim.http.app import create_app
 from shim.http.errors import status_for_sqlstate
-from shim.testing import act_as
+from shim.testing import act_as, create_user
 
 ACTOR = {a.name: a for a in ACTORS} | {
     "staff_of_a_forging_service_role": Actor(
@@ -278,12 +282,27 @@ def _restore_point(admin: psycopg.Connection[Any], tables: list[str]) -> Callabl
     for copy, table in zip(saved, idents, strict=True):
         admin.execute(sql.SQL("create temporary table {} as table {}").format(copy, table))
 
+    # Generated columns (Supabase's auth.users has one) are computed again, never written.
+    columns = [
+        sql.SQL(", ").join(
+            sql.Identifier(r[0])
+            for r in admin.execute(
+                "select attname from pg_catalog.pg_attribute where attrelid = %s::regclass"
+                " and attnum > 0 and not attisdropped and attgenerated = '' order by attnum",
+                (t,),
+            )
+        )
+        for t in tables
+    ]
+
     def restore() -> None:
         admin.execute("set session_replication_role = replica")
         admin.execute(sql.SQL("truncate {}").format(sql.SQL(", ").join(idents)))
-        for copy, table in zip(saved, idents, strict=True):
+        for copy, table, cols in zip(saved, idents, columns, strict=True):
             admin.execute(
-                sql.SQL("insert into {} overriding system value table {}").format(table, copy)
+                sql.SQL("insert into {} ({}) overriding system value select {} from {}").format(
+                    table, cols, cols, copy
+                )
             )
         admin.execute("set session_replication_role = default")
 
@@ -480,4 +499,180 @@ def test_the_attacks_through_http_answer_as_through_sql(
             outcomes.append(judge(world, out, [t for t in pks if before[t] != after[t]]))
     print(summary(outcomes, "HTTP"))
     assert len(outcomes) >= 25
+    assert [f"{o.attack}: {o.leaks} {o.broken}" for o in outcomes if o.leaks or o.broken] == []
+
+
+# --- A valid token whose user no longer exists (issue #21) ------------------------------
+
+
+@dataclass
+class GhostWorld(World):
+    """The world plus two users deleted from auth.users after they took part: ``ghost``
+    (entered A, chatted, asked, voted) and ``ghost_host`` (host of A). Their tokens are
+    still valid (on Supabase for up to an hour)."""
+
+    ghost: str = ""
+    ghost_host: str = ""
+
+
+ACTOR |= {
+    "ghost": Actor("ghost", "authenticated", "ghost"),
+    "ghost_host": Actor("ghost_host", "authenticated", "ghost_host"),
+    "service": Actor("service", "service_role", None),
+}
+USER_GONE = ("PT401", "user_not_found")
+NO_SUCH_USER = ("PT404", "user_not_found")  # another user, named by service_role or staff
+# What PostgreSQL's own constraint errors say, and the private names they carry.
+RAW = re.compile(
+    r"violates|constraint|Key \(|_fkey|_pkey|_key\b|_check|eventlive\.|auth\.users|registrations|presence|sessions",
+    re.IGNORECASE,
+)
+
+# fmt: off
+GHOST_CALLS: list[RpcAttack] = [
+    _a("track_access", "ghost", {"webinar_id": A}, USER_GONE),
+    _a("track_access", "ghost", {"webinar_id": A, "session_id": "#ghost"}, USER_GONE),
+    _a("track_access", "ghost", {"webinar_id": B}, USER_GONE),
+    _a("presence_ping", "ghost", {"webinar_id": A, "session_id": "#ghost"}, USER_GONE),
+    _a("presence_leave", "ghost", {"webinar_id": A, "session_id": "#ghost"}, None),
+    _a("access_stats", "ghost_host", {"webinar_id": A}, USER_GONE),
+    _a("participants", "ghost_host", {"webinar_id": A}, USER_GONE),
+    _a("profiles_batch", "ghost", {"user_ids": [*ALL_PROFILES, "@ghost"]}, None),
+    _a("register", "ghost", {"webinar_id": A}, USER_GONE),
+    _a("register", "ghost", {"webinar_id": B}, USER_GONE),
+    _a("register", "service", {"webinar_id": A, "user_id": "@ghost"}, NO_SUCH_USER),
+    _a("set_staff", "ghost_host", {"webinar_id": A, "user_id": "@ghost_host"}, (DENIED, None)),
+    _a("set_staff", "service", {"webinar_id": A, "user_id": "@ghost"}, NO_SUCH_USER),
+    _a("remove_staff", "ghost_host", {"webinar_id": A, "user_id": "@ghost_host"}, (DENIED, None)),
+    _a("upsert_webinar", "ghost_host", {"webinar_id": A, "title": "ghosted"}, (DENIED, None)),
+    _a("chat_send", "ghost", {"webinar_id": A, "body": "boo"}, USER_GONE),
+    _a("chat_since", "ghost", {"webinar_id": A}, USER_GONE),
+    _a("chat_moderate", "ghost_host", {"message_id": "%msg_a_peer", "action": "hide"}, USER_GONE),
+    _a("chat_ban", "ghost_host", {"webinar_id": A, "user_id": "@peer"}, USER_GONE),
+    _a("chat_ban", STAFF, {"webinar_id": A, "user_id": "@ghost"}, NO_SUCH_USER),
+    _a("chat_unban", "ghost_host", {"webinar_id": A, "user_id": "@lurker"}, USER_GONE),
+    _a("room_settings", "ghost_host", {"webinar_id": A, "chat_enabled": False}, USER_GONE),
+    _a("question_ask", "ghost", {"webinar_id": A, "body": "boo?"}, USER_GONE),
+    _a("question_vote", "ghost", {"question_id": "%q_a"}, USER_GONE),
+    _a("question_vote", "ghost", {"question_id": "%q_a", "up": False}, USER_GONE),
+    _a("questions", "ghost", {"webinar_id": A}, USER_GONE),
+    _a("question_answer", "ghost_host", {"question_id": "%q_a", "status": "answered"}, USER_GONE),
+]
+# fmt: on
+
+
+@pytest.fixture
+def ghost_world(admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> GhostWorld:
+    w = GhostWorld(**dataclasses.asdict(build_world(admin_conn, db)))
+    w.ghost = str(create_user(admin_conn, email="ghost@example.com"))
+    w.ghost_host = str(create_user(admin_conn, email="ghost_host@example.com"))
+    admin_conn.execute("select api.set_staff(%s, %s)", (A, w.ghost_host))
+    with act_as(db, w.ghost, commit=True) as c:
+        row = c.execute("select api.track_access(%s)", (A,)).fetchone()
+        assert row is not None
+        w.sessions["ghost"] = str(row[0]["session_id"])
+        c.execute("select api.chat_send(%s, 'soon gone')", (A,))
+        c.execute("select api.question_ask(%s, 'soon gone?')", (A,))
+        c.execute("select api.question_vote(%s)", (w.items["q_a"],))
+    admin_conn.execute("delete from auth.users where id in (%s, %s)", (w.ghost, w.ghost_host))
+    return w
+
+
+def no_raw_words(out: Outcome) -> Outcome:
+    """Nothing of PostgreSQL's own words in a refusal: no 23xxx, no table, column or
+    constraint name."""
+    if out.sqlstate and out.sqlstate.startswith("23"):
+        out.leaks.append(f"raw {out.sqlstate}")
+    if out.sqlstate and RAW.search(out.answer):
+        out.leaks.append(f"names: {out.answer[:160]}")
+    return out
+
+
+def test_every_api_function_is_called_by_a_deleted_user(
+    admin_conn: psycopg.Connection[Any],
+) -> None:
+    rows = admin_conn.execute(
+        "select proname from pg_catalog.pg_proc where pronamespace = 'api'::regnamespace"
+    ).fetchall()
+    assert {r[0] for r in rows} == {a.fn for a in GHOST_CALLS}
+
+
+def test_a_deleted_users_valid_token_gets_401_user_not_found_never_a_raw_constraint_error(
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], ghost_world: GhostWorld
+) -> None:
+    """Every api function, called with the token of a user deleted meanwhile: the
+    documented answer (401 user_not_found for the user's own calls, 404 for a deleted
+    user named by someone else, 42501 where the role has no grant, presence_leave's
+    idempotent 204, profiles_batch's empty list), nothing written, no private name."""
+    w = ghost_world
+    pks = {t: primary_key(admin_conn, t) for t in sorted(TABLES)}
+    outcomes = []
+    for attack in GHOST_CALLS:
+        outcomes.append(no_raw_words(run_sql(admin_conn, db, w, pks, attack)))
+    assert [f"{o.attack}: {o.leaks} {o.broken}" for o in outcomes if o.leaks or o.broken] == []
+    by_fn = {(o.attack.fn, o.attack.actor): o for o in outcomes}
+    assert by_fn["profiles_batch", "ghost"].answer == "[]"
+
+
+def test_a_deleted_users_batched_heartbeat_is_user_not_found(
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any], ghost_world: GhostWorld
+) -> None:
+    """The coalesced entry answers the ghost's heartbeat as api.presence_ping does, next to
+    a live viewer's heartbeat that is accepted."""
+    w = ghost_world
+    with db.transaction(force_rollback=True):
+        db.execute("set local role eventlive_batcher")
+        row = db.execute(
+            "select eventlive.presence_ping_batch(%s::bigint[], %s::uuid[], %s::uuid[])",
+            ([A, A], [w.ghost, w.peer], [w.sessions["ghost"], w.sessions["peer"]]),
+        ).fetchone()
+    assert row is not None
+    assert row[0] == {
+        "1": {
+            "code": "PT401",
+            "message": "The user of this token no longer exists.",
+            "details": "user_not_found",
+            "hint": "Sign in again.",
+        }
+    }
+
+
+def test_a_deleted_users_calls_through_http_are_postgrest_401s(
+    admin_conn: psycopg.Connection[Any],
+    eventlive_db: Any,
+    ghost_world: GhostWorld,
+) -> None:
+    """The same calls through the shim with freshly minted (valid) tokens: the status
+    PostgREST maps the SQL answer to, a PostgREST body with the same code and reason,
+    ``WWW-Authenticate: Bearer`` on each 401, and no private name in any body."""
+    w = ghost_world
+    pks = {t: primary_key(admin_conn, t) for t in sorted(TABLES)}
+    settings = settings_for(eventlive_db.dsn, schemas=("api",), jwt_secret=SECRET)
+    outcomes = []
+    with (
+        uvicorn_server(create_app(settings, NO_HUB)) as base,
+        httpx.Client(base_url=base) as client,
+    ):
+        for attack in GHOST_CALLS:
+            actor = ACTOR[attack.actor]
+            claims = {"sub": actor.uid(w)} if actor.who else {"role": "service_role", "sub": None}
+            before = snapshot(admin_conn, pks)
+            r = client.post(
+                f"/rpc/{attack.fn}",
+                json=resolve(w, attack.args),
+                headers=bearer(token(claims)),
+            )
+            after = snapshot(admin_conn, pks)
+            out = Outcome(attack, answer=r.text)
+            if r.status_code >= 400:
+                body = r.json()
+                assert set(body) == {"code", "message", "details", "hint"}, r.text
+                out.sqlstate, out.reason = body.get("code"), body.get("details")
+                if r.status_code == 401:
+                    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+            if attack.want is not None and r.status_code != status_for_sqlstate(
+                attack.want[0], anonymous=False
+            ):
+                out.broken.append(f"status {r.status_code}")
+            outcomes.append(no_raw_words(judge(w, out, [t for t in pks if before[t] != after[t]])))
     assert [f"{o.attack}: {o.leaks} {o.broken}" for o in outcomes if o.leaks or o.broken] == []
