@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import secrets
+import signal
 import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import psycopg
 from psycopg.conninfo import make_conninfo
@@ -26,6 +29,7 @@ from psycopg.conninfo import make_conninfo
 from shim import doctor
 from shim import migrate as mig
 from shim.doctor.diagnose import FINDINGS
+from shim.http import demo, devtoken
 from shim.migrate.plan import STATUS_DRIFT, STATUS_PENDING
 from shim.verify import EXIT_CANNOT_CHECK as VERIFY_CANNOT
 from shim.verify import EXIT_FAILED as VERIFY_FAILED
@@ -49,6 +53,7 @@ EXIT_CODES = {
         f"{VERIFY_OK} all checks OK / {VERIFY_FAILED} a check failed (see the rollback verdict) / "
         f"{VERIFY_CANNOT} could not check (node unreachable, database or credentials refused)"
     ),
+    "token": f"0 token printed / {devtoken.REFUSED} {devtoken.REFUSED_MEANS}",
 }
 
 
@@ -98,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _doctor_command(commands)
     verify_command.add(commands, EXIT_CODES["verify"], _exits("verify"), run=_verify)
+    devtoken.add_command(
+        commands, _exits("token"), secret_path=_dev_secret_path, default_sub=demo.DEMO_VIEWER
+    )
 
     db = commands.add_parser(
         "db",
@@ -277,11 +285,46 @@ def _serve(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         _err(f"error: the HTTP shim is not available in this build ({exc})")
         return ERROR
-    if not os.environ.get("DATABASE_URL"):
+    embedded_default = not os.environ.get("DATABASE_URL")
+    if embedded_default:
         _embedded_default(args.host, args.port)
+        # uvicorn stops gracefully on SIGTERM, then raises it again: exit 0 through the
+        # finally below (which says the database still runs), not death by signal.
+        signal.signal(signal.SIGTERM, _exit_0)
     share_between_workers(args.workers, os.environ)
-    server.run(args.host, args.port, args.workers)
+    try:
+        server.run(args.host, args.port, args.workers)
+    finally:
+        if embedded_default:
+            state = _embedded_state()
+            where = f" (port {state[1]}, data in {state[0]})" if state else ""
+            _err(
+                f"eventlive serve stopped; the embedded PostgreSQL is still running{where}, so"
+                " the next serve starts at once. Stop it with: eventlive db down"
+            )
     return 0
+
+
+def _exit_0(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def _embedded_state() -> tuple[Path, int] | None:
+    """Data directory and port of this directory's embedded PostgreSQL (its state file)."""
+    from shim.pg import embedded  # noqa: PLC0415 - lazy: only the embedded default needs it
+
+    state_path = embedded._state_path(embedded.DEFAULT_DATA_DIR.absolute())
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    return Path(state["data_dir"]), int(state["port"])
+
+
+def _dev_secret_path() -> Path:
+    """The embedded default's development JWT secret: ``.eventlive/dev-jwt-secret``."""
+    from shim.pg import embedded  # noqa: PLC0415 - lazy: only the embedded default needs it
+
+    return embedded.DEFAULT_DATA_DIR.absolute().parent / "dev-jwt-secret"
 
 
 # Drawn at random by each worker when unset; one draw per server instead (see below).
@@ -299,13 +342,12 @@ def share_between_workers(workers: int, environ: dict[str, str] | os._Environ[st
 
 def _embedded_default(host: str, port: int) -> None:
     """No DATABASE_URL: start and migrate the embedded PostgreSQL, make the demo webinar
-    and a development token, print the walk-through, and point the app at it as
+    and development tokens, print the walk-through, and point the app at it as
     ``authenticator`` (the workers read the environment)."""
-    from shim.http import demo  # noqa: PLC0415 - lazy: only the embedded default needs it
     from shim.pg import embedded  # noqa: PLC0415 - lazy: only without DATABASE_URL
 
     admin_dsn = embedded.ensure_running(migrate=True)
-    secret_path = embedded.DEFAULT_DATA_DIR.absolute().parent / "dev-jwt-secret"
+    secret_path = _dev_secret_path()
     secret = os.environ.get("JWT_SECRET") or demo.dev_secret(secret_path)
     walkthrough = demo.prepare(admin_dsn, secret)
     os.environ["DATABASE_URL"] = make_conninfo(admin_dsn, user="authenticator")
@@ -342,7 +384,17 @@ def _db_up(_args: argparse.Namespace) -> int:
 def _db_down(_args: argparse.Namespace) -> int:
     from shim.pg import embedded  # noqa: PLC0415 - lazy: only db up/down need it
 
+    state = _embedded_state()
+    if state is None:
+        _out(f"no embedded PostgreSQL in {embedded.DEFAULT_DATA_DIR.absolute()}: nothing to stop")
+        return 0
+    data_dir, port = state
+    was_running = (data_dir / "postmaster.pid").exists()
     embedded.down()
+    if was_running and not (data_dir / "postmaster.pid").exists():
+        _out(f"stopped the embedded PostgreSQL on port {port} (data kept in {data_dir})")
+    else:
+        _out(f"the embedded PostgreSQL (port {port}, data in {data_dir}) was not running")
     return 0
 
 
@@ -353,6 +405,7 @@ def _db_migrate(args: argparse.Namespace) -> int:
 
 def _db_status(args: argparse.Namespace) -> int:
     result = mig.status(_dsn(args), source=args.source)
+    print(f"status of {result.database}")
     width = max((len(e.label) for e in result.entries), default=0)
     for entry in result.entries:
         print(f"{entry.state:<8} {entry.label:<{width}}  {entry.detail}")

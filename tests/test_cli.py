@@ -12,6 +12,7 @@ import pytest
 
 from shim import cli
 from shim.cli import main
+from shim.http import devtoken
 from shim.migrate.paths import SQL_FOLDERS
 from shim.migrate.plpgsql_bodies import NOT_CHECKED
 from shim.pg.ports import free_port
@@ -186,3 +187,155 @@ def test_serve_gives_its_workers_one_ticket_secret_and_keeps_a_given_one() -> No
     given = {cli.SHARED_PER_SERVER[0]: "operator-secret"}
     cli.share_between_workers(4, given)
     assert given == {cli.SHARED_PER_SERVER[0]: "operator-secret"}
+
+
+# -- eventlive token ----------------------------------------------------------------------
+
+DEV = "development-secret-of-this-test-project-0123456789"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project directory as `eventlive serve` leaves it: .eventlive/dev-jwt-secret."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    (tmp_path / ".eventlive").mkdir()
+    (tmp_path / ".eventlive" / "dev-jwt-secret").write_text(DEV + "\n")
+    return tmp_path
+
+
+def _minted(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict[str, object], str]:
+    import jwt
+
+    assert main(["token", *args]) == 0
+    out, err = capsys.readouterr()
+    claims = jwt.decode(out.strip(), DEV, algorithms=["HS256"], options={"verify_aud": False})
+    return claims, err
+
+
+def test_token_mints_from_the_development_secret_with_sensible_defaults(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shim.http import demo
+
+    claims, err = _minted(capsys)
+    assert claims["role"] == "authenticated"
+    assert claims["aud"] == "authenticated"
+    assert claims["sub"] == demo.DEMO_VIEWER  # registered to the demo webinar by serve
+    assert int(str(claims["exp"])) - int(str(claims["iat"])) == 7 * 86400
+    assert f"development secret {project / '.eventlive' / 'dev-jwt-secret'}" in err
+    claims, _ = _minted(capsys, "--role", "service_role", "--exp", "12h")
+    assert set(claims) == {"role", "iat", "exp"}  # shaped like Supabase's keys
+    assert (claims["role"], int(str(claims["exp"])) - int(str(claims["iat"]))) == (
+        "service_role",
+        43200,
+    )
+    someone = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
+    claims, err = _minted(capsys, "--role", "anon", "--sub", someone, "--exp", "90")
+    assert (claims["role"], claims["sub"]) == ("anon", someone)
+    assert int(str(claims["exp"])) - int(str(claims["iat"])) == 90
+    assert f"anon token for sub {someone}, valid until " in err
+
+
+def test_token_accepts_jwt_secret_set_to_the_development_secret(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", DEV)  # e.g. the environment serve sets for its workers
+    assert _minted(capsys)[0]["role"] == "authenticated"
+
+
+def test_token_refuses_unless_the_configured_secret_is_the_development_one(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", "a-deployment-secret-that-is-not-the-dev-one")
+    assert main(["token"]) == devtoken.REFUSED == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "error: refused: JWT_SECRET is set and is not the development secret" in err
+    monkeypatch.delenv("JWT_SECRET")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://authenticator@db.example/app")
+    assert main(["token", "--role", "service_role"]) == 2
+    assert "DATABASE_URL is set and JWT_SECRET is not" in capsys.readouterr().err
+    monkeypatch.delenv("DATABASE_URL")
+    (project / ".eventlive" / "dev-jwt-secret").unlink()
+    assert main(["token"]) == 2
+    assert "no development secret at " in capsys.readouterr().err
+    assert not (project / ".eventlive" / "dev-jwt-secret").exists()  # not created here
+
+
+@pytest.mark.parametrize(
+    "args", [["--sub", "not-a-uuid"], ["--exp", "0"], ["--exp", "3 weeks"], ["--role", "admin"]]
+)
+def test_token_rejects_bad_arguments_with_exit_2(
+    project: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["token", *args])
+    assert exited.value.code == 2
+    assert "usage: eventlive token" in capsys.readouterr().err
+
+
+def test_token_is_a_command_with_its_exit_codes_in_its_help() -> None:
+    helped = subprocess.run(
+        [sys.executable, "-m", "shim.cli", "token", "--help"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert f"token: {cli.EXIT_CODES['token']}" in helped
+    assert "--role {authenticated,service_role,anon}" in helped
+    assert "    token " in subprocess.run(
+        [sys.executable, "-m", "shim.cli", "--help"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+# -- db status names its database; migrate says the bodies were checked; db down says ---
+
+
+def test_status_names_the_database_it_talks_to(
+    empty_database: str, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(db("status", empty_database, tree)) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    with psycopg.connect(empty_database) as conn:
+        info = conn.info
+        expected = (
+            f"status of database {info.dbname} on {info.host}:{info.port} as {info.user} "
+            "(PostgreSQL "
+        )
+    assert first.startswith(expected), first
+
+
+def test_migrate_says_whether_plpgsql_bodies_were_checked(
+    empty_database: str, tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exactly one of the two lines: checked (plpgsql_check on the server, as .ci/run
+    installs it) or not checked (e.g. the PostgreSQL 18 wheel)."""
+    from shim.migrate.apply import CHECKED
+
+    with psycopg.connect(empty_database) as conn:
+        available = (
+            conn.execute(
+                "select from pg_available_extensions where name = 'plpgsql_check'"
+            ).fetchone()
+            is not None
+        )
+    (tree / "functions/two.sql").write_text(
+        "create or replace function app.two() returns int language plpgsql"
+        " as $$ begin return 2; end $$;\n"
+    )
+    assert main(db("migrate", empty_database, tree)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out.count(CHECKED) == (1 if available else 0)
+    assert out.count(NOT_CHECKED) == (0 if available else 1)
+    if available:
+        assert out.index(CHECKED) == len(out) - 2  # after the files, before the total
+
+
+def test_db_down_says_there_is_nothing_to_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["db", "down"]) == 0
+    where = tmp_path / ".eventlive" / "pgdata"
+    assert capsys.readouterr().out == f"no embedded PostgreSQL in {where}: nothing to stop\n"

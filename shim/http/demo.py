@@ -1,10 +1,11 @@
 """A newcomer's first minute, on the embedded default only (never with DATABASE_URL):
-a demo webinar, a demo user who is its host, a development token, and curl lines.
+a demo webinar, its host (staff), a registered viewer, development tokens for them and
+for service_role, and curl lines.
 
 ``dev_secret(path)`` reads or creates the development HS256 secret (mode 0600, in the
-project's ``.eventlive`` directory next to the embedded data). ``prepare(admin_dsn,
-secret)`` creates the demo objects idempotently through the API functions, as
-service_role, and returns what ``instructions`` prints.
+project's ``.eventlive`` directory next to the embedded data); ``mint`` (from
+``shim.http.devtoken``, ``eventlive token``) signs tokens with it. ``prepare(admin_dsn, secret)`` creates the demo objects idempotently through the API
+functions, as service_role, and returns what ``instructions`` prints.
 """
 
 from __future__ import annotations
@@ -12,28 +13,33 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import jwt
 import psycopg
+
+from shim.http.devtoken import TOKEN_DAYS, mint
 
 DEMO_WEBINAR = 149402  # the webinar of the incident report
 DEMO_USER = "00000000-0000-4000-8000-00000000d3e0"
 DEMO_EMAIL = "demo@eventlive.invalid"
-TOKEN_DAYS = 7
+DEMO_VIEWER = "00000000-0000-4000-8000-00000000d3e1"  # registered, not staff
+VIEWER_EMAIL = "viewer@eventlive.invalid"
 
 
 @dataclass(frozen=True)
 class Demo:
-    """What the walk-through needs: the webinar, the user, a token and a session id."""
+    """What the walk-through needs: the webinar, its host and the host's token, a session
+    id, and the registered viewer's and service_role's tokens."""
 
     webinar_id: int
     user_id: str
     token: str
     session_id: str
+    viewer_id: str
+    viewer_token: str
+    service_token: str
 
 
 def dev_secret(path: Path) -> str:
@@ -50,26 +56,19 @@ def dev_secret(path: Path) -> str:
 
 def dev_token(secret: str, user_id: str = DEMO_USER, days: int = TOKEN_DAYS) -> str:
     """An HS256 token for ``user_id`` as Supabase issues user tokens (role, aud)."""
-    now = int(time.time())
-    claims = {
-        "sub": user_id,
-        "role": "authenticated",
-        "aud": "authenticated",
-        "email": DEMO_EMAIL,
-        "iat": now,
-        "exp": now + days * 86400,
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return mint(secret, sub=user_id, seconds=days * 86400, email=DEMO_EMAIL)
 
 
 def prepare(admin_dsn: str, secret: str) -> Demo:
-    """Create the demo user, webinar (live, automatic entry) and staff row; idempotent."""
+    """Create the demo users, webinar (live, automatic entry), the host's staff row and
+    the viewer's registration; idempotent."""
     service_claims = json.dumps({"role": "service_role"})
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute(
-            "insert into auth.users (id, email) values (%s, %s) on conflict (id) do nothing",
-            (DEMO_USER, DEMO_EMAIL),
-        )
+        for user_id, email in ((DEMO_USER, DEMO_EMAIL), (DEMO_VIEWER, VIEWER_EMAIL)):
+            conn.execute(
+                "insert into auth.users (id, email) values (%s, %s) on conflict (id) do nothing",
+                (user_id, email),
+            )
         with conn.transaction():
             conn.execute(
                 "select set_config('role', 'service_role', true),"
@@ -84,7 +83,19 @@ def prepare(admin_dsn: str, secret: str) -> Demo:
                 "select api.set_staff(webinar_id => %s, user_id => %s)",
                 (DEMO_WEBINAR, DEMO_USER),
             )
-    return Demo(DEMO_WEBINAR, DEMO_USER, dev_token(secret), str(uuid.uuid4()))
+            conn.execute(
+                "select api.register(webinar_id => %s, user_id => %s)",
+                (DEMO_WEBINAR, DEMO_VIEWER),
+            )
+    return Demo(
+        DEMO_WEBINAR,
+        DEMO_USER,
+        dev_token(secret),
+        str(uuid.uuid4()),
+        DEMO_VIEWER,
+        mint(secret, sub=DEMO_VIEWER, email=VIEWER_EMAIL),
+        mint(secret, role="service_role"),
+    )
 
 
 def curl_lines(base_url: str, demo: Demo) -> list[str]:
@@ -106,8 +117,15 @@ def instructions(base_url: str, demo: Demo, secret_path: Path) -> str:
     """The text ``eventlive serve`` prints on the embedded default."""
     lines = [
         "",
-        f"eventlive demo: webinar {demo.webinar_id}, user {demo.user_id} (its host).",
-        f"Development token (HS256, {TOKEN_DAYS} days; secret in {secret_path}):",
+        f"eventlive demo: webinar {demo.webinar_id}; host {demo.user_id} (staff: moderates,"
+        f" exempt from chat limits); viewer {demo.viewer_id} (registered: chats at once).",
+        f"Development tokens (HS256, {TOKEN_DAYS} days; secret in {secret_path};"
+        " more with `eventlive token --help`):",
+        "  the viewer:",
+        f"    export VIEWER_TOKEN={demo.viewer_token}",
+        "  service_role (the /status page's sign-in, management functions):",
+        f"    export SERVICE_TOKEN={demo.service_token}",
+        "  the host, with curl lines to try:",
         "",
         *curl_lines(base_url, demo),
         "",

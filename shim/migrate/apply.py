@@ -154,6 +154,13 @@ class Status:
     entries: tuple[Entry, ...]
     errors: tuple[str, ...]
     exit_code: int
+    database: str  # describe_database(): what the status is of
+
+
+CHECKED = (
+    "plpgsql function bodies were checked with plpgsql_check (every plpgsql function these "
+    "files created or replaced): no error"
+)
 
 
 def migrate(
@@ -190,6 +197,8 @@ def migrate(
             seconds = _apply(conn, step, say, checker)
             say(f"[{number}/{len(assessment.steps)}] {step.file.label} applied in {_ms(seconds)}")
             applied.append(AppliedFile(step.file.label, step.file.checksum, step.reason, seconds))
+        if checker is not None:
+            say(CHECKED)
     total = time.monotonic() - started
     if applied:
         say(f"{len(applied)} file(s) applied in {_ms(total)}")
@@ -213,7 +222,8 @@ def status(conninfo: str, *, source: Path | None = None) -> Status:
     src = load_source(source)
     with _read_only(conninfo) as conn:
         assessment = assess(conn, src)
-    return Status(src.root, assessment.entries, assessment.errors, assessment.exit_code)
+        database = describe_database(conn)
+    return Status(src.root, assessment.entries, assessment.errors, assessment.exit_code, database)
 
 
 def repair(
