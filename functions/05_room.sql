@@ -1,6 +1,24 @@
 -- The live room's plumbing: publish an event, read events for the hub, and
 -- decide who may join a webinar's realtime topics (used by policies/realtime_messages.sql).
 
+-- True when realtime.send is Supabase's (it exists and the project did not create it, by
+-- eventlive_migrations.objects): then publish also sends every event through it. False
+-- with the plain-PostgreSQL stand-in, whose realtime.messages nobody broadcasts from.
+create or replace function eventlive.forwards_to_realtime() returns boolean
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+    select pg_catalog.to_regprocedure('realtime.send(jsonb, text, text, boolean)') is not null
+        and not exists (
+            select from eventlive_migrations.objects as o
+            where o.kind = 'function' and o.identity = 'realtime.send(jsonb,text,text,boolean)'
+        )
+$$;
+comment on function eventlive.forwards_to_realtime() is
+'True on a Supabase project (its own realtime.send exists): eventlive.publish then also sends each event through realtime.send.';
+
 -- Append one event to a webinar's room log and return its seq. Every chat and Q&A write
 -- calls this last in its transaction: the room_sequences row lock taken here is held to
 -- commit (so seq order is commit order and a rollback leaves no gap; see sql/0004), and
@@ -8,6 +26,10 @@
 -- pg_notify is a wake-up hint for the hubs, not the delivery: they read the log. Postgres
 -- folds identical notifications of one transaction into one, so a transaction that
 -- publishes several events sends one 'eventlive_room' notice per webinar.
+-- On a Supabase project (eventlive.forwards_to_realtime) each event also goes through
+-- Supabase's realtime.send, private, on the same topic (webinar:{id}:{channel}), so front
+-- ends on Supabase's own Realtime get the same room, authorized by the same policies on
+-- realtime.messages. It runs as this function's owner (Supabase's postgres: bypassrls).
 -- No grant: only security definer api functions (as owner) publish.
 create or replace function eventlive.publish(
     webinar_id bigint, channel text, event text, payload jsonb
@@ -43,6 +65,14 @@ begin
         eventlive.now()
     );
     perform pg_catalog.pg_notify('eventlive_room', publish.webinar_id::text);
+    if eventlive.forwards_to_realtime() then
+        perform realtime.send(
+            coalesce(publish.payload, '{}'::jsonb) || pg_catalog.jsonb_build_object('seq', v_seq),
+            publish.event,
+            'webinar:' || publish.webinar_id || ':' || publish.channel,
+            true
+        );
+    end if;
     return v_seq;
 end
 $$;

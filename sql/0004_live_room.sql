@@ -3,6 +3,12 @@
 -- subscriber or a polling client that resumes "after seq N" never skips a row.
 -- Writers go through eventlive.publish (functions/01_room.sql); the realtime hub reads
 -- through eventlive.room_events_since as the internal role eventlive_hub.
+-- eventlive: revises sha256 3fa6453e217755e1652ae5eb42d616709499034a273f7d345e578ec5b0190513
+-- eventlive: revises sha256 8bf4445cc9739da889f04dd83a41915a881bf0bad4c7acd685ea1873fa4bf463
+-- (Those texts also replaced realtime.messages wherever its comment said "Stand-in for
+-- Supabase", which on an older Supabase project dropped Supabase's own table, and
+-- created realtime.send where absent. 0001 now creates both stand-ins, where missing;
+-- 0008 reshapes the project's own copy on databases that applied those texts.)
 
 -- Catalog and role changes queue behind live transactions: give up rather than stall.
 set local lock_timeout = '5s';
@@ -16,7 +22,9 @@ begin
     if not exists (select from pg_catalog.pg_roles where rolname = 'eventlive_hub') then
         create role eventlive_hub nologin noinherit;
     end if;
-    grant eventlive_hub to authenticator;
+    if not pg_catalog.pg_has_role('authenticator', 'eventlive_hub', 'member') then
+        grant eventlive_hub to authenticator;
+    end if;
 end
 $roles$;
 grant usage on schema eventlive to eventlive_hub;
@@ -54,80 +62,3 @@ comment on table eventlive.room_events is 'Live-room events per webinar in commi
 alter table eventlive.room_events enable row level security;
 grant select on eventlive.room_events to eventlive_hub;
 grant select, insert, update, delete on eventlive.room_events to service_role;
-
--- Supabase's realtime.messages, as their Realtime creates it (columns, types, primary
--- key, grants). 0001 created an earlier stand-in with a bigint id; it never held data
--- that mattered (nothing wrote it), so it is replaced here. On Supabase the table is
--- theirs (no stand-in comment) and nothing below touches it.
-do $realtime$
-begin
-    if pg_catalog.obj_description('realtime.messages'::regclass, 'pg_class') like 'Stand-in for Supabase%' then
-        execute 'drop table realtime.messages';
-        execute $ddl$
-            create table realtime.messages (
-                topic text not null,
-                extension text not null,
-                payload jsonb,
-                event text,
-                private boolean default false,
-                updated_at timestamp without time zone not null default now(),
-                inserted_at timestamp without time zone not null default now(),
-                id uuid not null default gen_random_uuid(),
-                primary key (id, inserted_at)
-            )
-        $ddl$;
-        execute $ddl$
-            create index messages_inserted_at_topic_index on realtime.messages (inserted_at desc, topic)
-            where extension = 'broadcast' and private is true
-        $ddl$;
-        execute 'alter table realtime.messages enable row level security';
-        execute 'grant select, insert, update on realtime.messages to anon, authenticated, service_role';
-        execute $ddl$
-            comment on table realtime.messages is
-            'Supabase realtime.messages (plain-PostgreSQL copy): its RLS policies decide who may receive and send on a channel.'
-        $ddl$;
-    end if;
-end
-$realtime$;
-
--- realtime.send as Supabase defines it: an insert into realtime.messages with
--- realtime.topic set, under the caller's rights (the insert policies decide), errors
--- turned into a warning. Created only where absent.
-do $send$
-begin
-    if to_regprocedure('realtime.send(jsonb, text, text, boolean)') is null then
-        execute $fn$
-            create function realtime.send(
-                payload jsonb, event text, topic text, private boolean default true
-            ) returns void
-            language plpgsql
-            as $body$
-            declare
-                generated_id uuid;
-                final_payload jsonb;
-            begin
-                begin
-                    generated_id := pg_catalog.gen_random_uuid();
-                    if payload ? 'id' then
-                        final_payload := payload;
-                    else
-                        final_payload := pg_catalog.jsonb_set(payload, '{id}', pg_catalog.to_jsonb(generated_id));
-                    end if;
-                    perform pg_catalog.set_config('realtime.topic', topic, true);
-                    insert into realtime.messages (id, payload, event, topic, private, extension)
-                    values (generated_id, final_payload, event, topic, private, 'broadcast');
-                exception
-                    when others then
-                        raise warning 'ErrorSendingBroadcastMessage: %', sqlerrm;
-                end;
-            end;
-            $body$
-        $fn$;
-        execute $ddl$
-            comment on function realtime.send(jsonb, text, text, boolean) is
-            'Broadcast a message on a topic by inserting it into realtime.messages (Supabase''s signature and behaviour).'
-        $ddl$;
-        execute 'grant execute on function realtime.send(jsonb, text, text, boolean) to authenticated, service_role';
-    end if;
-end
-$send$;

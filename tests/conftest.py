@@ -53,8 +53,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture
 def shim_db(eventlive_db: Any) -> ShimDb:
-    """The plugin's fresh clone plus ``test_api`` / ``test_api2``."""
-    with psycopg.connect(eventlive_db.admin_dsn, autocommit=True) as conn:
+    """The plugin's fresh clone plus ``test_api`` / ``test_api2``, created by the role
+    migrations ran as (its default privileges: no execute for PUBLIC)."""
+    with psycopg.connect(eventlive_db.migrator_dsn, autocommit=True) as conn:
         conn.execute(TEST_SCHEMA_SQL)
     return ShimDb(eventlive_db.dsn, eventlive_db.admin_dsn)
 

@@ -31,12 +31,14 @@ from shim import migrate as mig
 from shim.doctor.checks import CHECKS, Finding, Scope, run_checks
 from shim.doctor.plpgsql import PLPGSQL_CHECKS
 from shim.doctor.splinter import SPLINTER_CHECKS
+from shim.doctor.supabase_checks import SUPABASE_CHECKS
 from shim.migrate import history
 from shim.migrate.apply import describe_database
 from shim.migrate.plpgsql_bodies import NOT_CHECKED, installed_schema
 
-# Our rules, the equivalents of Supabase's linter (splinter), plpgsql bodies.
-ALL_CHECKS = CHECKS + SPLINTER_CHECKS + PLPGSQL_CHECKS
+# Our rules, the equivalents of Supabase's linter (splinter), plpgsql bodies, and
+# Supabase's own objects left as Supabase made them.
+ALL_CHECKS = CHECKS + SPLINTER_CHECKS + PLPGSQL_CHECKS + SUPABASE_CHECKS
 
 __all__ = ["DoctorError", "Finding", "Report", "diagnose"]
 
@@ -49,6 +51,7 @@ _STATE_CHECK = {
     "drift": "migration-drift",
     "missing": "migration-drift",
     "removed": "migration-removed",
+    "revised": "migration-pending",
 }
 
 
@@ -57,6 +60,7 @@ def _state_finding(label: str, state: str, detail: str) -> Finding:
     problem, fix = {
         "pending": (f"not applied yet ({detail})", "eventlive db migrate"),
         "changed": (f"{detail}: migrate re-applies it", "eventlive db migrate"),
+        "revised": (f"applied {detail}", "eventlive db migrate"),
         "drift": (
             detail,
             f"restore {label} and put the change in a new migration, or, when the database "

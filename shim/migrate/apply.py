@@ -52,7 +52,7 @@ from shim.migrate.errors import (
 from shim.migrate.indexes import drop_statement, find_problems
 from shim.migrate.plan import Assessment, Entry, Step, assess
 from shim.migrate.source import SourceFile, load_source
-from shim.migrate.split import split_statements
+from shim.migrate.split import chunks, split_statements
 
 __all__ = [
     "AppliedFile",
@@ -112,6 +112,8 @@ class MigrationPlan:
 
     source: Path
     steps: tuple[Step, ...]
+    revisions: tuple[SourceFile, ...] = ()
+    setup: tuple[str, ...] = ()  # run once before the files (plpgsql_check's extension)
 
     def sql(self) -> str:
         """The SQL migrate would send, file by file, with headers as SQL comments.
@@ -125,8 +127,16 @@ class MigrationPlan:
             "-- migrate also takes advisory lock "
             f"{lock.LOCK_KEY}, creates {history.TABLE} if absent and records each file there.",
         ]
+        for f in self.revisions:
+            out.append(
+                f"-- {f.label}: an earlier text of it was applied; recorded as revised "
+                f"(sha256 {f.checksum}), not run again"
+            )
         if not self.steps:
             out.append("-- nothing to apply")
+        if self.setup:
+            out += ["", "-- ==== before the files: plpgsql_check, to check plpgsql bodies"]
+            out += [statement + ";" for statement in self.setup]
         for step in self.steps:
             f = step.file
             out += ["", f"-- ==== {f.label} ({step.reason}) sha256 {f.checksum}"]
@@ -187,6 +197,9 @@ def migrate(
         history.ensure(conn)
         assessment = assess(conn, src)
         _refuse_errors(assessment)
+        for f in assessment.revisions:
+            history.record(conn, f, "revise")
+            say(f"{f.label}: an earlier text was applied; recorded as revised (not run again)")
         if not assessment.steps:
             say("nothing to apply: the database is up to date")
         checker = plpgsql_bodies.ensure(conn) if assessment.steps else None
@@ -213,8 +226,10 @@ def plan(conninfo: str, *, source: Path | None = None) -> MigrationPlan:
     src = load_source(source)
     with _read_only(conninfo) as conn:
         assessment = assess(conn, src)
+        setup = plpgsql_bodies.setup_statements(conn) if assessment.steps else []
+        rendered = tuple(statement.as_string(conn) for statement in setup)
     _refuse_errors(assessment)
-    return MigrationPlan(src.root, assessment.steps)
+    return MigrationPlan(src.root, assessment.steps, assessment.revisions, rendered)
 
 
 def status(conninfo: str, *, source: Path | None = None) -> Status:
@@ -360,11 +375,13 @@ def _apply(
     f = step.file
     started = time.monotonic()
     if f.transactional:
+        failing: tuple[int, str | None] = (0, None)  # where the text that failed starts
         try:
             with conn.transaction():
                 conn.execute(SESSION_RESET)
-                if _has_code(f.text):
-                    conn.execute(f.text.encode("utf-8"))
+                for offset, text in chunks(f.text):
+                    failing = (offset, text)
+                    conn.execute(text.encode("utf-8"))
                 if conn.info.transaction_status != pq.TransactionStatus.INTRANS:
                     raise MigrationError(
                         f"{f.label} ended the transaction migrate runs it in (a commit or "
@@ -372,11 +389,19 @@ def _apply(
                         "file is not recorded. Remove transaction control from the file."
                     )
                 if checker is not None:
+                    failing = (0, None)
                     plpgsql_bodies.check_file(conn, checker, f)
                 elapsed = time.monotonic() - started
                 history.record(conn, f, "apply", dt.timedelta(seconds=elapsed))
         except psycopg.Error as exc:
-            raise apply_error(f, exc, 0, "its transaction was rolled back") from exc
+            raise apply_error(
+                f,
+                exc,
+                failing[0],
+                "its transaction was rolled back",
+                statement=failing[1],
+                login=conn.info.user,
+            ) from exc
         return elapsed
     # indexes/: outside a transaction. Re-check invalid indexes under the lock.
     for problem in find_problems(conn, f.text):
@@ -395,17 +420,11 @@ def _apply(
                 statement.offset,
                 "statements before it in the file stay applied",
                 statement=statement.text,
+                login=conn.info.user,
             ) from exc
     elapsed = time.monotonic() - started
     history.record(conn, f, "apply", dt.timedelta(seconds=elapsed))
     return elapsed
-
-
-def _has_code(text: str) -> bool:
-    try:
-        return bool(split_statements(text))
-    except ValueError:
-        return True  # let Postgres report the syntax error with its position
 
 
 def _terminated(text: str) -> str:

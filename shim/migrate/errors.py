@@ -62,6 +62,32 @@ class ApplyError(MigrationError):
 
 
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.DOTALL)
+INSUFFICIENT_PRIVILEGE = "42501"
+_DENIED = re.compile(r"permission denied for (\w+) (\S+)")
+_NOT_OWNER = re.compile(r"must be (?:the )?owner of (\w+(?: \w+)?) (\S+)")
+_SCHEMA_PRIVILEGE = "CREATE (to create objects in it) or USAGE (to use them)"
+
+
+def privilege_advice(pg_message: str, login: str | None) -> list[str]:
+    """For a permission error: the object, the privilege the login lacks, what to do."""
+    who = f"the login {login}" if login else "this login"
+    if match := _NOT_OWNER.search(pg_message):
+        kind, name = match.groups()
+        lacks = f"ownership of {kind} {name} (only its owner may alter, comment on or drop it)"
+    elif match := _DENIED.search(pg_message):
+        kind, name = match.groups()
+        privilege = _SCHEMA_PRIVILEGE if kind == "schema" else "the privilege the statement needs"
+        lacks = f"{privilege} on {kind} {name}"
+    else:
+        return []
+    return [
+        f"  privilege: {who} lacks {lacks}",
+        "  what to do: that object belongs to another role (on Supabase, to Supabase "
+        "itself), and eventlive's own files never change an object the project did not "
+        "create. If the statement is in a file of yours, remove it or guard it by "
+        "ownership; if it is in eventlive's, it is a bug: report it with this message. "
+        "Do not grant the privilege to make it pass (docs/supabase.md).",
+    ]
 
 
 class Located(Protocol):
@@ -75,7 +101,13 @@ class Located(Protocol):
 
 
 def apply_error(
-    f: Located, exc: psycopg.Error, offset: int, kept: str, *, statement: str | None = None
+    f: Located,
+    exc: psycopg.Error,
+    offset: int,
+    kept: str,
+    *,
+    statement: str | None = None,
+    login: str | None = None,
 ) -> ApplyError:
     """An ``ApplyError`` locating ``exc`` in ``f``: Postgres' position when it gives one
     (``offset`` = where the text sent starts in the file), else the failing statement's
@@ -104,6 +136,8 @@ def apply_error(
             parts.append(f"  {label}: {value.strip()}")
     if line is not None:
         parts.append(f"  {line} | {f.text.splitlines()[line - 1] if f.text else ''}")
+    if exc.sqlstate == INSUFFICIENT_PRIVILEGE:
+        parts += privilege_advice(pg_message, login)
     parts.append(f"{f.label} was not recorded ({kept}); nothing after it ran.")
     return ApplyError(
         "\n".join(parts),

@@ -5,6 +5,13 @@ Append-only. A row says a file (``kind``, ``name``) with ``checksum`` was:
 - ``apply``: run by migrate (``duration`` = how long it took);
 - ``repair``: accepted as is, without running (``eventlive db repair``);
 - ``baseline``: declared already present, without running (``eventlive db baseline``).
+- ``revise``: an earlier text of the file was applied and the file now revises it
+  (``shim.migrate.source``): recorded by migrate, without running.
+
+``objects`` is the one record of what the project created outside its own schemas (the
+stand-ins for Supabase's ``auth`` and ``realtime`` objects on plain PostgreSQL): a
+migration creates, alters, comments or drops such an object only when it is missing or
+listed here (``sql/0001_supabase_compat.sql`` writes the rows).
 
 The latest row per file is the state migrate compares the source against. A unique
 index makes "a versioned file is applied once" a property of the database, not only of
@@ -27,7 +34,13 @@ from shim.migrate.source import SourceFile
 
 SCHEMA = "eventlive_migrations"
 TABLE = f"{SCHEMA}.history"
-_IDS = {"schema": sql.Identifier(SCHEMA), "history": sql.Identifier(SCHEMA, "history")}
+OBJECTS = f"{SCHEMA}.objects"
+_IDS = {
+    "schema": sql.Identifier(SCHEMA),
+    "history": sql.Identifier(SCHEMA, "history"),
+    "objects": sql.Identifier(SCHEMA, "objects"),
+}
+ACTIONS = ("apply", "repair", "baseline", "revise")
 
 DDL = sql.SQL("""
 create schema if not exists {schema};
@@ -38,7 +51,7 @@ create table if not exists {history} (
     kind text not null check (kind in ('sql', 'functions', 'policies', 'indexes')),
     name text not null,
     checksum text not null check (checksum ~ '^[0-9a-f]{{64}}$'),
-    action text not null default 'apply' check (action in ('apply', 'repair', 'baseline')),
+    action text not null default 'apply',
     applied_at timestamptz not null default now(),
     duration interval,
     applied_by text not null default session_user,
@@ -50,7 +63,19 @@ comment on table {history} is
 create unique index if not exists history_versioned_once on {history} (name)
     where kind = 'sql' and action in ('apply', 'baseline');
 create index if not exists history_file on {history} (kind, name, id);
-""").format(**_IDS)
+alter table {history} drop constraint if exists history_action_check;
+alter table {history} add constraint history_action_check check (action in ({actions}));
+create table if not exists {objects} (
+    kind text not null check (kind in ('schema', 'table', 'function')),
+    identity text not null,
+    created_by text not null,
+    created_at timestamptz not null default now(),
+    primary key (kind, identity)
+);
+comment on table {objects} is
+    'Objects outside eventlive''s own schemas that its migrations created (stand-ins for '
+    'Supabase''s auth and realtime objects): the only ones a migration may change there.';
+""").format(actions=sql.SQL(", ").join(map(sql.Literal, ACTIONS)), **_IDS)
 
 
 @dataclass(frozen=True)

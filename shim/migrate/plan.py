@@ -5,7 +5,9 @@ Rules (the contract of ``eventlive db migrate``):
 - A versioned file (``sql/``) not in the history is due, in version order. One whose
   number is lower than an already applied one is an error (out of order): migrations
   run in order or not at all.
-- A versioned file whose checksum differs from the recorded one is drift; so is a
+- A versioned file whose recorded checksum is one its text says it revises
+  (``-- eventlive: revises sha256 …``, see ``shim.migrate.source``) is a revision: migrate
+  records it without running the file again. Any other differing checksum is drift; so is a
   versioned file recorded in the history but absent from the source (the database is
   newer than this code). Drift stops migrate before it applies anything.
 - A repeatable file (``functions/``, ``policies/``, ``indexes/``) is due when it is new or
@@ -31,13 +33,14 @@ from shim.migrate import history
 from shim.migrate.indexes import IndexProblem, find_problems
 from shim.migrate.source import Source, SourceFile
 
-APPLIED, PENDING, CHANGED, DRIFT, MISSING, REMOVED = (
+APPLIED, PENDING, CHANGED, DRIFT, MISSING, REMOVED, REVISED = (
     "applied",
     "pending",
     "changed",
     "drift",
     "missing",
     "removed",
+    "revised",
 )
 
 
@@ -66,18 +69,20 @@ STATUS_DRIFT = 2
 
 @dataclass(frozen=True)
 class Assessment:
-    """The whole comparison: per-file entries, the steps due, and the blocking errors."""
+    """The whole comparison: per-file entries, the steps due, the revisions to record
+    (applied earlier texts of revised versioned files), and the blocking errors."""
 
     entries: tuple[Entry, ...]
     steps: tuple[Step, ...]
     errors: tuple[str, ...] = field(default=())
+    revisions: tuple[SourceFile, ...] = field(default=())
 
     @property
     def exit_code(self) -> int:
         """0 nothing due, 1 something due, 2 drift (the ``status`` contract)."""
         if self.errors:
             return STATUS_DRIFT
-        return STATUS_PENDING if self.steps else 0
+        return STATUS_PENDING if self.steps or self.revisions else 0
 
 
 def assess(conn: psycopg.Connection[TupleRow], source: Source) -> Assessment:
@@ -89,7 +94,7 @@ def assess(conn: psycopg.Connection[TupleRow], source: Source) -> Assessment:
     for f in (f for f in source.files if not f.versioned):
         _repeatable(conn, f, recorded.get((f.kind, f.name)), versioned_due, out)
     _gone(source, recorded, out)
-    return Assessment(tuple(out.entries), tuple(out.steps), tuple(out.errors))
+    return Assessment(tuple(out.entries), tuple(out.steps), tuple(out.errors), tuple(out.revisions))
 
 
 @dataclass
@@ -97,6 +102,7 @@ class _Collector:
     entries: list[Entry] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    revisions: list[SourceFile] = field(default_factory=list)
 
     def error(self, label: str, state: str, message: str) -> None:
         self.errors.append(message)
@@ -122,6 +128,16 @@ def _versioned(source: Source, recorded: _Recorded, out: _Collector) -> None:
         elif rec is None:
             out.steps.append(Step(f, "new"))
             out.entries.append(Entry(f.label, PENDING, "new"))
+        elif rec.checksum != f.checksum and rec.checksum in f.revises:
+            out.revisions.append(f)
+            out.entries.append(
+                Entry(
+                    f.label,
+                    REVISED,
+                    f"{_when(rec)} as an earlier text (sha256 {rec.checksum[:12]}) that this "
+                    f"file revises; migrate records sha256 {f.checksum[:12]} without running it",
+                )
+            )
         elif rec.checksum != f.checksum:
             out.error(
                 f.label,
@@ -177,5 +193,10 @@ def _gone(source: Source, recorded: _Recorded, out: _Collector) -> None:
 
 
 def _when(rec: history.Recorded) -> str:
-    verb = {"apply": "applied", "repair": "repaired", "baseline": "baselined"}[rec.action]
+    verb = {
+        "apply": "applied",
+        "repair": "repaired",
+        "baseline": "baselined",
+        "revise": "recorded as revised",
+    }[rec.action]
     return f"{verb} {rec.applied_at:%Y-%m-%d %H:%M:%S %Z} by {rec.applied_by}"

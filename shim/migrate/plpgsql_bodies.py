@@ -72,26 +72,34 @@ def installed_schema(conn: Conn) -> str | None:
     return str(row[0]) if row else None
 
 
-def ensure(conn: Conn) -> str | None:
-    """Make plpgsql_check usable (autocommit ``conn``): the schema holding it, or None
-    when the server does not have it (or this role may not create it)."""
-    schema = installed_schema(conn)
-    if schema is not None:
-        return schema
+def setup_statements(conn: Conn) -> list[sql.Composed]:
+    """What ``ensure`` would run in this database: nothing when plpgsql_check is installed
+    or not available, else creating its schema and the extension (``db plan`` prints them)."""
+    if installed_schema(conn) is not None:
+        return []
     if not conn.execute(
         "select 1 from pg_catalog.pg_available_extensions where name = %s", (EXTENSION,)
     ).fetchone():
-        return None
-    try:
-        with conn.transaction():
-            conn.execute(sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)))
-            conn.execute(
-                sql.SQL("create extension if not exists {} with schema {}").format(
-                    sql.Identifier(EXTENSION), sql.Identifier(SCHEMA)
-                )
-            )
-    except psycopg.Error:  # e.g. a role that may not create it: migrate says unchecked
-        return None
+        return []
+    return [
+        sql.SQL("create schema if not exists {}").format(sql.Identifier(SCHEMA)),
+        sql.SQL("create extension if not exists {} with schema {}").format(
+            sql.Identifier(EXTENSION), sql.Identifier(SCHEMA)
+        ),
+    ]
+
+
+def ensure(conn: Conn) -> str | None:
+    """Make plpgsql_check usable (autocommit ``conn``): the schema holding it, or None
+    when the server does not have it (or this role may not create it)."""
+    statements = setup_statements(conn)
+    if statements:
+        try:
+            with conn.transaction():
+                for statement in statements:
+                    conn.execute(statement)
+        except psycopg.Error:  # e.g. a role that may not create it: migrate says unchecked
+            return None
     return installed_schema(conn)
 
 

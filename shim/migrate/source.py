@@ -9,6 +9,12 @@ Order of application, and what each kind means:
 Only ``*.sql`` files directly inside each folder count; other files are ignored. A file's
 checksum is the sha256 of its UTF-8 text with line endings normalised to ``\\n`` (so a
 checkout with CRLF line endings is not drift).
+
+A versioned file may be revised after it shipped only to make it safe where it was not
+(never to change what it built where it worked): it then names each earlier text it
+replaces in a line ``-- eventlive: revises sha256 <hex>``. A database that applied one of
+those earlier texts is not drift: migrate records the revision without running the file
+again, and a later versioned file brings such databases to the same state.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from shim.migrate.split import split_statements
 VERSIONED = "sql"
 NON_TRANSACTIONAL = "indexes"
 _VERSIONED_NAME = re.compile(r"^(\d{4,})_[A-Za-z0-9_.-]+\.sql$")
+_REVISES = re.compile(r"^-- eventlive: revises sha256 ([0-9a-f]{64})\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,11 @@ class SourceFile:
         """The ``NNNN`` number of a versioned file (0 for repeatable files)."""
         match = _VERSIONED_NAME.match(self.name)
         return int(match.group(1)) if match else 0
+
+    @property
+    def revises(self) -> frozenset[str]:
+        """Checksums of the earlier texts this versioned file replaces (module docstring)."""
+        return frozenset(_REVISES.findall(self.text)) if self.versioned else frozenset()
 
 
 @dataclass(frozen=True)

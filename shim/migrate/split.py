@@ -136,3 +136,14 @@ def _skip_block_comment(text: str, i: int) -> int:
         else:
             j += 1
     raise ValueError(f"unterminated block comment at offset {i}")
+
+
+def chunks(text: str) -> list[tuple[int, str]]:
+    """A transactional file as (offset, text) to send: statement by statement, so that an
+    error without a position (e.g. "must be owner of table users") still names its line;
+    the whole text at once when it does not split (Postgres then reports the error)."""
+    try:
+        statements = split_statements(text)
+    except ValueError:
+        return [(0, text)]
+    return [(s.offset, s.text) for s in statements]

@@ -81,19 +81,20 @@ class Server:
     os_user: pwd.struct_passwd | None
     throwaway: bool = False
     host: str = HOST
+    superuser: str = SUPERUSER  # the bootstrap superuser initdb creates
     log_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.log_file = self.data_dir / "postgres.log"
 
     # -- connection strings -------------------------------------------------------------
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
-        """A libpq URL for ``user`` on ``dbname`` (trust authentication: no password)."""
-        return f"postgresql://{user}@{self.host}:{self.port}/{dbname}"
+    def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
+        """A libpq URL for ``user`` (default the superuser) on ``dbname`` (trust: no password)."""
+        return f"postgresql://{user or self.superuser}@{self.host}:{self.port}/{dbname}"
 
     def admin_dsn(self, dbname: str = "postgres") -> str:
         """Superuser URL for ``dbname``."""
-        return self.dsn(dbname, SUPERUSER)
+        return self.dsn(dbname, self.superuser)
 
     # -- running programs ---------------------------------------------------------------
     def _run(
@@ -144,13 +145,13 @@ class Server:
             )
 
     def init(self) -> None:
-        """initdb: superuser ``postgres``, trust for local connections, UTF8, no fsync."""
+        """initdb: superuser ``superuser``, trust for local connections, UTF8, no fsync."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._chown(self.data_dir)
         self._run(
             "initdb",
             "-D", str(self.data_dir),
-            "-U", SUPERUSER,
+            "-U", self.superuser,
             "--auth=trust",
             "--encoding=UTF8",
             "--no-locale",

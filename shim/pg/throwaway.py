@@ -85,8 +85,9 @@ class TemporaryServer:
     by the next ``start()`` anywhere if this process was killed (``reap_orphans``).
     """
 
-    def __init__(self, bins: PgBinaries | None = None) -> None:
+    def __init__(self, bins: PgBinaries | None = None, *, superuser: str = SUPERUSER) -> None:
         self._bins = bins
+        self._superuser = superuser
         self._root: Path | None = None
         self._server: Server | None = None
 
@@ -109,8 +110,8 @@ class TemporaryServer:
     def data_dir(self) -> Path:
         return self.server.data_dir
 
-    def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
-        """A libpq URL for ``user`` on ``dbname`` (trust authentication)."""
+    def dsn(self, dbname: str = "postgres", user: str | None = None) -> str:
+        """A libpq URL for ``user`` (default the superuser) on ``dbname`` (trust)."""
         return self.server.dsn(dbname, user)
 
     def admin_dsn(self, dbname: str = "postgres") -> str:
@@ -130,7 +131,10 @@ class TemporaryServer:
         (self._root / OWNER_FILE).write_text(f"{os.getpid()}\n")
         if os_user is not None:  # mkdtemp made it 0700 for us; the server user works inside
             os.chown(self._root, os_user.pw_uid, os_user.pw_gid)
-        server = Server(bins, self._root / "data", free_port(), os_user, throwaway=True)
+        server = Server(
+            bins, self._root / "data", free_port(), os_user, throwaway=True,
+            superuser=self._superuser,
+        )  # fmt: skip
         try:
             server.init()
             server.start()

@@ -8,15 +8,27 @@ Databases, through pytest-postgresql's ``DatabaseJanitor``: the schema is migrat
 per session into a template database (``shim.migrate.migrate``) and every test that asks
 for ``eventlive_db`` gets a fresh ``CREATE DATABASE ... TEMPLATE`` clone, dropped after it.
 
+Shape (``EVENTLIVE_TEST_SHAPE``): ``plain`` (default) migrates the template as the
+server's superuser on plain PostgreSQL; ``supabase`` starts a throwaway server shaped like
+a Supabase project (``shim.supabase``: superuser ``supabase_admin``, Supabase's roles,
+``auth`` and ``realtime`` owned by Supabase's roles) and migrates the template as the
+non-superuser ``postgres``, so the same tests run against both.
+
 Fixtures (a contract for tests in this repository and in testers' projects):
 
 - ``eventlive_server`` (session): ``.host``, ``.port``, ``.admin_dsn(dbname)``.
 - ``empty_database`` (function): superuser DSN of a new empty database.
 - ``eventlive_db`` (function): the clone -- ``.name``, ``.admin_dsn``, ``.dsn`` (as
-  ``authenticator``), ``.clone_seconds``.
+  ``authenticator``), ``.migrator_dsn`` (the role migrations ran as: create test objects
+  as it, so the schema's default privileges apply), ``.clone_seconds``.
 - ``admin_conn`` (function): superuser connection to the clone, autocommit.
 - ``db`` (function): connection to the clone as ``authenticator`` (not a superuser, so
   RLS applies), autocommit **off**; use ``shim.testing.act_as`` to pick the API role.
+- ``supabase_server`` (session): a Supabase-shaped server (the session's own under
+  ``EVENTLIVE_TEST_SHAPE=supabase``, else a second throwaway one).
+- ``supabase_project`` (function): a fresh database of that shape, not migrated --
+  ``.admin_dsn`` (``supabase_admin``), ``.migrator_dsn`` (``postgres``), ``.dsn``
+  (``authenticator``); ``.older()`` plants an older project's grants.
 """
 
 from __future__ import annotations
@@ -34,14 +46,27 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shim.pg.binaries import find_binaries
 from shim.pg.throwaway import TemporaryServer
+from shim.supabase import MIGRATOR
+from shim.supabase import SUPERUSER as SUPABASE_SUPERUSER
+from shim.supabase.build import (
+    build_database,
+    build_roles,
+    grant_older_privileges,
+    hand_database_to_migrator,
+    revoke_older_privileges,
+)
 
 if TYPE_CHECKING:
     from pytest_postgresql.janitor import DatabaseJanitor
 
 DSN_ENV = "EVENTLIVE_TEST_DSN"
+SHAPE_ENV = "EVENTLIVE_TEST_SHAPE"
+PLAIN, SUPABASE = "plain", "supabase"
 # The environment variables the test kit reads (the README's configuration table shows them).
 ENV_DOC = {
     DSN_ENV: "tests: a superuser DSN of an existing server to use instead of a throwaway one",
+    SHAPE_ENV: "tests: `plain` (default) or `supabase` (a Supabase-shaped server, migrated as "
+    "the non-superuser `postgres`)",
 }
 AUTHENTICATOR = "authenticator"
 _TEMPLATE_LOCK = 0x6576656E746C6976  # "eventliv": serializes template builds across runs
@@ -67,6 +92,21 @@ class EventliveServer:
     conninfo: str  # superuser conninfo, any database
     throwaway: bool
     run_id: str  # random; part of every database name we create
+    shape: str = PLAIN  # PLAIN or SUPABASE (``shim.supabase``)
+
+    @property
+    def migrator(self) -> str:
+        """The role migrations run as: the superuser, or Supabase's ``postgres``."""
+        return MIGRATOR if self.shape == SUPABASE else self.user
+
+    def migrator_dsn(self, dbname: str) -> str:
+        return self.dsn(dbname, self.migrator)
+
+    def prepare(self, dbname: str) -> None:
+        """What a new database of this shape needs before use (Supabase: owned by postgres)."""
+        if self.shape == SUPABASE:
+            with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
+                hand_database_to_migrator(conn, dbname)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -125,6 +165,41 @@ class EventliveDatabase:
     admin_dsn: str  # superuser
     dsn: str  # as authenticator: RLS applies
     clone_seconds: float
+    migrator_dsn: str = ""  # the role migrations ran as (Supabase shape: postgres)
+
+
+@dataclass(frozen=True)
+class SupabaseProject:
+    """A fresh Supabase-shaped database, not migrated (``supabase_project``)."""
+
+    name: str
+    admin_dsn: str  # supabase_admin, the superuser
+    migrator_dsn: str  # postgres, not a superuser: run migrations as this
+    dsn: str  # authenticator
+
+    def older(self) -> None:
+        """Plant what an older project's ``postgres`` still holds (``shim.supabase.build``);
+        the fixture takes the cluster-wide part back after the test."""
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            grant_older_privileges(conn)
+
+
+def _shape() -> str:
+    shape = os.environ.get(SHAPE_ENV, PLAIN) or PLAIN
+    if shape not in (PLAIN, SUPABASE):
+        raise pytest.UsageError(f"{SHAPE_ENV}={shape!r}: expected {PLAIN!r} or {SUPABASE!r}")
+    return shape
+
+
+def _start_supabase_server() -> tuple[TemporaryServer, EventliveServer, float]:
+    started = time.perf_counter()
+    server = TemporaryServer(superuser=SUPABASE_SUPERUSER).start()
+    with psycopg.connect(server.admin_dsn(), autocommit=True) as conn:
+        build_roles(conn)
+    described = EventliveServer(
+        server.admin_dsn(), throwaway=True, run_id=secrets.token_hex(4), shape=SUPABASE
+    )
+    return server, described, time.perf_counter() - started
 
 
 def _timings(config: pytest.Config) -> Timings:
@@ -152,7 +227,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str:
     """Which PostgreSQL the eventlive fixtures will use."""
+    shape = _shape()
     external = os.environ.get(DSN_ENV)
+    if shape == SUPABASE:
+        return "eventlive: throwaway Supabase-shaped PostgreSQL, migrated as postgres"
     if external:
         try:
             with psycopg.connect(external, connect_timeout=5) as conn:
@@ -195,6 +273,19 @@ def eventlive_server(request: pytest.FixtureRequest) -> Iterator[EventliveServer
     """The PostgreSQL server for this session: ``EVENTLIVE_TEST_DSN`` or a throwaway one."""
     run_id = secrets.token_hex(4)
     external = os.environ.get(DSN_ENV)
+    if _shape() == SUPABASE:
+        if external:
+            raise pytest.UsageError(
+                f"{SHAPE_ENV}=supabase starts its own server (superuser supabase_admin): "
+                f"unset {DSN_ENV}"
+            )
+        server, described, seconds = _start_supabase_server()
+        _timings(request.config).server_seconds = seconds
+        try:
+            yield described
+        finally:
+            server.stop()
+        return
     if external:
         yield EventliveServer(external, throwaway=False, run_id=run_id)
         return
@@ -208,6 +299,12 @@ def _migrate(dsn: str) -> None:
     from shim.migrate import migrate  # noqa: PLC0415 - import only when a test needs the schema
 
     migrate(dsn)
+
+
+def _build_supabase_database(server: EventliveServer, name: str) -> None:
+    with psycopg.connect(server.admin_dsn(name), autocommit=True) as conn:
+        build_database(conn)
+    server.prepare(name)
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +322,9 @@ def eventlive_template(
         # one in the maintenance database, which every run shares.
         with psycopg.connect(eventlive_server.admin_dsn(), autocommit=True) as lock_conn:
             lock_conn.execute("select pg_advisory_lock(%s)", (_TEMPLATE_LOCK,))
-            _migrate(eventlive_server.admin_dsn(name))
+            if eventlive_server.shape == SUPABASE:
+                _build_supabase_database(eventlive_server, name)
+            _migrate(eventlive_server.migrator_dsn(name))
         _timings(request.config).template_seconds = time.perf_counter() - started
         yield name
     finally:
@@ -252,6 +351,7 @@ def eventlive_db(
     janitor = eventlive_server.janitor(name, template=eventlive_template)
     started = time.perf_counter()
     janitor.init()
+    eventlive_server.prepare(name)
     elapsed = time.perf_counter() - started
     _timings(request.config).clones.append(elapsed)
     try:
@@ -262,6 +362,7 @@ def eventlive_db(
                 name, AUTHENTICATOR, os.environ.get(AUTHENTICATOR_PASSWORD_ENV)
             ),
             clone_seconds=elapsed,
+            migrator_dsn=eventlive_server.migrator_dsn(name),
         )
     finally:
         janitor.drop()
@@ -283,3 +384,52 @@ def db(eventlive_db: EventliveDatabase) -> Iterator[psycopg.Connection[tuple[Any
     """
     with psycopg.connect(eventlive_db.dsn) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def supabase_server(
+    request: pytest.FixtureRequest, eventlive_server: EventliveServer
+) -> Iterator[EventliveServer]:
+    """A Supabase-shaped server: the session's own when its shape is Supabase, else a
+    second throwaway server (roles are cluster-wide: the shapes cannot share one)."""
+    if eventlive_server.shape == SUPABASE:
+        yield eventlive_server
+        return
+    server, described, _seconds = _start_supabase_server()
+    try:
+        yield described
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def supabase_template(supabase_server: EventliveServer) -> Iterator[str]:
+    """Name of a template database with Supabase's shape and nothing of eventlive's."""
+    name = f"supabase_tmpl_{supabase_server.run_id}"
+    janitor = supabase_server.janitor(name, as_template=True)
+    janitor.init()
+    try:
+        _build_supabase_database(supabase_server, name)
+        yield name
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def supabase_project(
+    supabase_server: EventliveServer, supabase_template: str
+) -> Iterator[SupabaseProject]:
+    """A fresh Supabase-shaped database (not migrated), dropped afterwards."""
+    name = f"supabase_project_{supabase_server.run_id}_{next(_counter)}"
+    with supabase_server.janitor(name, template=supabase_template):
+        supabase_server.prepare(name)
+        try:
+            yield SupabaseProject(
+                name=name,
+                admin_dsn=supabase_server.admin_dsn(name),
+                migrator_dsn=supabase_server.migrator_dsn(name),
+                dsn=supabase_server.dsn(name, AUTHENTICATOR),
+            )
+        finally:
+            with psycopg.connect(supabase_server.admin_dsn(), autocommit=True) as conn:
+                revoke_older_privileges(conn)

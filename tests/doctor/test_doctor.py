@@ -14,6 +14,7 @@ from shim.doctor import Report, check_ids, diagnose
 from shim.doctor.plpgsql import PLPGSQL_CHECKS
 from shim.doctor.policy_forms import unwrapped_calls, wrap_calls
 from shim.doctor.splinter import SPLINTER_CHECKS
+from shim.doctor.supabase_checks import SUPABASE_CHECKS
 from shim.pg.ports import free_port
 from shim.testing.plugin import EventliveDatabase
 
@@ -23,7 +24,10 @@ Pairs = set[tuple[str, str]]
 # The splinter-equivalent and plpgsql checks are proved in tests/doctor/test_splinter.py and
 # tests/migrate/test_plpgsql_check.py; the schemas built
 # here to break our own rules trip some of them too, so these tests look at ours.
-OWN_IDS = set(check_ids()) - {i for c in SPLINTER_CHECKS + PLPGSQL_CHECKS for i in c.ids}
+# The Supabase checks are proved on a Supabase-shaped database (tests/migrate/test_supabase.py).
+OWN_IDS = set(check_ids()) - {
+    i for c in SPLINTER_CHECKS + PLPGSQL_CHECKS + SUPABASE_CHECKS for i in c.ids
+}
 
 
 def pairs(report: Report) -> Pairs:

@@ -18,12 +18,16 @@ BATCH = "eventlive.presence_ping_batch(bigint[], uuid[], uuid[])"
 def test_only_the_batch_role_may_execute_the_batch_function(
     admin_conn: psycopg.Connection[Any],
 ) -> None:
-    """Not PUBLIC, not anon, authenticated or service_role: eventlive_batcher alone."""
+    """Not PUBLIC, not anon, authenticated or service_role: eventlive_batcher alone (and
+    the function's owner, the migration role: Supabase's postgres is no superuser)."""
     rows = admin_conn.execute(
         "select r.rolname from pg_catalog.pg_roles as r"
         " where pg_catalog.has_function_privilege(r.oid, %s, 'execute')"
-        " and not r.rolsuper and r.rolname not like 'pg\\_%%'",
-        (BATCH,),
+        " and not r.rolsuper and r.rolname not like 'pg\\_%%'"
+        " and not pg_catalog.pg_has_role(r.oid,"
+        "   (select p.proowner from pg_catalog.pg_proc as p where p.oid = %s::regprocedure),"
+        "   'usage')",
+        (BATCH, BATCH),
     ).fetchall()
     assert {r[0] for r in rows} == {"eventlive_batcher"}
     role = admin_conn.execute(

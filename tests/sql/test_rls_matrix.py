@@ -381,11 +381,21 @@ def pk_of(row: Row, pk: list[str]) -> str:
 
 
 def snapshot(admin: psycopg.Connection[Any], pks: dict[str, list[str]]) -> Snapshot:
-    """Every row of every matrix table as the superuser sees it."""
+    """Every row of every matrix table as the superuser sees it, without generated
+    columns (Supabase's auth.users has one), which no insert may name."""
     out: Snapshot = {}
     for table, pk in pks.items():
+        generated = [
+            r[0]
+            for r in admin.execute(
+                "select attname from pg_catalog.pg_attribute"
+                " where attrelid = %s::regclass and attgenerated <> ''",
+                (table,),
+            )
+        ]
         rows = admin.execute(
-            sql.SQL("select to_jsonb(t) from {} as t").format(_ident(table))
+            sql.SQL("select to_jsonb(t) - %s::text[] from {} as t").format(_ident(table)),
+            (generated,),
         ).fetchall()
         out[table] = {pk_of(r[0], pk): r[0] for r in rows}
     return out
