@@ -122,8 +122,106 @@ $$;
 comment on function eventlive.require_user(uuid, boolean) is
 'Raises 401 user_not_found when the user is not in auth.users; p_lock (writers): key share lock to commit.';
 
--- The staff gate of the admin functions: 401 without a user, 404 for an unknown
--- webinar, 403 not_staff unless staff of it or service_role (401 user_not_found when the
+-- The call prologue, one place for its errors. Every function that needs a signed-in
+-- caller, a webinar or an open entry asks these helpers (the heartbeat excepted:
+-- api.track_access and eventlive.ping_core keep theirs inline, see their files), so
+-- each reason has one SQLSTATE and one message wherever it is raised.
+
+-- 401 not_authenticated unless the request has a user (p_service_ok: or runs as
+-- service_role). Returns auth.uid(), null only for service_role. p_to finishes the
+-- message: 'Sign in to <p_to>.'
+create or replace function eventlive.require_sign_in(p_to text, p_service_ok boolean default false)
+returns uuid
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    v_uid uuid := auth.uid();
+begin
+    if v_uid is null and not (p_service_ok and eventlive.is_service_role()) then
+        raise exception using errcode = 'PT401', message = 'Sign in to ' || p_to || '.',
+            detail = 'not_authenticated';
+    end if;
+    return v_uid;
+end
+$$;
+comment on function eventlive.require_sign_in(text, boolean) is
+'Returns auth.uid(); raises 401 not_authenticated (''Sign in to <p_to>.'') without a user, unless p_service_ok and service_role.';
+
+-- 403 webinar_closed unless entry to this webinar is open at p_at (eventlive.entry_open),
+-- for a caller that already holds the webinar's row.
+create or replace function eventlive.require_entry_open(p_webinar eventlive.webinars, p_at timestamptz)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    if not eventlive.entry_open(p_webinar.state, p_webinar.closes_at, p_at) then
+        raise exception using errcode = 'PT403', message = 'This webinar is not open.', detail = 'webinar_closed';
+    end if;
+end
+$$;
+comment on function eventlive.require_entry_open(eventlive.webinars, timestamptz) is
+'Raises 403 webinar_closed unless the webinar admits viewers at p_at.';
+
+-- The webinar a call names: 404 webinar_not_found when there is none; with p_open_at,
+-- 403 webinar_closed unless entry is open then. p_lock (writers of rows that reference
+-- the webinar): a key share lock holds the row to commit, so no 23503 can escape.
+-- Volatile for the lock, as eventlive.require_user; no table write.
+create or replace function eventlive.require_webinar(
+    p_webinar_id bigint, p_open_at timestamptz default null, p_lock boolean default false
+) returns eventlive.webinars
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    v_webinar eventlive.webinars;
+begin
+    if p_lock then
+        select w.* into v_webinar from eventlive.webinars as w where w.id = p_webinar_id for key share;
+    else
+        select w.* into v_webinar from eventlive.webinars as w where w.id = p_webinar_id;
+    end if;
+    if not found then
+        raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
+            detail = 'webinar_not_found';
+    end if;
+    if p_open_at is not null then
+        perform eventlive.require_entry_open(v_webinar, p_open_at);
+    end if;
+    return v_webinar;
+end
+$$;
+comment on function eventlive.require_webinar(bigint, timestamptz, boolean) is
+'Returns the webinar; raises 404 webinar_not_found, and with p_open_at 403 webinar_closed. p_lock (writers): key share lock to commit.';
+
+-- A page request: 400 invalid_after_seq unless after_seq is 0 or more (a seq cursor),
+-- 400 invalid_max_rows unless max_rows is 1..1000. Checked in that order.
+create or replace function eventlive.check_page(p_after_seq bigint, p_max_rows integer)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    if p_after_seq is null or p_after_seq < 0 then
+        raise exception using errcode = '22023', message = 'after_seq must be 0 or a seq from an earlier answer.',
+            detail = 'invalid_after_seq';
+    end if;
+    if p_max_rows is null or p_max_rows not between 1 and 1000 then
+        raise exception using errcode = '22023', message = 'max_rows must be between 1 and 1000.',
+            detail = 'invalid_max_rows';
+    end if;
+end
+$$;
+comment on function eventlive.check_page(bigint, integer) is
+'Raises 400 invalid_after_seq (null or negative) or invalid_max_rows (not 1..1000), in that order.';
+
+-- The staff gate of the admin functions: 404 for an unknown webinar, then 401 without a
+-- user, 403 not_staff unless staff of it or service_role (401 user_not_found when the
 -- user no longer exists). Returns the webinar.
 create or replace function eventlive.require_staff(p_webinar_id bigint)
 returns eventlive.webinars
@@ -131,21 +229,13 @@ language plpgsql stable
 set search_path = ''
 as $$
 declare
-    v_uid uuid := auth.uid();
-    v_webinar eventlive.webinars;
+    v_webinar eventlive.webinars := eventlive.require_webinar(p_webinar_id);
+    v_uid uuid;
 begin
-    select w.* into v_webinar from eventlive.webinars as w where w.id = p_webinar_id;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
-            detail = 'webinar_not_found';
-    end if;
     if eventlive.is_service_role() then
         return v_webinar;
     end if;
-    if v_uid is null then
-        raise exception using errcode = 'PT401', message = 'Sign in to call this function.',
-            detail = 'not_authenticated';
-    end if;
+    v_uid := eventlive.require_sign_in('call this function');
     if not exists (
         select from eventlive.webinar_staff as s
         where s.webinar_id = p_webinar_id and s.user_id = v_uid
@@ -158,4 +248,4 @@ begin
 end
 $$;
 comment on function eventlive.require_staff(bigint) is
-'Raises 401/404/403 (not_authenticated, webinar_not_found, not_staff; user_not_found for a deleted user) unless the caller is staff of the webinar or service_role.';
+'Raises 404/401/403 (webinar_not_found, not_authenticated, not_staff; user_not_found for a deleted user) unless the caller is staff of the webinar or service_role.';

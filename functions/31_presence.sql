@@ -156,21 +156,14 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
+    v_uid uuid := eventlive.require_sign_in('leave a webinar');
     v_now timestamptz := eventlive.now();
 begin
-    if v_uid is null then
-        raise exception using errcode = 'PT401', message = 'Sign in to leave a webinar.',
-            detail = 'not_authenticated';
-    end if;
     if presence_leave.session_id is null then
         raise exception using errcode = '22023', message = 'Leaving needs the session_id that track_access returned.',
             detail = 'invalid_session_id';
     end if;
-    if not exists (select from eventlive.webinars as w where w.id = presence_leave.webinar_id) then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
-            detail = 'webinar_not_found';
-    end if;
+    perform eventlive.require_webinar(presence_leave.webinar_id);
     perform eventlive.lock_viewer(presence_leave.webinar_id, v_uid);
     delete from eventlive.presence as p
     where p.webinar_id = presence_leave.webinar_id and p.user_id = v_uid

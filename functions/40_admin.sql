@@ -89,10 +89,7 @@ declare
     v_since timestamptz := v_now - eventlive.presence_window(v_webinar.heartbeat_seconds);
     v_result jsonb;
 begin
-    if participants.max_rows is null or participants.max_rows not between 1 and 1000 then
-        raise exception using errcode = '22023', message = 'max_rows must be between 1 and 1000.',
-            detail = 'invalid_max_rows';
-    end if;
+    perform eventlive.check_page(0, participants.max_rows);  -- its cursor is a user id, any uuid
     select pg_catalog.jsonb_build_object(
         'participants', coalesce(pg_catalog.jsonb_agg(page.item order by page.user_id), '[]'::jsonb),
         'next_after', case
@@ -140,14 +137,10 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
+    v_uid uuid := eventlive.require_sign_in('read profiles', true);
     v_service boolean := eventlive.is_service_role();
     v_result jsonb;
 begin
-    if v_uid is null and not v_service then
-        raise exception using errcode = 'PT401', message = 'Sign in to read profiles.',
-            detail = 'not_authenticated';
-    end if;
     if pg_catalog.cardinality(profiles_batch.user_ids) > 500 then
         raise exception using errcode = '22023', message = 'At most 500 user ids per call.',
             detail = 'too_many_ids', hint = 'Split the ids into batches of 500.';

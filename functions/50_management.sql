@@ -90,10 +90,7 @@ begin
         raise exception using errcode = '22023', message = 'role must be host or moderator.', detail = 'invalid_role';
     end if;
     -- key share locks: the rows cannot vanish before the insert, so no 23503 escapes
-    perform from eventlive.webinars as w where w.id = set_staff.webinar_id for key share;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.', detail = 'webinar_not_found';
-    end if;
+    perform eventlive.require_webinar(set_staff.webinar_id, null, true);
     perform from auth.users as u where u.id = set_staff.user_id for key share;
     if not found then
         raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
@@ -116,9 +113,7 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 begin
-    if not exists (select from eventlive.webinars as w where w.id = remove_staff.webinar_id) then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.', detail = 'webinar_not_found';
-    end if;
+    perform eventlive.require_webinar(remove_staff.webinar_id);
     delete from eventlive.webinar_staff as s
     where s.webinar_id = remove_staff.webinar_id and s.user_id = remove_staff.user_id;
 end
@@ -141,7 +136,7 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
+    v_uid uuid := eventlive.require_sign_in('register', true);
     v_service boolean := eventlive.is_service_role();
     v_target uuid := coalesce(register.user_id, v_uid);
     v_webinar eventlive.webinars;
@@ -149,16 +144,10 @@ declare
     v_row eventlive.registrations;
     v_created boolean;
 begin
-    if v_uid is null and not v_service then
-        raise exception using errcode = 'PT401', message = 'Sign in to register.', detail = 'not_authenticated';
-    end if;
     if v_target is null then
         raise exception using errcode = '22023', message = 'Name the user_id to register.', detail = 'user_id_required';
     end if;
-    select w.* into v_webinar from eventlive.webinars as w where w.id = register.webinar_id for key share;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.', detail = 'webinar_not_found';
-    end if;
+    v_webinar := eventlive.require_webinar(register.webinar_id, null, true);
     if v_service then
         v_source := 'service';
     elsif v_target <> v_uid then
@@ -166,10 +155,7 @@ begin
             detail = 'not_service_role';
     else
         v_source := 'self';
-        if not eventlive.entry_open(v_webinar.state, v_webinar.closes_at, eventlive.now()) then
-            raise exception using errcode = 'PT403', message = 'This webinar is not open.',
-                detail = 'webinar_closed';
-        end if;
+        perform eventlive.require_entry_open(v_webinar, eventlive.now());
     end if;
     if not v_service then
         -- yourself: your token's user is gone (401, as on every function), not "no such user"

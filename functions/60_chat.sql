@@ -233,26 +233,14 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
+    v_uid uuid := eventlive.require_sign_in('chat');
     v_now timestamptz := eventlive.now();
-    v_webinar eventlive.webinars;
+    v_webinar eventlive.webinars := eventlive.require_webinar(chat_send.webinar_id, v_now);
+    v_staff boolean := eventlive.room_role_is_staff(v_webinar.id, v_uid);
     v_settings eventlive.room_settings;
-    v_staff boolean;
     v_message eventlive.chat_messages;
     v_retry integer;
 begin
-    if v_uid is null then
-        raise exception using errcode = 'PT401', message = 'Sign in to chat.', detail = 'not_authenticated';
-    end if;
-    select w.* into v_webinar from eventlive.webinars as w where w.id = chat_send.webinar_id;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
-            detail = 'webinar_not_found';
-    end if;
-    if not eventlive.entry_open(v_webinar.state, v_webinar.closes_at, v_now) then
-        raise exception using errcode = 'PT403', message = 'This webinar is not open.', detail = 'webinar_closed';
-    end if;
-    v_staff := eventlive.room_role_is_staff(v_webinar.id, v_uid);
     select s.* into v_settings from eventlive.room_settings as s where s.webinar_id = v_webinar.id;
     if not v_settings.chat_enabled then
         raise exception using errcode = 'PT403', message = 'Chat is turned off in this webinar.',
@@ -314,12 +302,61 @@ comment on function api.chat_send(bigint, text, uuid) is
 'Send a chat message (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status (visible|held). Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered (401 user_not_found when the token''s user no longer exists), 403 chat_disabled, 403 banned, (replay returns the stored message), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (5 per 30 s and slow mode; staff exempt).';
 grant execute on function api.chat_send(bigint, text, uuid) to authenticated;
 
+-- The prologue of a room read (chat_since, questions): 401 not_authenticated unless
+-- signed in or service_role ('Sign in to read <p_what>.'), 404 webinar_not_found, 403
+-- not_registered (401 user_not_found for a deleted user) unless registered, staff or
+-- service_role, then the page (400 invalid_after_seq, invalid_max_rows). Returns whether
+-- the caller reads as staff (service_role does).
+create or replace function eventlive.require_room_reader(
+    p_webinar_id bigint, p_after_seq bigint, p_max_rows integer, p_what text
+) returns boolean
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    v_uid uuid := eventlive.require_sign_in('read ' || p_what, true);
+    v_staff boolean;
+begin
+    perform eventlive.require_webinar(p_webinar_id);
+    v_staff := eventlive.is_service_role() or eventlive.room_role_is_staff(p_webinar_id, v_uid);
+    perform eventlive.check_page(p_after_seq, p_max_rows);
+    return v_staff;
+end
+$$;
+comment on function eventlive.require_room_reader(bigint, bigint, integer, text) is
+'Raises 401 not_authenticated, 404 webinar_not_found, 403 not_registered (401 user_not_found), 400 invalid_after_seq / invalid_max_rows, in that order; returns true for staff and service_role.';
+
+-- The cursor of a room read's answer: next_seq (after the page's last seq; when the page
+-- is not full, the room's last committed seq, so events of other channels are skipped:
+-- seq order is commit order, nothing at or below it can still appear) and
+-- poll_after_seconds. p_count and p_last: the page's rows and its highest seq.
+create or replace function eventlive.room_cursor(
+    p_webinar_id bigint, p_after_seq bigint, p_max_rows integer, p_count bigint, p_last bigint
+) returns jsonb
+language plpgsql
+stable
+set search_path = ''
+as $$
+declare
+    v_head bigint;
+begin
+    if p_count < p_max_rows then
+        select s.last_seq into v_head from eventlive.room_sequences as s where s.webinar_id = p_webinar_id;
+    end if;
+    return pg_catalog.jsonb_build_object(
+        'next_seq', greatest(p_after_seq, p_last, v_head),
+        'poll_after_seconds', eventlive.poll_after_seconds(p_webinar_id)
+    );
+end
+$$;
+comment on function eventlive.room_cursor(bigint, bigint, integer, bigint, bigint) is
+'next_seq and poll_after_seconds of a room read''s answer (chat_since, questions), from its page''s row count and last seq.';
+
 -- Read the chat after a cursor. Viewers: visible messages, hidden and deleted ones as
 -- tombstones, held ones not at all; staff (and service_role): everything, flagged.
--- next_seq: the cursor for the next call (when the page is not full it is the room's
--- last committed seq, so events of other channels are skipped; seq order is commit
--- order, so nothing at or below it can still appear). Stable: the shim may serve it by
--- GET and share one answer among identical requests.
+-- next_seq: the cursor for the next call (eventlive.room_cursor). Stable: the shim may
+-- serve it by GET and share one answer among identical requests.
 create or replace function api.chat_since(
     webinar_id bigint,
     after_seq bigint default 0,
@@ -332,33 +369,15 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
-    v_webinar eventlive.webinars;
-    v_staff boolean;
+    v_staff boolean := eventlive.require_room_reader(
+        chat_since.webinar_id, chat_since.after_seq, chat_since.max_rows, 'the chat'
+    );
     v_settings eventlive.room_settings;
     v_items jsonb;
-    v_count integer;
+    v_count bigint;
     v_last bigint;
-    v_head bigint;
 begin
-    if v_uid is null and not eventlive.is_service_role() then
-        raise exception using errcode = 'PT401', message = 'Sign in to read the chat.', detail = 'not_authenticated';
-    end if;
-    select w.* into v_webinar from eventlive.webinars as w where w.id = chat_since.webinar_id;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
-            detail = 'webinar_not_found';
-    end if;
-    v_staff := eventlive.is_service_role() or eventlive.room_role_is_staff(v_webinar.id, v_uid);
-    if chat_since.after_seq is null or chat_since.after_seq < 0 then
-        raise exception using errcode = '22023', message = 'after_seq must be 0 or a seq from an earlier answer.',
-            detail = 'invalid_after_seq';
-    end if;
-    if chat_since.max_rows is null or chat_since.max_rows not between 1 and 1000 then
-        raise exception using errcode = '22023', message = 'max_rows must be between 1 and 1000.',
-            detail = 'invalid_max_rows';
-    end if;
-    select s.* into v_settings from eventlive.room_settings as s where s.webinar_id = v_webinar.id;
+    select s.* into v_settings from eventlive.room_settings as s where s.webinar_id = chat_since.webinar_id;
     select
         coalesce(
             pg_catalog.jsonb_agg(
@@ -378,24 +397,21 @@ begin
     into v_items, v_count, v_last
     from (
         select m.* from eventlive.chat_messages as m
-        where m.webinar_id = v_webinar.id and m.seq > chat_since.after_seq and (v_staff or m.status <> 'held')
+        where m.webinar_id = chat_since.webinar_id and m.seq > chat_since.after_seq
+            and (v_staff or m.status <> 'held')
         order by m.seq
         limit chat_since.max_rows
     ) as page;
-    if v_count < chat_since.max_rows then
-        select s.last_seq into v_head from eventlive.room_sequences as s where s.webinar_id = v_webinar.id;
-    end if;
-    return pg_catalog.jsonb_build_object(
-        'messages', v_items,
-        'next_seq', greatest(chat_since.after_seq, v_last, v_head),
-        'poll_after_seconds', eventlive.poll_after_seconds(v_webinar.id),
-        'settings', pg_catalog.jsonb_build_object(
-            'chat_enabled', v_settings.chat_enabled,
-            'qa_enabled', v_settings.qa_enabled,
-            'slow_mode_seconds', v_settings.slow_mode_seconds,
-            'max_message_chars', v_settings.max_message_chars
-        )
-    );
+    return eventlive.room_cursor(chat_since.webinar_id, chat_since.after_seq, chat_since.max_rows, v_count, v_last)
+        || pg_catalog.jsonb_build_object(
+            'messages', v_items,
+            'settings', pg_catalog.jsonb_build_object(
+                'chat_enabled', v_settings.chat_enabled,
+                'qa_enabled', v_settings.qa_enabled,
+                'slow_mode_seconds', v_settings.slow_mode_seconds,
+                'max_message_chars', v_settings.max_message_chars
+            )
+        );
 end
 $$;
 comment on function api.chat_since(bigint, bigint, integer) is
@@ -414,13 +430,10 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
+    v_uid uuid := eventlive.require_sign_in('moderate', true);
     v_message eventlive.chat_messages;
     v_status text;
 begin
-    if v_uid is null and not eventlive.is_service_role() then
-        raise exception using errcode = 'PT401', message = 'Sign in to moderate.', detail = 'not_authenticated';
-    end if;
     if chat_moderate.action is null or chat_moderate.action not in ('hide', 'show', 'approve', 'delete') then
         raise exception using errcode = '22023', message = 'action must be hide, show, approve or delete.',
             detail = 'invalid_action';

@@ -53,9 +53,10 @@ $$;
 comment on function eventlive.publish_question(eventlive.questions, text) is
 'Publishes a question''s state on the qa channel; returns the event seq.';
 
--- The room gate of the Q&A writes: 401, 404 webinar_not_found, 403 webinar_closed,
--- 403 not_registered (401 user_not_found for a deleted user), 403 qa_disabled, 403
--- banned (staff are never banned). Returns whether the caller is staff.
+-- The room gate of the Q&A writes, for a webinar the caller found (401 and 404 come
+-- first, from the caller): 403 webinar_closed, 403 not_registered (401 user_not_found
+-- for a deleted user), 403 qa_disabled, 403 banned (staff are never banned). Returns
+-- whether the caller is staff.
 create or replace function eventlive.require_qa_open(p_webinar eventlive.webinars, p_uid uuid, p_at timestamptz)
 returns boolean
 language plpgsql
@@ -65,9 +66,7 @@ as $$
 declare
     v_staff boolean;
 begin
-    if not eventlive.entry_open(p_webinar.state, p_webinar.closes_at, p_at) then
-        raise exception using errcode = 'PT403', message = 'This webinar is not open.', detail = 'webinar_closed';
-    end if;
+    perform eventlive.require_entry_open(p_webinar, p_at);
     v_staff := eventlive.room_role_is_staff(p_webinar.id, p_uid);
     if not (select s.qa_enabled from eventlive.room_settings as s where s.webinar_id = p_webinar.id) then
         raise exception using errcode = 'PT403', message = 'Q&A is turned off in this webinar.', detail = 'qa_disabled';
@@ -79,7 +78,7 @@ begin
 end
 $$;
 comment on function eventlive.require_qa_open(eventlive.webinars, uuid, timestamptz) is
-'Raises 403 webinar_closed, not_registered, qa_disabled or banned; returns true for staff.';
+'Raises 403 webinar_closed, not_registered (401 user_not_found), qa_disabled or banned; returns true for staff.';
 
 -- Ask a question. Checks in chat_send's order: 401, 404, 403 webinar_closed,
 -- not_registered, qa_disabled / banned, replay of client_msg_id, 400 empty_message /
@@ -98,22 +97,13 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
+    v_uid uuid := eventlive.require_sign_in('ask a question');
     v_now timestamptz := eventlive.now();
-    v_webinar eventlive.webinars;
-    v_staff boolean;
+    v_webinar eventlive.webinars := eventlive.require_webinar(question_ask.webinar_id);
+    v_staff boolean := eventlive.require_qa_open(v_webinar, v_uid, v_now);
     v_question eventlive.questions;
     v_retry integer;
 begin
-    if v_uid is null then
-        raise exception using errcode = 'PT401', message = 'Sign in to ask a question.', detail = 'not_authenticated';
-    end if;
-    select w.* into v_webinar from eventlive.webinars as w where w.id = question_ask.webinar_id;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
-            detail = 'webinar_not_found';
-    end if;
-    v_staff := eventlive.require_qa_open(v_webinar, v_uid, v_now);
 
     perform pg_catalog.pg_advisory_xact_lock(
         pg_catalog.hashtextextended('qa:' || v_webinar.id || ':' || v_uid, 0)
@@ -188,15 +178,12 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
+    v_uid uuid := eventlive.require_sign_in('vote');
     v_now timestamptz := eventlive.now();
     v_question eventlive.questions;
     v_webinar eventlive.webinars;
     v_delta integer := 0;
 begin
-    if v_uid is null then
-        raise exception using errcode = 'PT401', message = 'Sign in to vote.', detail = 'not_authenticated';
-    end if;
     select q.* into v_question from eventlive.questions as q where q.id = question_vote.question_id;
     if not found then
         raise exception using errcode = 'PT404', message = 'This question does not exist.',
@@ -280,7 +267,8 @@ grant execute on function eventlive.flush_question_votes(bigint) to eventlive_hu
 
 -- Read the questions after a cursor (each with its votes count). Viewers: dismissed
 -- ones as tombstones, anonymous ones without author; staff (and service_role): all.
--- next_seq and poll_after_seconds as in chat_since. Stable: GET-able and shareable.
+-- next_seq and poll_after_seconds as in chat_since (eventlive.room_cursor). Stable:
+-- GET-able and shareable.
 create or replace function api.questions(
     webinar_id bigint,
     after_seq bigint default 0,
@@ -293,41 +281,19 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
-    v_webinar eventlive.webinars;
-    v_staff boolean;
+    v_staff boolean := eventlive.require_room_reader(
+        questions.webinar_id, questions.after_seq, questions.max_rows, 'the questions'
+    );
     v_items jsonb;
-    v_count integer;
+    v_count bigint;
     v_last bigint;
-    v_head bigint;
 begin
-    if v_uid is null and not eventlive.is_service_role() then
-        raise exception using errcode = 'PT401', message = 'Sign in to read the questions.',
-            detail = 'not_authenticated';
-    end if;
-    select w.* into v_webinar from eventlive.webinars as w where w.id = questions.webinar_id;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
-            detail = 'webinar_not_found';
-    end if;
-    v_staff := eventlive.is_service_role() or eventlive.room_role_is_staff(v_webinar.id, v_uid);
-    if questions.after_seq is null or questions.after_seq < 0 then
-        raise exception using errcode = '22023', message = 'after_seq must be 0 or a seq from an earlier answer.',
-            detail = 'invalid_after_seq';
-    end if;
-    if questions.max_rows is null or questions.max_rows not between 1 and 1000 then
-        raise exception using errcode = '22023', message = 'max_rows must be between 1 and 1000.',
-            detail = 'invalid_max_rows';
-    end if;
     select
         coalesce(
             pg_catalog.jsonb_agg(
+                -- the author's name by primary key, one lookup per row of the page
                 eventlive.question_item(
-                    page,
-                    -- a scalar subquery: one primary-key lookup per row of the page,
-                    -- never a join that reads the whole profiles table
-                    (select p.display_name from eventlive.profiles as p where p.user_id = page.user_id),
-                    v_staff
+                    page, (select p.display_name from eventlive.profiles as p where p.user_id = page.user_id), v_staff
                 )
                 order by page.seq
             ),
@@ -338,18 +304,12 @@ begin
     into v_items, v_count, v_last
     from (
         select q.* from eventlive.questions as q
-        where q.webinar_id = v_webinar.id and q.seq > questions.after_seq
+        where q.webinar_id = questions.webinar_id and q.seq > questions.after_seq
         order by q.seq
         limit questions.max_rows
     ) as page;
-    if v_count < questions.max_rows then
-        select s.last_seq into v_head from eventlive.room_sequences as s where s.webinar_id = v_webinar.id;
-    end if;
-    return pg_catalog.jsonb_build_object(
-        'questions', v_items,
-        'next_seq', greatest(questions.after_seq, v_last, v_head),
-        'poll_after_seconds', eventlive.poll_after_seconds(v_webinar.id)
-    );
+    return eventlive.room_cursor(questions.webinar_id, questions.after_seq, questions.max_rows, v_count, v_last)
+        || pg_catalog.jsonb_build_object('questions', v_items);
 end
 $$;
 comment on function api.questions(bigint, bigint, integer) is
@@ -369,15 +329,11 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-    v_uid uuid := auth.uid();
+    v_uid uuid := eventlive.require_sign_in('answer questions', true);
     v_now timestamptz := eventlive.now();
     v_question eventlive.questions;
     v_name text;
 begin
-    if v_uid is null and not eventlive.is_service_role() then
-        raise exception using errcode = 'PT401', message = 'Sign in to answer questions.',
-            detail = 'not_authenticated';
-    end if;
     if question_answer.status is null or question_answer.status not in ('open', 'answered', 'dismissed', 'pinned') then
         raise exception using errcode = '22023', message = 'status must be open, answered, dismissed or pinned.',
             detail = 'invalid_status';
