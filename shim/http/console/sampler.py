@@ -25,21 +25,10 @@ from shim.http.verdicts import Verdict, counts_from, evaluate
 log = logging.getLogger("eventlive.status")
 
 # One simple-protocol round trip: the role switch is transaction-local to the implicit
-# transaction of the two statements. service_role reads every webinar (bypasses RLS).
+# transaction of the two statements. The query is SQL's (functions/75_status.sql).
 LIVE_WEBINARS = """
 select pg_catalog.set_config('role', 'service_role', true);
-select w.id, w.title,
-       (select pg_catalog.count(*) from eventlive.presence as p
-        where p.webinar_id = w.id
-          and p.last_seen_at > eventlive.now()
-              - pg_catalog.make_interval(secs => w.heartbeat_seconds * 1.5)) as viewers,
-       (select pg_catalog.count(*) from eventlive.viewer_sessions as s
-        where s.webinar_id = w.id
-          and s.started_at > eventlive.now() - interval '1 minute') as entries
-from eventlive.webinars as w
-where w.state = 'live'
-order by viewers desc, w.id
-limit 50
+select s.webinar_id, s.title, s.viewers, s.entries from eventlive.status_sample() as s
 """
 
 
