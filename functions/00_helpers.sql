@@ -125,7 +125,10 @@ comment on function eventlive.require_user(uuid, boolean) is
 -- The call prologue, one place for its errors. Every function that needs a signed-in
 -- caller, a webinar or an open entry asks these helpers (the heartbeat excepted:
 -- api.track_access and eventlive.ping_core keep theirs inline, see their files), so
--- each reason has one SQLSTATE and one message wherever it is raised.
+-- each reason has one SQLSTATE and one message wherever it is raised. A helper can
+-- raise each error it raises whatever its arguments (no flag turns a check off): the
+-- errors of a function are those of its body and of the helpers it calls, which
+-- tests/sql/test_error_lists.py checks against each function's comment.
 
 -- 401 not_authenticated unless the request has a user (p_service_ok: or runs as
 -- service_role). Returns auth.uid(), null only for service_role. p_to finishes the
@@ -149,30 +152,11 @@ $$;
 comment on function eventlive.require_sign_in(text, boolean) is
 'Returns auth.uid(); raises 401 not_authenticated (''Sign in to <p_to>.'') without a user, unless p_service_ok and service_role.';
 
--- 403 webinar_closed unless entry to this webinar is open at p_at (eventlive.entry_open),
--- for a caller that already holds the webinar's row.
-create or replace function eventlive.require_entry_open(p_webinar eventlive.webinars, p_at timestamptz)
-returns void
-language plpgsql
-immutable
-set search_path = ''
-as $$
-begin
-    if not eventlive.entry_open(p_webinar.state, p_webinar.closes_at, p_at) then
-        raise exception using errcode = 'PT403', message = 'This webinar is not open.', detail = 'webinar_closed';
-    end if;
-end
-$$;
-comment on function eventlive.require_entry_open(eventlive.webinars, timestamptz) is
-'Raises 403 webinar_closed unless the webinar admits viewers at p_at.';
-
--- The webinar a call names: 404 webinar_not_found when there is none; with p_open_at,
--- 403 webinar_closed unless entry is open then. p_lock (writers of rows that reference
--- the webinar): a key share lock holds the row to commit, so no 23503 can escape.
--- Volatile for the lock, as eventlive.require_user; no table write.
-create or replace function eventlive.require_webinar(
-    p_webinar_id bigint, p_open_at timestamptz default null, p_lock boolean default false
-) returns eventlive.webinars
+-- The webinar a call names, or 404 webinar_not_found. p_lock (writers of rows that
+-- reference the webinar): a key share lock holds the row to commit, so no 23503 can
+-- escape. Volatile for the lock, as eventlive.require_user; no table write.
+create or replace function eventlive.require_webinar(p_webinar_id bigint, p_lock boolean default false)
+returns eventlive.webinars
 language plpgsql
 volatile
 set search_path = ''
@@ -189,17 +173,49 @@ begin
         raise exception using errcode = 'PT404', message = 'This webinar does not exist.',
             detail = 'webinar_not_found';
     end if;
-    if p_open_at is not null then
-        perform eventlive.require_entry_open(v_webinar, p_open_at);
-    end if;
     return v_webinar;
 end
 $$;
-comment on function eventlive.require_webinar(bigint, timestamptz, boolean) is
-'Returns the webinar; raises 404 webinar_not_found, and with p_open_at 403 webinar_closed. p_lock (writers): key share lock to commit.';
+comment on function eventlive.require_webinar(bigint, boolean) is
+'Returns the webinar; raises 404 webinar_not_found. p_lock (writers): key share lock to commit.';
 
--- A page request: 400 invalid_after_seq unless after_seq is 0 or more (a seq cursor),
--- 400 invalid_max_rows unless max_rows is 1..1000. Checked in that order.
+-- 403 webinar_closed unless entry to the webinar is open at p_at (eventlive.entry_open).
+-- Its own helper: some callers check entry later in their order than the lookup
+-- (register), or on a webinar reached through a row that references it (question_vote).
+create or replace function eventlive.require_entry_open(p_webinar eventlive.webinars, p_at timestamptz)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    if not eventlive.entry_open(p_webinar.state, p_webinar.closes_at, p_at) then
+        raise exception using errcode = 'PT403', message = 'This webinar is not open.', detail = 'webinar_closed';
+    end if;
+end
+$$;
+comment on function eventlive.require_entry_open(eventlive.webinars, timestamptz) is
+'Raises 403 webinar_closed unless the webinar admits viewers at p_at.';
+
+-- The size of a page: 400 invalid_max_rows unless max_rows is 1..1000.
+create or replace function eventlive.check_max_rows(p_max_rows integer)
+returns void
+language plpgsql
+immutable
+set search_path = ''
+as $$
+begin
+    if p_max_rows is null or p_max_rows not between 1 and 1000 then
+        raise exception using errcode = '22023', message = 'max_rows must be between 1 and 1000.',
+            detail = 'invalid_max_rows';
+    end if;
+end
+$$;
+comment on function eventlive.check_max_rows(integer) is
+'Raises 400 invalid_max_rows unless max_rows is 1..1000.';
+
+-- A page of a seq cursor: 400 invalid_after_seq unless after_seq is 0 or more, then
+-- the page size (eventlive.check_max_rows).
 create or replace function eventlive.check_page(p_after_seq bigint, p_max_rows integer)
 returns void
 language plpgsql
@@ -211,29 +227,26 @@ begin
         raise exception using errcode = '22023', message = 'after_seq must be 0 or a seq from an earlier answer.',
             detail = 'invalid_after_seq';
     end if;
-    if p_max_rows is null or p_max_rows not between 1 and 1000 then
-        raise exception using errcode = '22023', message = 'max_rows must be between 1 and 1000.',
-            detail = 'invalid_max_rows';
-    end if;
+    perform eventlive.check_max_rows(p_max_rows);
 end
 $$;
 comment on function eventlive.check_page(bigint, integer) is
-'Raises 400 invalid_after_seq (null or negative) or invalid_max_rows (not 1..1000), in that order.';
+'Raises 400 invalid_after_seq (null or negative), then invalid_max_rows (not 1..1000).';
 
--- The staff gate of the admin functions: 404 for an unknown webinar, then 401 without a
--- user, 403 not_staff unless staff of it or service_role (401 user_not_found when the
--- user no longer exists). Returns the webinar.
-create or replace function eventlive.require_staff(p_webinar_id bigint)
-returns eventlive.webinars
-language plpgsql stable
+-- The staff check, for a webinar known to exist: nothing for service_role, else 401
+-- without a user, 403 not_staff unless staff of it (401 user_not_found when the user
+-- no longer exists). Returns the caller's user id (null for service_role).
+create or replace function eventlive.require_staff_of(p_webinar_id bigint)
+returns uuid
+language plpgsql
+stable
 set search_path = ''
 as $$
 declare
-    v_webinar eventlive.webinars := eventlive.require_webinar(p_webinar_id);
     v_uid uuid;
 begin
     if eventlive.is_service_role() then
-        return v_webinar;
+        return null;
     end if;
     v_uid := eventlive.require_sign_in('call this function');
     if not exists (
@@ -244,6 +257,23 @@ begin
         raise exception using errcode = 'PT403', message = 'Only the staff of this webinar may do this.',
             detail = 'not_staff';
     end if;
+    return v_uid;
+end
+$$;
+comment on function eventlive.require_staff_of(bigint) is
+'Raises 401/403 (not_authenticated, not_staff; user_not_found for a deleted user) unless the caller is staff of the webinar or service_role.';
+
+-- The staff gate of the admin functions: 404 for an unknown webinar, then the staff
+-- check (eventlive.require_staff_of). Returns the webinar.
+create or replace function eventlive.require_staff(p_webinar_id bigint)
+returns eventlive.webinars
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+    v_webinar eventlive.webinars := eventlive.require_webinar(p_webinar_id);
+begin
+    perform eventlive.require_staff_of(p_webinar_id);
     return v_webinar;
 end
 $$;

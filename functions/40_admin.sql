@@ -89,7 +89,7 @@ declare
     v_since timestamptz := v_now - eventlive.presence_window(v_webinar.heartbeat_seconds);
     v_result jsonb;
 begin
-    perform eventlive.check_page(0, participants.max_rows);  -- its cursor is a user id, any uuid
+    perform eventlive.check_max_rows(participants.max_rows);
     select pg_catalog.jsonb_build_object(
         'participants', coalesce(pg_catalog.jsonb_agg(page.item order by page.user_id), '[]'::jsonb),
         'next_after', case

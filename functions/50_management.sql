@@ -90,7 +90,7 @@ begin
         raise exception using errcode = '22023', message = 'role must be host or moderator.', detail = 'invalid_role';
     end if;
     -- key share locks: the rows cannot vanish before the insert, so no 23503 escapes
-    perform eventlive.require_webinar(set_staff.webinar_id, null, true);
+    perform eventlive.require_webinar(set_staff.webinar_id, true);
     perform from auth.users as u where u.id = set_staff.user_id for key share;
     if not found then
         raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
@@ -147,7 +147,7 @@ begin
     if v_target is null then
         raise exception using errcode = '22023', message = 'Name the user_id to register.', detail = 'user_id_required';
     end if;
-    v_webinar := eventlive.require_webinar(register.webinar_id, null, true);
+    v_webinar := eventlive.require_webinar(register.webinar_id, true);
     if v_service then
         v_source := 'service';
     elsif v_target <> v_uid then

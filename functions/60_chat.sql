@@ -235,12 +235,14 @@ as $$
 declare
     v_uid uuid := eventlive.require_sign_in('chat');
     v_now timestamptz := eventlive.now();
-    v_webinar eventlive.webinars := eventlive.require_webinar(chat_send.webinar_id, v_now);
-    v_staff boolean := eventlive.room_role_is_staff(v_webinar.id, v_uid);
+    v_webinar eventlive.webinars := eventlive.require_webinar(chat_send.webinar_id);
+    v_staff boolean;
     v_settings eventlive.room_settings;
     v_message eventlive.chat_messages;
     v_retry integer;
 begin
+    perform eventlive.require_entry_open(v_webinar, v_now);
+    v_staff := eventlive.room_role_is_staff(v_webinar.id, v_uid);
     select s.* into v_settings from eventlive.room_settings as s where s.webinar_id = v_webinar.id;
     if not v_settings.chat_enabled then
         raise exception using errcode = 'PT403', message = 'Chat is turned off in this webinar.',
@@ -443,7 +445,7 @@ begin
         raise exception using errcode = 'PT404', message = 'This message does not exist.',
             detail = 'message_not_found';
     end if;
-    perform eventlive.require_staff(v_message.webinar_id);
+    perform eventlive.require_staff_of(v_message.webinar_id);  -- the message's webinar exists
     v_status := case chat_moderate.action when 'hide' then 'hidden' when 'delete' then 'deleted' else 'visible' end;
     if v_message.status = 'deleted' and v_status <> 'deleted' then
         raise exception using errcode = 'PT409', message = 'This message was deleted.', detail = 'message_deleted';

@@ -347,7 +347,7 @@ begin
         raise exception using errcode = 'PT404', message = 'This question does not exist.',
             detail = 'question_not_found';
     end if;
-    perform eventlive.require_staff(v_question.webinar_id);
+    perform eventlive.require_staff_of(v_question.webinar_id);  -- the question's webinar exists
     if v_question.status is distinct from question_answer.status
         or (question_answer.answer is not null and v_question.answer is distinct from question_answer.answer) then
         v_question.status := question_answer.status;

@@ -5,3 +5,7 @@
 
 -- Renamed to eventlive.record_presence_minute (20_presence_minutes.sql).
 drop function if exists eventlive.sample_presence(bigint, timestamptz);
+
+-- Replaced within issue #18 by eventlive.require_webinar(bigint, boolean) and
+-- eventlive.require_entry_open (00_helpers.sql).
+drop function if exists eventlive.require_webinar(bigint, timestamptz, boolean);

@@ -412,7 +412,7 @@ SABOTAGE = [
     ("api.presence_leave(bigint,uuid)", r"and p\.user_id = v_uid", ""),
     ("api.presence_leave(bigint,uuid)", r"and vs\.user_id = v_uid", ""),
     (
-        "eventlive.require_staff(bigint)",
+        "eventlive.require_staff_of(bigint)",  # require_staff: the lookup, then this check
         r"if not exists \(\s+select from eventlive\.webinar_staff as s\s+where s\.webinar_id = p_webinar_id and s\.user_id = v_uid\s+\) then",
         "if false then",
     ),
