@@ -40,7 +40,9 @@ def listed_errors(comment: str) -> set[Pair] | None:
     without one. Items are comma-separated; ``403 banned`` names a status, a bare
     ``invalid_title`` takes the previous item's; ``(401 user_not_found when ...)`` inside
     an item is one more pair; other words in parentheses are prose."""
-    match = re.search(r"\bErrors[^:]*:(.*?)\.(?:\n|$)", comment.split("\n@")[0], re.DOTALL)
+    match = re.search(
+        r"\bErrors[^:]*:(.*?)\.(?:\n|$)", comment.split("\n@", maxsplit=1)[0], re.DOTALL
+    )
     if match is None:
         return None
     items, depth, start, text = [], 0, 0, match.group(1)
@@ -101,7 +103,8 @@ def own_raises(fn: Function) -> tuple[set[Pair], bool]:
         if re.search(r"sqlstate\s+'PGRST'", statement, re.IGNORECASE):
             code = re.search(r"'code',\s*'(PT\d{3})'", statement)
             reason = re.search(r"'details',\s*" + LITERAL, statement)
-            assert code and reason, f"{fn.name}: a PGRST raise without code or details"
+            assert code, f"{fn.name}: a PGRST raise without a code"
+            assert reason, f"{fn.name}: a PGRST raise without details"
             pairs.add((status_of(code.group(1)), reason.group(1)))
             continue
         code = re.search(r"errcode\s*=\s*'([0-9A-Z]{5})'", statement)
@@ -144,11 +147,14 @@ def raised_errors(conn: psycopg.Connection[Any], root: Function) -> set[Pair]:
                 stack.append(callee)
     if dynamic:
         assert reasons, f"{root.name}: raises a reason from a variable, no helper returns one"
-        assert len({m.name for m in mappers}) == 1, f"{root.name}: one mapping helper, not {mappers}"
+        assert len({m.name for m in mappers}) == 1, (
+            f"{root.name}: one mapping helper, not {mappers}"
+        )
         mapper = mappers[0].name.split("(")[0]
         for reason in reasons:
             row = conn.execute(f"select sqlstate from {mapper}(%s)", (reason,)).fetchone()  # noqa: S608 - a catalog name
-            assert row is not None and row[0] is not None, f"{mapper} has no SQLSTATE for {reason}"
+            assert row is not None, f"{mapper} has no row for {reason}"
+            assert row[0] is not None, f"{mapper} has no SQLSTATE for {reason}"
             pairs.add((status_of(row[0]), reason))
     return pairs
 

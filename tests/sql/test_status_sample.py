@@ -22,7 +22,9 @@ def sample(db: psycopg.Connection[Any]) -> list[tuple[int, str, int, int]]:
         return [tuple(r) for r in c.execute("select * from eventlive.status_sample()").fetchall()]
 
 
-def present(admin: psycopg.Connection[Any], webinar: int, seen_ago: float, started_ago: float) -> None:
+def present(
+    admin: psycopg.Connection[Any], webinar: int, seen_ago: float, started_ago: float
+) -> None:
     """A registered viewer with a session started and last seen that many seconds ago."""
     uid = create_user(admin)
     session = uuid.uuid4()
