@@ -271,7 +271,7 @@ def _start_shim(world: World) -> str:
         "EVENTLIVE_ACCESS_LOG": "0",
         "EVENTLIVE_POOL_MAX": "10",
     }
-    argv = world.uvicorn_argv("shim.http.app:app_from_env", free_port(), 1)
+    argv = world.uvicorn_argv("shim.serve.app:app_from_env", free_port(), 1)
     # The hub writes one frame to thousands of sockets: per-connection deflate would cost
     # CPU per subscriber (eventlive serve turns it off too).
     argv += ["--ws-per-message-deflate", "false"]

@@ -29,8 +29,8 @@ from psycopg.conninfo import make_conninfo
 from shim import doctor
 from shim import migrate as mig
 from shim.doctor.diagnose import FINDINGS
-from shim.http import demo, devtoken
 from shim.migrate.plan import STATUS_DRIFT, STATUS_PENDING
+from shim.serve import demo, devtoken
 from shim.verify import EXIT_CANNOT_CHECK as VERIFY_CANNOT
 from shim.verify import EXIT_FAILED as VERIFY_FAILED
 from shim.verify import EXIT_OK as VERIFY_OK
@@ -281,7 +281,7 @@ def _dsn(args: argparse.Namespace) -> str:
 def _serve(args: argparse.Namespace) -> int:
     # Lazy: db commands must not need the HTTP stack.
     try:
-        server = importlib.import_module("shim.http.server")
+        server = importlib.import_module("shim.serve.server")
     except ModuleNotFoundError as exc:
         _err(f"error: the HTTP shim is not available in this build ({exc})")
         return ERROR

@@ -345,11 +345,11 @@ NO_HUB = HubSettings(enabled=False)
 async def serve(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app in-process (without the realtime hub), lifespan included, behind an httpx
     client."""
-    from shim.http.app import create_app
+    from shim.serve.app import create_app
 
     app = create_app(settings, NO_HUB)
     async with app.router.lifespan_context(app):
-        await asyncio.wait_for(app.state.service.listening.wait(), 10)
+        await asyncio.wait_for(app.state.listener.listening.wait(), 10)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
             yield client

@@ -12,10 +12,10 @@ import pytest
 
 from shim import cli
 from shim.cli import main
-from shim.http import devtoken
 from shim.migrate.paths import SQL_FOLDERS
 from shim.migrate.plpgsql_bodies import NOT_CHECKED
 from shim.pg.ports import free_port
+from shim.serve import devtoken
 
 REPO = Path(__file__).resolve().parent.parent
 FUNCTION = "create or replace function app.one() returns int language sql as $$ select 1 $$;\n"
@@ -217,7 +217,7 @@ def _minted(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict[str, o
 def test_token_mints_from_the_development_secret_with_sensible_defaults(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shim.http import demo
+    from shim.serve import demo
 
     claims, err = _minted(capsys)
     assert claims["role"] == "authenticated"

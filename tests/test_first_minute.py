@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from shim.http import demo
+from shim.serve import demo
 from shim.testing.process import ShimProcess
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 from shim import cli, pg, realtime
-from shim.http import devtoken, settings
+from shim.http import settings
+from shim.serve import devtoken
 from shim.testing import plugin
 
 README = Path(__file__).resolve().parent.parent / "README.md"

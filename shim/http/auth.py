@@ -33,8 +33,8 @@ from typing import Any
 import httpx
 import jwt
 
-from shim.http.errors import ApiError
 from shim.http.settings import Settings
+from shim.web.token import rejected
 
 log = logging.getLogger("eventlive.auth")
 
@@ -73,18 +73,6 @@ _Entry = tuple[str, str, float | None, bool, str | None]
 
 def _anon_claims(role: str) -> str:
     return json.dumps({"role": role})
-
-
-def rejected(reason: str, description: str) -> ApiError:
-    """The 401 PostgREST gives an invalid token, with RFC 6750's header."""
-    safe = description.replace('"', "'")
-    return ApiError(
-        401,
-        "PGRST301",
-        description,
-        headers={"WWW-Authenticate": f'Bearer error="invalid_token", error_description="{safe}"'},
-        reason=reason,
-    )
 
 
 def load_jwks(data: dict[str, Any]) -> dict[str | None, jwt.PyJWK]:

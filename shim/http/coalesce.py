@@ -35,11 +35,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from shim.http import exchange
 
@@ -51,26 +49,16 @@ _CLAIMS = json.dumps({"role": BATCH_ROLE}).encode()
 
 # One queued ping: (webinar id, user id, session id, the caller's future).
 _Item = tuple[int, str, str, "asyncio.Future[dict[str, Any] | None]"]
-Single = Callable[[int, str, str], Awaitable[dict[str, Any] | None]]
 
 
 class Coalescer:
-    """Batches ``ping`` calls (see module doc). ``single`` is the fallback: one ping on
-    the single path, returning None or raising the caller's ``ApiError``."""
+    """Batches ``ping`` calls (see module doc) over ``link``, the process's way to the
+    database (pool, timeouts, prepare, health: ``shim.http.database.Database``)."""
 
     def __init__(
-        self,
-        pool: Callable[[], AsyncConnectionPool[Any] | None],
-        *,
-        slots: int,
-        max_batch: int,
-        statement_timeout: str,
-        pool_timeout: float,
-        db_timeout: float,
-        prepare: bool,
-        health: exchange.Health,
+        self, link: exchange.Link, *, slots: int, max_batch: int, statement_timeout: str
     ) -> None:
-        self._pool = pool
+        self._link = link
         self._slots = slots
         self._max = max_batch
         self._settings: list[bytes | None] = [
@@ -78,10 +66,6 @@ class Coalescer:
             _CLAIMS,
             statement_timeout.encode(),
         ]
-        self._pool_timeout = pool_timeout
-        self._db_timeout = db_timeout
-        self._prepare = prepare
-        self._health = health
         self._pending: list[_Item] = []
         self._busy = 0
         self._forming = False  # a slot is taken and its batch is still gathering
@@ -134,11 +118,9 @@ class Coalescer:
         self._busy -= 1
 
     async def _send(self, batch: list[_Item]) -> None:
-        pool = self._pool()
         try:
-            assert pool is not None
             raw = await exchange.run(
-                pool,
+                self._link,
                 self._settings,
                 _PING_BATCH,
                 [
@@ -147,11 +129,7 @@ class Coalescer:
                     ("{" + ",".join(s for _, _, s, _ in batch) + "}").encode(),
                 ],
                 read_only=False,
-                pool_timeout=self._pool_timeout,
-                db_timeout=self._db_timeout,
-                prepare=self._prepare,
                 prepare_call=True,
-                health=self._health,
             )
         except psycopg.Error as exc:
             state = exc.sqlstate or ""

@@ -17,9 +17,20 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 
 import psycopg
+
+from shim.web.errors import ApiError
+
+__all__ = [
+    "ApiError",
+    "from_database",
+    "internal",
+    "is_hidden",
+    "is_public_sqlstate",
+    "status_for_sqlstate",
+    "unavailable",
+]
 
 # Exact codes first, then two-character classes, as PostgREST resolves them.
 _EXACT = {
@@ -73,25 +84,6 @@ def status_for_sqlstate(sqlstate: str, anonymous: bool) -> int:
 def is_public_sqlstate(sqlstate: str) -> bool:
     """True when the database message may be shown to the client."""
     return sqlstate[:2] in _PUBLIC_CLASSES or sqlstate in _PUBLIC_CODES
-
-
-@dataclass
-class ApiError(Exception):
-    """An error answered to the client as a PostgREST body; ``log`` marks internal ones."""
-
-    status: int
-    code: str
-    message: str
-    details: str | None = None
-    hint: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    reason: str = ""  # metric label for 503s and rejected tokens
-
-    def body(self) -> bytes:
-        """The JSON body, key order as PostgREST writes it."""
-        return json.dumps(
-            {"code": self.code, "details": self.details, "hint": self.hint, "message": self.message}
-        ).encode()
 
 
 def unavailable(code: str, message: str, retry_after: int, reason: str) -> ApiError:

@@ -31,14 +31,12 @@ import contextlib
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import pq
 from psycopg.errors import error_from_result as errors_from_result
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-
-from shim.http.auth import Identity
 
 _SETTINGS = (
     b"select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), "
@@ -212,45 +210,6 @@ async def ping(conn: Any) -> None:
             raise errors_from_result(res, conn.info.encoding)
 
 
-async def call(
-    pool: AsyncConnectionPool[Any],
-    statement: bytes,
-    values: list[bytes | None],
-    identity: Identity,
-    *,
-    statement_timeout: str,
-    read_only: bool,
-    pool_timeout: float,
-    db_timeout: float,
-    prepare: bool = True,
-    prepare_call: bool = False,
-    health: Health | None = None,
-) -> str | None:
-    """Run ``statement`` as ``identity`` in one round trip; the first column of its row.
-
-    Raises ``psycopg_pool.PoolTimeout`` (no connection in time), ``psycopg.Error`` (the
-    database's error, transaction already rolled back) or ``DbTimeoutError``.
-    """
-    settings: list[bytes | None] = [
-        identity.role.encode(),
-        identity.claims.encode(),
-        statement_timeout.encode(),
-    ]
-    value = await run(
-        pool,
-        settings,
-        statement,
-        values,
-        read_only=read_only,
-        pool_timeout=pool_timeout,
-        db_timeout=db_timeout,
-        prepare=prepare,
-        prepare_call=prepare_call,
-        health=health,
-    )
-    return None if value is None else value.decode()
-
-
 class Health:
     """What the last exchanges said about the database: a busy database keeps answering
     (requests then wait their turn up to the pool timeout), a down one fails (requests
@@ -270,16 +229,28 @@ class Health:
         self.last_failure = time.monotonic()
 
 
-async def acquire(
-    pool: AsyncConnectionPool[Any], pool_timeout: float, health: Health | None
-) -> Any:
+class Link(Protocol):
+    """How this process reaches the database, held once (``shim.http.database.Database``):
+    the pool and the knobs every exchange obeys."""
+
+    pool_timeout: float
+    db_timeout: float
+    prepare: bool
+    health: Health
+
+    @property
+    def connections(self) -> AsyncConnectionPool[Any]: ...
+
+
+async def acquire(link: Link) -> Any:
     """A connection within ``pool_timeout``, waited for in slices of ``health.quick``
     seconds: after each slice a database that looks down (or a pool with no connection
     at all) ends the wait with PoolTimeout, so a queue never outlives an outage's
     detection by more than one slice."""
-    if health is None or pool_timeout <= health.quick:
-        return await pool.getconn(timeout=pool_timeout)
-    deadline = time.monotonic() + pool_timeout
+    pool, health = link.connections, link.health
+    if link.pool_timeout <= health.quick:
+        return await pool.getconn(timeout=link.pool_timeout)
+    deadline = time.monotonic() + link.pool_timeout
     while True:
         left = deadline - time.monotonic()
         try:
@@ -293,57 +264,45 @@ async def acquire(
 
 
 async def run(
-    pool: AsyncConnectionPool[Any],
+    link: Link,
     settings: list[bytes | None],
     statement: bytes,
     values: list[bytes | None],
     *,
     read_only: bool,
-    pool_timeout: float,
-    db_timeout: float,
-    prepare: bool = True,
     prepare_call: bool = False,
-    health: Health | None = None,
 ) -> bytes | None:
-    """The exchange with the settings given as their three parameters (role, claims,
-    statement_timeout); the raw first column of the call's row."""
-    conn = await acquire(pool, pool_timeout, health)
+    """The exchange as the settings given (role, claims, statement_timeout): the raw first
+    column of the call's row. Raises ``psycopg_pool.PoolTimeout`` (no connection in
+    time), ``psycopg.Error`` (the database's error, transaction already rolled back) or
+    ``DbTimeoutError``."""
+    conn = await acquire(link)
+    health = link.health
+    prepare = link.prepare
     try:
         try:
-            async with asyncio.timeout(db_timeout):
+            async with asyncio.timeout(link.db_timeout):
                 try:
                     value = await _exchange(
-                        conn,
-                        settings,
-                        (statement, values),
-                        read_only=read_only,
-                        prepare=prepare,
-                        prepare_call=prepare_call,
-                    )
+                        conn, settings, (statement, values),
+                        read_only=read_only, prepare=prepare, prepare_call=prepare_call,
+                    )  # fmt: skip
                 except _VanishedError:
                     # Nothing ran (the pipeline aborted at a vanished statement); again.
                     value = await _exchange(
-                        conn,
-                        settings,
-                        (statement, values),
-                        read_only=read_only,
-                        prepare=prepare,
-                        prepare_call=prepare_call,
-                    )
+                        conn, settings, (statement, values),
+                        read_only=read_only, prepare=prepare, prepare_call=prepare_call,
+                    )  # fmt: skip
         except TimeoutError:
             # The connection is mid-exchange; drop it rather than return it to the pool.
             await conn.close()
-            if health is not None:
-                health.failed()
+            health.failed()
             raise DbTimeoutError from None
         except psycopg.Error as exc:
-            if health is not None and (
-                exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
-            ):
+            if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P")):
                 health.failed()
             raise
     finally:
-        await pool.putconn(conn)
-    if health is not None:
-        health.last_ok = time.monotonic()
+        await link.connections.putconn(conn)
+    health.last_ok = time.monotonic()
     return value

@@ -1,13 +1,11 @@
-"""Reading a request: headers, the body (bounded in size and time), the schema profile,
-the Prefer header. Nothing here touches the database or a pool connection."""
+"""Reading a request: headers, the schema profile, the Content-Type and the Prefer header
+(the body: ``shim.web.body``). Nothing here touches the database or a pool connection."""
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.requests import Request
 
-from shim.http.errors import ApiError
+from shim.web.errors import ApiError
 
 
 def header(request: Request, name: bytes) -> str | None:
@@ -57,49 +55,4 @@ def require_json(request: Request) -> None:
         f"Content-Type not acceptable: {declared[:100]}",
         hint="Send the arguments as a JSON object with Content-Type: application/json.",
         details="unsupported_media_type",
-    )
-
-
-def prefers_minimal(request: Request) -> bool:
-    """``Prefer: return=minimal``: the caller wants 204 without the function's value."""
-    prefer = header(request, b"prefer")
-    return prefer is not None and "return=minimal" in prefer
-
-
-async def read_body(request: Request, *, limit: int, timeout: float) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes without reading it all, and
-    with 408 when it has not all arrived within ``timeout`` seconds."""
-    length = header(request, b"content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        # A client that stalls mid-body would otherwise wait here forever: uvicorn has no
-        # body timeout. No pool connection is held yet either way.
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                chunks.append(chunk)
-    except TimeoutError:
-        raise body_timeout(timeout) from None
-    return b"".join(chunks)
-
-
-def body_timeout(timeout: float) -> ApiError:
-    """408: the body did not all arrive within ``timeout`` seconds."""
-    return ApiError(
-        408,
-        "PGRST408",
-        f"The request body did not arrive within {timeout:g} s",
-        details="body_timeout",
-        headers={"Connection": "close"},
-    )
-
-
-def _too_large(limit: int) -> ApiError:
-    return ApiError(
-        413, "PGRST413", f"Request body exceeds {limit} bytes", details="body_too_large"
     )

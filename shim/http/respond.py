@@ -1,32 +1,56 @@
-"""Turning a request's outcome into its answer: ``respond`` runs the route's work and
-adds, whatever happened, the request id, Server-Timing, the metrics and one JSON access
-line; every ``ApiError`` (and any unexpected exception, as a bare 500) becomes the
-PostgREST-shaped error body."""
+"""The end of every request, written once for both entrances (``shim.http.lean`` and the
+Starlette routes): the request id (``request_id``), an error as its PostgREST body
+(``failed``), and ``finish``: Server-Timing, the metrics and one access line.
+``respond`` wraps the routes that are not function calls (``/ready``, ``/openapi.json``,
+the status page) in the same steps."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from shim.http import errors
+from shim.http.accesslog import AccessLog
 from shim.http.errors import ApiError
-from shim.http.request import header
-from shim.http.service import Service
+from shim.http.metrics import Metrics
+from shim.web.errors import JSON_TYPE
 
 log = logging.getLogger("eventlive.shim")
-JSON_TYPE = "application/json; charset=utf-8"
+MAX_REQUEST_ID = 64
+
+__all__ = [
+    "JSON_TYPE",
+    "Accounts",
+    "RequestContext",
+    "failed",
+    "finish",
+    "new_request_id",
+    "request_id",
+    "respond",
+]
 
 
 def new_request_id() -> str:
     """A fresh request id (16 hex characters). os.urandom measured as cheap as a
     prefix-and-counter id (0.8 vs 1.0 us), and it cannot collide across workers."""
     return os.urandom(8).hex()
+
+
+def request_id(incoming: bytes | None) -> str:
+    """The caller's ``X-Request-Id`` when it is 1-64 printable ASCII characters (it is
+    echoed in a header and logged), else a fresh one."""
+    if incoming is not None and 0 < len(incoming) <= MAX_REQUEST_ID and incoming.isascii():
+        text = incoming.decode("ascii")
+        if text.isprintable():
+            return text
+    return new_request_id()
 
 
 @dataclass(slots=True)
@@ -43,37 +67,46 @@ class RequestContext:
     error: str = ""
 
 
-Work = Callable[[RequestContext], Awaitable[Response]]
+class Accounts(Protocol):
+    """Where a request is accounted for (the ``Service``)."""
+
+    metrics: Metrics
+    access_log: AccessLog | None
 
 
-async def respond(service: Service, request: Request, route: str, work: Work) -> Response:
-    """Run ``work`` and turn every outcome into a response with timing, metrics, log."""
-    incoming = header(request, b"x-request-id") or ""
-    ctx = RequestContext(
-        incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else new_request_id()
-    )
-    try:
-        response = await work(ctx)
-    except ApiError as err:
-        response = error_response(service, ctx, err)
-    except Exception:
-        log.exception("request %s: internal error", ctx.request_id)
-        response = error_response(service, ctx, errors.internal(ctx.request_id))
+def failed(accounts: Accounts, ctx: RequestContext, err: ApiError) -> ApiError:
+    """Count ``err`` (503s by reason; every error by function, status, code and reason:
+    ours in ``details``, the shim's in ``reason``) and return it to be answered."""
+    ctx.error = err.code
+    if err.status == 503:
+        accounts.metrics.unavailable.labels(err.reason or "other").inc()
+    reason = err.reason if err.reason not in ("", "database") else err.details
+    if reason and reason.startswith("request_id="):
+        reason = "internal"
+    accounts.metrics.error(ctx.function, err.status, err.code, reason)
+    return err
+
+
+def unexpected(accounts: Accounts, ctx: RequestContext) -> ApiError:
+    """An exception nobody foresaw (the caller logged it): answered as a bare 500 that
+    names the request id."""
+    return failed(accounts, ctx, errors.internal(ctx.request_id))
+
+
+def finish(
+    accounts: Accounts, ctx: RequestContext, scope: Mapping[str, Any], route: str, status: int
+) -> list[tuple[bytes, bytes]]:
+    """Account for the request (metrics, access line) and return the headers every answer
+    carries: the request id and Server-Timing."""
     total = (time.perf_counter() - ctx.started) * 1000
-    h = response.headers
-    h["X-Request-Id"] = ctx.request_id
-    h["Server-Timing"] = (
-        f"auth;dur={ctx.auth_ms:.3f}, db;dur={ctx.db_ms:.3f}, total;dur={total:.3f}"
-    )
-    status = response.status_code
-    service.metrics.observe(route, ctx.function, status, total / 1000)
-    if service.access_log is not None:
-        service.access_log.add(
+    accounts.metrics.observe(route, ctx.function, status, total / 1000)
+    if accounts.access_log is not None:
+        accounts.access_log.add(
             (
                 time.time(),
                 ctx.request_id,
-                request.method,
-                request.scope.get("root_path", "") + request.scope["path"],
+                str(scope["method"]),
+                str(scope.get("root_path", "")) + str(scope["path"]),
                 route,
                 ctx.function,
                 ctx.role,
@@ -84,17 +117,24 @@ async def respond(service: Service, request: Request, route: str, work: Work) ->
                 ctx.error,
             )
         )
+    timing = b"auth;dur=%.3f, db;dur=%.3f, total;dur=%.3f" % (ctx.auth_ms, ctx.db_ms, total)
+    return [(b"x-request-id", ctx.request_id.encode("ascii")), (b"server-timing", timing)]
+
+
+Work = Callable[[RequestContext], Awaitable[Response]]
+
+
+async def respond(accounts: Accounts, request: Request, route: str, work: Work) -> Response:
+    """Run ``work`` and turn every outcome into a response with timing, metrics, log."""
+    scope = request.scope
+    ctx = RequestContext(request_id(dict(scope["headers"]).get(b"x-request-id")))
+    try:
+        response = await work(ctx)
+    except ApiError as err:
+        response = failed(accounts, ctx, err).response()
+    except Exception:
+        log.exception("request %s: internal error", ctx.request_id)
+        response = unexpected(accounts, ctx).response()
+    for name, value in finish(accounts, ctx, scope, route, response.status_code):
+        response.headers[name.decode()] = value.decode("latin-1")
     return response
-
-
-def error_response(service: Service, ctx: RequestContext, err: ApiError) -> Response:
-    """The PostgREST error response; 503s counted by reason, every error by function,
-    status, code and reason (ours in ``details``, the shim's in ``reason``)."""
-    ctx.error = err.code
-    if err.status == 503:
-        service.metrics.unavailable.labels(err.reason or "other").inc()
-    reason = err.reason if err.reason not in ("", "database") else err.details
-    if reason and reason.startswith("request_id="):
-        reason = "internal"
-    service.metrics.error(ctx.function, err.status, err.code, reason)
-    return Response(err.body(), status_code=err.status, media_type=JSON_TYPE, headers=err.headers)

@@ -1,7 +1,9 @@
 """The hub: events from the database to every subscriber of this process.
 
-- Wake-up: ``LISTEN eventlive_room`` (``eventlive.publish`` notifies the webinar id).
-  A notice marks its room due; it is a hint, not the delivery.
+- Wake-up: ``eventlive.publish`` notifies channel ``eventlive_room`` with the webinar id;
+  the process's one listener (``shim.serve.listener``) hands each notice to ``heard``,
+  which marks its room due (a hint, not the delivery), and calls ``resync`` after every
+  (re)connect.
 - Safety: every ``tick`` seconds one query reads the last seq of every active webinar
   (``eventlive.room_last_seqs``); a room behind it is due (a lost NOTIFY costs a tick).
 - Delivery: per due room ONE read (``eventlive.room_events_since`` as ``eventlive_hub``)
@@ -25,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,16 +81,9 @@ class Counters:
 class Hub:
     """Rooms, the listener, the delivery and stats loops (see module doc)."""
 
-    def __init__(
-        self,
-        settings: HubSettings,
-        database_url: str | None,
-        room_changed: Callable[[int], None] | None = None,
-    ) -> None:
+    def __init__(self, settings: HubSettings, database_url: str | None) -> None:
         self.settings = settings
         self.database_url = database_url
-        # Told of every room change as it is heard, before delivery (the shim's RoomClock).
-        self.room_changed = room_changed
         self.rooms: dict[int, Room] = {}
         self.pool: AsyncConnectionPool[Any] | None = None
         self.prober: Prober | None = None
@@ -98,7 +92,6 @@ class Hub:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._room_locks: dict[int, asyncio.Lock] = {}
-        self.listening = asyncio.Event()
 
     # -- life ---------------------------------------------------------------------------
 
@@ -120,7 +113,6 @@ class Hub:
         # Leave a connection for delivery reads while joins are checked.
         self.prober = Prober(self.pool, parallel=max(1, self.settings.pool_size - 1))
         self._tasks = [
-            asyncio.create_task(self._listen(), name="realtime-listen"),
             asyncio.create_task(self._deliver_loop(), name="realtime-deliver"),
             asyncio.create_task(self._stats_loop(), name="realtime-stats"),
         ]
@@ -237,39 +229,22 @@ class Hub:
             rows = await cur.fetchall()
         return [(int(r[0]), r[1], r[2], r[3]) for r in rows]
 
-    # -- listener -------------------------------------------------------------------------
+    # -- wake-ups (from the process's listener) ---------------------------------------------
 
-    async def _listen(self) -> None:
-        assert self.database_url is not None
-        delay = 0.5
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True
-                ) as conn:
-                    await conn.execute(f"listen {ROOM_CHANNEL}")
-                    self.listening.set()
-                    delay = 0.5
-                    # Anything may have been missed while not listening.
-                    self._due.update(self.rooms)
-                    self._wake.set()
-                    async for note in conn.notifies():
-                        try:
-                            webinar_id = int(note.payload)
-                        except ValueError:
-                            continue
-                        if self.room_changed is not None:
-                            self.room_changed(webinar_id)
-                        if webinar_id in self.rooms:
-                            self._due.add(webinar_id)
-                            self._wake.set()
-            except psycopg.Error as exc:
-                log.debug("realtime listener: %s; retrying in %.1fs", exc, delay)
-            except Exception:  # the listener must outlive any one bug
-                log.exception("realtime listener failed; restarting")
-            self.listening.clear()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    def heard(self, payload: str) -> None:
+        """A NOTIFY on ``ROOM_CHANNEL``: that webinar's room is due, if it has subscribers."""
+        try:
+            webinar_id = int(payload)
+        except ValueError:
+            return
+        if webinar_id in self.rooms:
+            self._due.add(webinar_id)
+            self._wake.set()
+
+    def resync(self) -> None:
+        """After the listener (re)connected: anything may have been missed meanwhile."""
+        self._due.update(self.rooms)
+        self._wake.set()
 
     # -- delivery ---------------------------------------------------------------------------
 

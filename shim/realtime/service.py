@@ -15,7 +15,6 @@ nothing from ``shim.http`` (the direction is http -> realtime).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -24,11 +23,14 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from shim.realtime import authorize, protocol, socket, sse, topics
-from shim.realtime.answers import RefusedError, bearer, error, read_limited
 from shim.realtime.authorize import DenyCache
 from shim.realtime.hub import Hub
 from shim.realtime.settings import HubSettings
 from shim.realtime.socket import TokenRejectedError, Verify
+from shim.web.body import read_body
+from shim.web.errors import ApiError
+from shim.web.ids import invalid_webinar_id
+from shim.web.token import bearer
 
 MAX_MESSAGES = 100
 
@@ -41,10 +43,14 @@ class Realtime:
         settings: HubSettings,
         database_url: str | None,
         verify: Verify,
-        room_changed: Callable[[int], None] | None = None,
+        *,
+        body_timeout: float,
     ) -> None:
         self.settings = settings
-        self.hub = Hub(settings, database_url, room_changed)
+        self.body_timeout = (
+            body_timeout  # the shim's EVENTLIVE_BODY_TIMEOUT: one limit for all bodies
+        )
+        self.hub = Hub(settings, database_url)
         self.verify = verify
         self.deny = DenyCache(settings.deny_cache_seconds)
         self.tickets = sse.Tickets(settings)
@@ -84,16 +90,18 @@ class Realtime:
 
     async def _principal(self, request: Request) -> authorize.Principal:
         try:
-            return await self.verify(bearer(request))
+            return await self.verify(bearer(dict(request.scope["headers"])))
         except TokenRejectedError as exc:
-            raise RefusedError(401, "PGRST301", str(exc), "invalid_token") from None
+            raise ApiError(401, "PGRST301", str(exc), details="invalid_token") from None
 
     async def _broadcast(self, request: Request) -> Response:
         try:
             principal = await self._principal(request)
-            messages = _messages(await read_limited(request, self.settings.max_frame))
-        except RefusedError as exc:
-            return exc.response
+            messages = _messages(
+                await read_body(request, limit=self.settings.max_frame, timeout=self.body_timeout)
+            )
+        except ApiError as exc:
+            return exc.response()
         return await self._send(principal, messages)
 
     async def _broadcast_one(self, request: Request) -> Response:
@@ -106,14 +114,16 @@ class Realtime:
         }
         try:
             principal = await self._principal(request)
-            raw = await read_limited(request, self.settings.max_frame)
+            raw = await read_body(request, limit=self.settings.max_frame, timeout=self.body_timeout)
             try:
                 message["payload"] = protocol.loads(raw)
             except (ValueError, RecursionError):
-                raise RefusedError(400, "PGRST102", "Malformed JSON", "malformed_json") from None
+                raise ApiError(
+                    400, "PGRST102", "Malformed JSON", details="malformed_json"
+                ) from None
             messages = _messages(protocol.dumps({"messages": [message]}).encode())
-        except RefusedError as exc:
-            return exc.response
+        except ApiError as exc:
+            return exc.response()
         return await self._send(principal, messages)
 
     async def _send(
@@ -132,19 +142,23 @@ class Realtime:
                 if allowed[topic.name]:
                     self.hub.relay(topic, {"event": event, "payload": payload}, None)
         except authorize.ProbeError:
-            return error(503, "PGRST000", "Database unavailable", "database_unavailable")
+            return ApiError(
+                503, "PGRST000", "Database unavailable", details="database_unavailable"
+            ).response()
         return Response(status_code=202)
 
     async def _ticket(self, request: Request) -> Response:
-        webinar_id = sse.webinar_id(request)
+        webinar_id = sse.path_webinar_id(request)
         if webinar_id is None:
-            return error(400, "22P02", "Invalid webinar id", "invalid_webinar_id")
+            return invalid_webinar_id().response()
         try:
             principal = await self._principal(request)
-        except RefusedError as exc:
-            return exc.response
+        except ApiError as exc:
+            return exc.response()
         if principal.expires is None or not principal.sub:
-            return error(401, "PGRST301", "A user token with exp is required", "not_authenticated")
+            return ApiError(
+                401, "PGRST301", "A user token with exp is required", details="not_authenticated"
+            ).response()
         ticket = self.tickets.issue(principal, webinar_id)
         return JSONResponse({"ticket": ticket, "expires_in": int(self.settings.ticket_seconds)})
 
@@ -158,11 +172,11 @@ def _messages(raw: bytes) -> list[tuple[topics.Topic, str, dict[str, Any]]]:
     try:
         body = protocol.loads(raw)
     except (ValueError, RecursionError):
-        raise RefusedError(400, "PGRST102", "Malformed JSON", "malformed_json") from None
+        raise ApiError(400, "PGRST102", "Malformed JSON", details="malformed_json") from None
     messages = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
         message = f"messages must be a list of 1 to {MAX_MESSAGES} objects"
-        raise RefusedError(422, "22023", message, "invalid_messages")
+        raise ApiError(422, "22023", message, details="invalid_messages")
     out: list[tuple[topics.Topic, str, dict[str, Any]]] = []
     for m in messages:
         if not (
@@ -173,7 +187,7 @@ def _messages(raw: bytes) -> list[tuple[topics.Topic, str, dict[str, Any]]]:
             and isinstance(m.get("payload", {}), dict)
         ):
             message = "each message needs a topic, an event and an object payload"
-            raise RefusedError(422, "22023", message, "invalid_message")
+            raise ApiError(422, "22023", message, details="invalid_message")
         topic = topics.parse(m["topic"])
         if m.get("private") is True and topic is not None:
             out.append((topic, m["event"], m.get("payload", {})))

@@ -32,11 +32,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from shim.realtime import authorize, topics
-from shim.realtime.answers import RefusedError, bearer, error
 from shim.realtime.hub import SSE, Hub, sse_event
 from shim.realtime.settings import HubSettings
 from shim.realtime.sink import Sink
 from shim.realtime.socket import TokenRejectedError, Verify
+from shim.web.errors import ApiError
+from shim.web.ids import invalid_webinar_id, webinar_id
+from shim.web.token import bearer
 
 
 class Realtime(Protocol):
@@ -51,12 +53,10 @@ class Realtime(Protocol):
 BACKLOG_MAX = 1000
 
 
-def webinar_id(request: Request) -> int | None:
+def path_webinar_id(request: Request) -> int | None:
+    """The webinar id of the route's path, by the one rule (``shim.web.ids``)."""
     raw = request.path_params.get("webinar_id", "")
-    if not (isinstance(raw, str) and raw.isascii() and raw.isdigit() and 0 < len(raw) <= 18):
-        return None
-    value = int(raw)
-    return value if value > 0 else None
+    return webinar_id(raw) if isinstance(raw, str) else None
 
 
 class Tickets:
@@ -121,15 +121,15 @@ async def _principal(request: Request, rt: Realtime, wid: int) -> authorize.Prin
         principal = rt.tickets.redeem(ticket, wid)
         if principal is None:
             message = "Ticket invalid, expired or used"
-            raise RefusedError(401, "PGRST301", message, "invalid_ticket")
+            raise ApiError(401, "PGRST301", message, details="invalid_ticket")
     else:
         try:
-            principal = await rt.verify(bearer(request))
+            principal = await rt.verify(bearer(dict(request.scope["headers"])))
         except TokenRejectedError as exc:
-            raise RefusedError(401, "PGRST301", str(exc), "invalid_token") from None
+            raise ApiError(401, "PGRST301", str(exc), details="invalid_token") from None
     if principal.expires is None or principal.expires <= time.time() or not principal.sub:
         message = "A user token with exp is required"
-        raise RefusedError(401, "PGRST301", message, "not_authenticated")
+        raise ApiError(401, "PGRST301", message, details="not_authenticated")
     return principal
 
 
@@ -141,10 +141,10 @@ def _topics(request: Request, wid: int, sub: str) -> list[topics.Topic]:
         known = name in (*topics.CHANNELS, "user")
         topic = topics.parse(f"webinar:{wid}:{channel}") if known else None
         if topic is None:
-            raise RefusedError(400, "22023", f"Unknown topic: {name[:50]}", "unknown_topic")
+            raise ApiError(400, "22023", f"Unknown topic: {name[:50]}", details="unknown_topic")
         chosen.append(topic)
     if not chosen:
-        raise RefusedError(400, "22023", "No topics", "unknown_topic")
+        raise ApiError(400, "22023", "No topics", details="unknown_topic")
     return chosen
 
 
@@ -154,15 +154,15 @@ def _last_event_id(request: Request) -> int | None:
         return None
     if not (last.isascii() and last.isdigit() and len(last) <= 18):
         message = "Last-Event-ID must be a seq"
-        raise RefusedError(400, "22P02", message, "invalid_last_event_id")
+        raise ApiError(400, "22P02", message, details="invalid_last_event_id")
     return int(last)
 
 
 async def events(request: Request, rt: Realtime) -> Response:
     """The SSE route (see module doc)."""
-    wid = webinar_id(request)
+    wid = path_webinar_id(request)
     if wid is None:
-        return error(400, "22P02", "Invalid webinar id", "invalid_webinar_id")
+        return invalid_webinar_id().response()
     try:
         principal = await _principal(request, rt, wid)
         chosen = _topics(request, wid, principal.sub)
@@ -170,12 +170,14 @@ async def events(request: Request, rt: Realtime) -> Response:
         for topic in chosen:
             if not await rt.hub.may_receive(principal, topic.name):
                 message = f"You may not receive {topic.name}"
-                raise RefusedError(403, "PT403", message, "not_allowed")
+                raise ApiError(403, "PT403", message, details="not_allowed")
         room = await rt.hub.room(wid)
-    except RefusedError as exc:
-        return exc.response
+    except ApiError as exc:
+        return exc.response()
     except (authorize.ProbeError, psycopg.Error, OSError):
-        return error(503, "PGRST000", "Database unavailable", "database_unavailable")
+        return ApiError(
+            503, "PGRST000", "Database unavailable", details="database_unavailable"
+        ).response()
     assert principal.expires is not None
     stream = Stream(
         rt, Sink(SSE, rt.settings.queue, lambda s: None), wid, chosen, principal.expires

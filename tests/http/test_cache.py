@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from shim_support import NO_HUB, ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
 
-from shim.http.app import create_app
 from shim.http.cache import SharedCache, etag_matches, etag_of
+from shim.serve.app import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -174,7 +174,7 @@ async def _quiet(client: httpx.AsyncClient, app: Any) -> None:
     """Until the pool's connection and the NOTIFY listener's are open: their handshakes
     must not count as calls."""
     assert (await client.get("/ready")).status_code == 200
-    while not app.state.service.listening.is_set():
+    while not app.state.listener.listening.is_set():
         await asyncio.sleep(0.02)
 
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from shim_support import TcpProxy, bearer, serve, settings_for, token
 
-from shim.http import demo
+from shim.serve import demo
 
 pytestmark = pytest.mark.anyio
 
@@ -89,7 +89,7 @@ async def test_concurrent_pings_share_statements_and_each_caller_gets_its_own_an
         for i, (u, s) in enumerate(zip(viewers, sessions, strict=True)):
             calls.append(("rpc" if i % 2 else "legacy", u, s))
         calls += [("rpc", stranger, str(uuid.uuid4())), ("legacy", viewers[0], superseded)]
-        coalescer = client._transport.app.state.service.coalescer  # type: ignore[attr-defined]
+        coalescer = client._transport.app.state.service.database.coalescer  # type: ignore[attr-defined]
         before = (coalescer.batches, coalescer.pings)
         answers = await _crowd(client, calls)
         batches = coalescer.batches - before[0]
@@ -117,7 +117,7 @@ async def test_a_lone_ping_goes_out_at_once_in_a_batch_of_one(api_db: Any) -> No
     (user,) = _users(api_db.admin_dsn, 1)
     async with serve(_settings(api_db.dsn)) as client:
         session = await _enter(client, user)
-        coalescer = client._transport.app.state.service.coalescer  # type: ignore[attr-defined]
+        coalescer = client._transport.app.state.service.database.coalescer  # type: ignore[attr-defined]
         before = (coalescer.batches, coalescer.pings)
         (r,) = await _crowd(client, [("rpc", user, session)])
         assert r.status_code == 204
@@ -232,7 +232,7 @@ async def test_a_body_stalling_on_the_lean_path_gets_408_soon_after_the_body_tim
 ) -> None:
     """A ping whose body stops half way (the lean path's route, no Origin) gets the full
     path's 408 ``body_timeout`` between the limit and the limit plus an eighth (the
-    shared sweep of ``shim.http.deadlines``), and the next request is served."""
+    shared sweep of ``shim.web.deadlines``), and the next request is served."""
     users = _users(api_db.admin_dsn, 1)
     limit = 0.4
 
@@ -265,7 +265,7 @@ async def test_pings_that_arrive_together_share_a_batch_while_slots_are_free(
     users = _users(api_db.admin_dsn, 20)
     async with serve(_settings(api_db.dsn, pool_min=4, pool_max=4, coalesce_slots=4)) as client:
         sessions = [await _enter(client, u) for u in users]
-        coalescer = client._transport.app.state.service.coalescer  # type: ignore[attr-defined]
+        coalescer = client._transport.app.state.service.database.coalescer  # type: ignore[attr-defined]
         before = (coalescer.batches, coalescer.pings)
         answers = await _crowd(
             client, [("rpc", u, s) for u, s in zip(users, sessions, strict=True)]

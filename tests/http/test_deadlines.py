@@ -1,4 +1,4 @@
-"""``shim.http.deadlines.Deadlines``: a key still pending after its deadline is reported
+"""``shim.web.deadlines.Deadlines``: a key still pending after its deadline is reported
 once, between the deadline and one tick later; a key discarded in time never is; the
 sweep stops when nothing is pending."""
 
@@ -9,7 +9,7 @@ from collections.abc import Hashable
 
 import pytest
 
-from shim.http.deadlines import TICK_SHARE, Deadlines, tasks_for_limit
+from shim.web.deadlines import TICK_SHARE, Deadlines, tasks_for_limit
 
 pytestmark = pytest.mark.anyio
 

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from shim_support import NO_HUB, SECRET, bearer, settings_for, token, uvicorn_server
 
-from shim.http.app import create_app
+from shim.serve.app import create_app
 
 # Cases per operation and caller in the fuzzing phase (coverage cases come on top).
 MAX_EXAMPLES = 40

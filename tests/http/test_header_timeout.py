@@ -1,5 +1,5 @@
 """A connection that has not delivered complete request headers within
-``EVENTLIVE_HEADER_TIMEOUT`` is closed (``shim.http.header_timeout``); one that delivers them in
+``EVENTLIVE_HEADER_TIMEOUT`` is closed (``shim.serve.header_timeout``); one that delivers them in
 time is served, on its first request and on later keep-alive requests alike; and
 ``eventlive serve`` runs uvicorn with that protocol."""
 
@@ -15,9 +15,9 @@ import pytest
 import uvicorn
 from shim_support import free_port
 
-from shim.http import header_timeout, server
-from shim.http.header_timeout import HeaderTimeoutProtocol
 from shim.http.settings import Settings
+from shim.serve import header_timeout, server
+from shim.serve.header_timeout import HeaderTimeoutProtocol
 
 LIMIT = 0.5  # seconds, for the tests' protocol
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"

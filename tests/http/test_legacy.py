@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from shim_support import NO_HUB, bearer, serve, settings_for, uvicorn_server
 
-from shim.http import demo
-from shim.http.app import create_app
+from shim.serve import demo
+from shim.serve.app import create_app
 
 OTHER_USER = "5b7c8d9e-1f20-4a3b-8c4d-5e6f7a8b9c0d"
 SECRET = "legacy-tests-secret-of-at-least-32-bytes!"

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shim_support import NO_HUB, ShimDb, bearer, settings_for, token, uvicorn_server
 
 from shim.http import metrics
-from shim.http.app import create_app
+from shim.serve.app import create_app
 
 REPO = Path(__file__).resolve().parents[2]
 

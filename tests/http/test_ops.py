@@ -21,7 +21,7 @@ async def test_health_and_ready(shim_db: ShimDb) -> None:
 
 async def test_ready_is_503_when_the_database_is_unreachable() -> None:
     settings = settings_for("host=127.0.0.1 port=1 user=authenticator dbname=x connect_timeout=1")
-    from shim.http.app import create_app
+    from shim.serve.app import create_app
 
     app = create_app(settings, NO_HUB)
     async with app.router.lifespan_context(app):  # starts although the database is down

@@ -9,7 +9,7 @@ import time
 import httpx
 from shim_support import NO_HUB, ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
 
-from shim.http.app import create_app
+from shim.serve.app import create_app
 
 
 def test_database_down_gives_quick_503s_and_recovery_without_restart(

@@ -82,16 +82,16 @@ async def test_without_prepared_statements_still_one_round_trip(
 async def test_a_vanished_prepared_statement_is_prepared_again_transparently(
     shim_db: ShimDb, proxy: TcpProxy
 ) -> None:
-    from shim.http.app import create_app
+    from shim.serve.app import create_app
 
     app = create_app(settings_for(proxy.dsn, pool_min=1, pool_max=1), NO_HUB)
     async with app.router.lifespan_context(app):
         service = app.state.service
-        await service.listening.wait()
+        await app.state.listener.listening.wait()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
             assert (await client.post("/rpc/whoami")).status_code == 200
-            async with service.pool.connection() as conn:
+            async with service.database.connections.connection() as conn:
                 await conn.execute("deallocate all")  # what DISCARD ALL or a pooler does
             proxy.reset()
             r = await client.post("/rpc/whoami")

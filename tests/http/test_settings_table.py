@@ -21,9 +21,9 @@ from shim_support import TcpProxy, bearer, serve
 
 from shim import envconfig
 from shim.envconfig import BOOL, FLOAT, INT, LIST, TEXT, SettingsError, Var
-from shim.http import demo
 from shim.http.settings import Settings
 from shim.realtime import HubSettings
+from shim.serve import demo
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -208,7 +208,7 @@ def test_serve_refuses_to_start_on_a_bad_value_and_names_it(
 
 
 def test_the_app_factory_refuses_a_bad_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from shim.http.app import app_from_env
+    from shim.serve.app import app_from_env
 
     monkeypatch.setenv("EVENTLIVE_COALESCE", "maybe")
     with pytest.raises(SettingsError, match=r"^EVENTLIVE_COALESCE='maybe' is not valid"):
@@ -259,7 +259,7 @@ async def test_coalesce_false_turns_coalescing_off_in_the_app(
         settings = Settings.from_env(_env(proxy.dsn, coalesce))
         async with serve(settings) as client:
             service = client._transport.app.state.service  # type: ignore[attr-defined]
-            assert (service.coalescer is not None) is on
+            assert (service.database.coalescer is not None) is on
             sessions = []
             for user in users:
                 r = await client.post(

@@ -17,7 +17,7 @@ import pytest
 from browser import launch
 from shim_support import NO_HUB, ShimDb, bearer, settings_for, token, uvicorn_server
 
-from shim.http.app import create_app
+from shim.serve.app import create_app
 
 WEBINAR = 149402
 

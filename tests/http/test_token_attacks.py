@@ -41,10 +41,10 @@ from shim_support import (
     uvicorn_server,
 )
 
-from shim.http.app import create_app
 from shim.http.auth import Authenticator
 from shim.http.errors import ApiError
 from shim.http.settings import Settings
+from shim.serve.app import create_app
 from shim.testing import create_user
 
 RSA = rsa_key("rs-1")

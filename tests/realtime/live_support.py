@@ -14,8 +14,8 @@ import psycopg
 from shim_support import SECRET, settings_for, token, uvicorn_server
 from websockets.asyncio.client import ClientConnection, connect
 
-from shim.http.app import create_app
 from shim.realtime import HubSettings
+from shim.serve.app import create_app
 from shim.testing import as_service_role, create_user
 
 

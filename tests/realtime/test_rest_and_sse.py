@@ -58,7 +58,7 @@ async def test_rest_broadcast_is_202_and_the_insert_policy_drops_chat_spoofs(
         (b'{"messages": []}', 422, "invalid_messages"),
         (b'{"messages": [{"topic": 1, "event": "x"}]}', 422, "invalid_message"),
         (b'{"messages": [{"topic": "t", "event": "x", "payload": []}]}', 422, "invalid_message"),
-        (b'{"messages": "' + b"x" * 70_000 + b'"}', 413, "payload_too_large"),
+        (b'{"messages": "' + b"x" * 70_000 + b'"}', 413, "body_too_large"),
     ],
 )
 async def test_rest_broadcast_bad_input_is_a_clear_error(

@@ -302,7 +302,7 @@ def test_the_shim_answers_a_rate_limit_with_http_429_and_a_retry_after_header(
     )
 
     async def scenario() -> list[httpx.Response]:
-        from shim.http.app import create_app
+        from shim.serve.app import create_app
 
         app = create_app(settings_, NO_HUB)
         async with app.router.lifespan_context(app):

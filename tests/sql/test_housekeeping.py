@@ -17,8 +17,8 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 from shim_support import NO_HUB
 
-from shim.http.housekeeping import Housekeeper
 from shim.http.settings import Settings
+from shim.serve.housekeeping import Housekeeper
 from shim.testing import act_as, as_service_role, create_user
 from shim.testing.plugin import EventliveDatabase
 
@@ -264,7 +264,7 @@ def test_the_shims_lifespan_runs_housekeeping_by_itself(
 ) -> None:
     """``eventlive serve``'s app, with a 0.2 s interval: a stale session is expired
     without anyone calling anything, and stopping the app stops the runner."""
-    from shim.http.app import create_app
+    from shim.serve.app import create_app
 
     session = _enter(db, str(create_user(admin_conn)), SHORT)
     _seen(admin_conn, session, 3600)

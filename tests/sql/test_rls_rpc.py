@@ -39,8 +39,8 @@ from test_rls_matrix import (
     snapshot,
 )
 
-from shim.http.app import create_app
 from shim.http.errors import status_for_sqlstate
+from shim.serve.app import create_app
 from shim.testing import act_as, create_user
 
 ACTOR = {a.name: a for a in ACTORS} | {

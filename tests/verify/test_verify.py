@@ -17,8 +17,8 @@ import pytest
 from shim_support import SECRET, ShimDb, bearer, settings_for, token, uvicorn_server
 
 from shim.cli import main
-from shim.http.app import create_app
 from shim.pg.ports import free_port
+from shim.serve.app import create_app
 from shim.verify.report import Report
 from shim.verify.run import verify
 

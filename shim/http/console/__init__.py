@@ -21,8 +21,9 @@ from starlette.routing import Route
 from shim.http.console import page
 from shim.http.console.sampler import Sampler
 from shim.http.errors import ApiError
-from shim.http.request import header, read_body
+from shim.http.request import header
 from shim.http.service import Service
+from shim.web.body import read_body
 
 COOKIE = "eventlive_status"
 INTERVAL = 2.0
@@ -79,9 +80,9 @@ class Console:
 
     async def _sign_in(self, request: Request) -> Response:
         try:
-            raw = await read_body(request, limit=16384, timeout=10)
-        except ApiError:
-            return _refused(page.sign_in("The form could not be read."))
+            raw = await read_body(request, limit=16384, timeout=self.service.settings.body_timeout)
+        except ApiError as err:  # too large (413) or too slow (408): said with the form again
+            return _refused(page.sign_in("The form could not be read."), err.status)
         key = (parse_qs(raw.decode("utf-8", "replace")).get("key") or [""])[0].strip()
         if not await self._operator(key):
             return _refused(page.sign_in("That is not a valid service_role key."))
@@ -111,8 +112,8 @@ def _html(body: str) -> Response:
     return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
 
-def _refused(body: str) -> Response:
-    return HTMLResponse(body, status_code=401, headers={"Cache-Control": "no-store"})
+def _refused(body: str, status: int = 401) -> Response:
+    return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 async def client_module(request: Request) -> Response:

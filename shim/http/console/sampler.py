@@ -124,7 +124,7 @@ class Sampler:
                 str(exc).strip().splitlines()[0][:200] if str(exc) else type(exc).__name__
             )
         families = list(s.metrics.registry.collect())
-        stats = s.pool.get_stats() if s.pool is not None else {}
+        stats = s.database.pool.get_stats() if s.database.pool is not None else {}
         snap.pool = {
             "size": stats.get("pool_size", 0),
             "in_use": stats.get("pool_size", 0) - stats.get("pool_available", 0),
@@ -138,7 +138,7 @@ class Sampler:
         return snap
 
     async def _read_database(self) -> list[tuple[int, str, int, int]]:
-        pool = self.service.pool
+        pool = self.service.database.pool
         assert pool is not None
         timeout = self.service.settings.db_timeout
         async with pool.connection(timeout=self.service.settings.pool_timeout) as conn:

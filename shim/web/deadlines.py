@@ -1,7 +1,7 @@
 """Coarse deadlines without a timer per request.
 
 Every request used to arm and cancel timers of its own: one for its headers
-(``shim.http.header_timeout``) and one for its body on the hot path. A ``Deadlines``
+(``shim.serve.header_timeout``) and one for its body on the hot path. A ``Deadlines``
 keeps the pending ones in a dict and sweeps it with one timer every ``tick`` seconds
 (armed only while something is pending), so a request costs a dict entry added and
 removed, and a late one is handled between ``seconds`` and ``seconds + tick`` after it

@@ -1,9 +1,9 @@
-"""``eventlive serve``: uvicorn with the shim app (``shim.http.app.app_from_env``).
+"""``eventlive serve``: uvicorn with the shim app (``shim.serve.app.app_from_env``).
 
 The app logs in with ``DATABASE_URL`` (it must be the ``authenticator`` role); without
 one, ``eventlive serve`` (``shim.cli``) first starts the embedded PostgreSQL and puts its
 URL there. Each worker reads its settings from the environment. Connections stalled in
-their request headers are closed (``shim.http.header_timeout``).
+their request headers are closed (``shim.serve.header_timeout``).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from shim import realtime
-from shim.http.header_timeout import HeaderTimeoutProtocol
 from shim.http.settings import Settings, SettingsError
+from shim.serve.header_timeout import HeaderTimeoutProtocol
 
 
 def _log_config() -> dict[str, Any]:
@@ -47,7 +47,7 @@ def run(host: str, port: int, workers: int) -> None:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
     uvicorn.run(
-        "shim.http.app:app_from_env",
+        "shim.serve.app:app_from_env",
         factory=True,
         host=host,
         port=port,

@@ -11,7 +11,7 @@ Why a protocol subclass: it is the simplest sound place. The parser already know
 request begins (``on_message_begin``) and when its headers are complete
 (``on_headers_complete``), so a deadline set at the first and dropped at the second
 needs no parsing of our own and covers every request of a keep-alive connection, not
-only the first. The deadlines are a ``shim.http.deadlines.Deadlines`` per event loop and
+only the first. The deadlines are a ``shim.web.deadlines.Deadlines`` per event loop and
 limit (a dict entry per request, one sweep every eighth of the limit), not a timer per
 request. A guard in front of uvicorn (a socket-level proxy or an ASGI middleware) either
 duplicates HTTP parsing or runs too late (ASGI starts after the headers). We subclass the httptools protocol, which
@@ -32,9 +32,9 @@ from collections.abc import Hashable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shim.http import deadlines
-from shim.http.deadlines import Deadlines
 from shim.http.settings import Settings
+from shim.web import deadlines
+from shim.web.deadlines import Deadlines
 
 
 @functools.cache

@@ -4,7 +4,7 @@ for service_role, and curl lines.
 
 ``dev_secret(path)`` reads or creates the development HS256 secret (mode 0600, in the
 project's ``.eventlive`` directory next to the embedded data); ``mint`` (from
-``shim.http.devtoken``, ``eventlive token``) signs tokens with it. ``prepare(admin_dsn, secret)`` creates the demo objects idempotently through the API
+``shim.serve.devtoken``, ``eventlive token``) signs tokens with it. ``prepare(admin_dsn, secret)`` creates the demo objects idempotently through the API
 functions, as service_role, and returns what ``instructions`` prints.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from shim.http.devtoken import TOKEN_DAYS, mint
+from shim.serve.devtoken import TOKEN_DAYS, mint
 
 DEMO_WEBINAR = 149402  # the webinar of the incident report
 DEMO_USER = "00000000-0000-4000-8000-00000000d3e0"

@@ -1,0 +1,200 @@
+"""The database as the request path sees it, built once: ``Database`` holds the pool, the
+health of the last exchanges, the timeouts, whether statements are prepared and the
+coalescer, so that a call passes only what varies per call (``Query``). Every failure
+of the pool or the database becomes the caller's PostgREST error here, in one place
+(``failure``), for single calls and coalesced heartbeats alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+from shim.http import coalesce, errors, exchange
+from shim.http.auth import Identity
+from shim.http.errors import ApiError
+from shim.http.respond import RequestContext
+from shim.http.settings import Settings
+
+log = logging.getLogger("eventlive.shim")
+
+# A database that failed lately gets its 503s after this many seconds in the pool queue;
+# a busy one makes requests wait up to EVENTLIVE_POOL_TIMEOUT.
+QUICK_503 = 0.5
+# Seconds /ready waits for a pooled connection (requests may wait longer: a busy database).
+READY_WAIT = 0.5
+# Pings per coalesced statement at most: past ~100 the batch's own transaction time
+# (row locks held until its commit) outweighs the per-statement saving.
+MAX_BATCH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What varies per call: the bound statement, its values, the caller's
+    statement_timeout, read-only (GET), and ``hot`` (prepared per connection and role)."""
+
+    statement: bytes
+    values: list[bytes | None]
+    timeout: str
+    read_only: bool
+    hot: bool = False
+
+
+class Database:
+    """The process's way to the database (see module doc); ``open`` in the lifespan."""
+
+    def __init__(self, settings: Settings, observe_db: Callable[[str, float], None]) -> None:
+        self.settings = settings
+        self.observe_db = observe_db  # (function, seconds): the database time histogram
+        self.pool_timeout = settings.pool_timeout
+        self.db_timeout = settings.db_timeout
+        self.prepare = settings.prepare
+        self.health = exchange.Health(quick=min(QUICK_503, settings.pool_timeout))
+        self.pool: AsyncConnectionPool[Any] | None = None
+        self.coalescer = (
+            coalesce.Coalescer(
+                self,
+                slots=settings.coalesce_slots,
+                max_batch=MAX_BATCH,
+                statement_timeout=settings.statement_timeout,
+            )
+            if settings.coalesce
+            else None
+        )
+
+    @property
+    def connections(self) -> AsyncConnectionPool[Any]:
+        """The pool (``open`` made it)."""
+        if self.pool is None:
+            raise RuntimeError("the database pool is not open")
+        return self.pool
+
+    async def open(self) -> None:
+        """Open the pool without waiting for the database."""
+        s = self.settings
+        self.pool = AsyncConnectionPool(
+            s.database_url or "",
+            min_size=s.pool_min,
+            max_size=s.pool_max,
+            timeout=s.pool_timeout,
+            open=False,
+            name="eventlive",
+            kwargs={"autocommit": True},
+            # Short: an outage must not push the next attempt minutes away.
+            reconnect_timeout=5.0,
+        )
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def call(self, ctx: RequestContext, identity: Identity, query: Query) -> str | None:
+        """One round trip as ``identity``: the first column of the function's row."""
+        settings: list[bytes | None] = [
+            identity.role.encode(),
+            identity.claims.encode(),
+            query.timeout.encode(),
+        ]
+        t0 = time.perf_counter()
+        try:
+            value = await exchange.run(
+                self,
+                settings,
+                query.statement,
+                query.values,
+                read_only=query.read_only,
+                prepare_call=query.hot,
+            )
+        except (psycopg.Error, PoolTimeout, PoolClosed, exchange.DbTimeoutError) as exc:
+            raise self.failure(ctx, identity, exc) from None
+        finally:
+            ctx.db_ms = (time.perf_counter() - t0) * 1000
+            self.observe_db(ctx.function, ctx.db_ms / 1000)
+        return None if value is None else value.decode()
+
+    async def ping(
+        self, ctx: RequestContext, identity: Identity, beat: tuple[int, str], alone: Query
+    ) -> None:
+        """A heartbeat (webinar id, session id) through the coalescer: returns for 204,
+        raises this caller's ``ApiError`` otherwise, exactly as ``alone`` (the single
+        call) would."""
+        assert self.coalescer is not None
+        assert identity.user_id is not None
+        webinar_id, session_id = beat
+        t0 = time.perf_counter()
+        try:
+            answer = await self.coalescer.ping(webinar_id, identity.user_id, session_id)
+        except (psycopg.Error, PoolTimeout, PoolClosed, exchange.DbTimeoutError) as exc:
+            ctx.db_ms = (time.perf_counter() - t0) * 1000
+            raise self.failure(ctx, identity, exc) from None
+        if coalesce.retry_alone(answer):
+            await self.call(ctx, identity, alone)
+            return
+        ctx.db_ms = (time.perf_counter() - t0) * 1000
+        self.observe_db(ctx.function, ctx.db_ms / 1000)
+        if answer is not None:
+            status = errors.status_for_sqlstate(answer["code"], identity.anonymous)
+            raise ApiError(
+                status,
+                answer["code"],
+                answer["message"],
+                details=answer["details"],
+                hint=answer["hint"],
+                headers={"WWW-Authenticate": "Bearer"} if status == 401 else {},
+                reason="database",
+            )
+
+    def failure(self, ctx: RequestContext, identity: Identity, exc: Exception) -> ApiError:
+        """A pool or database failure as the caller's PostgREST error, logged once."""
+        retry = self.settings.retry_after
+        if isinstance(exc, PoolTimeout):
+            return errors.unavailable(
+                "PGRST003",
+                "Timed out acquiring connection from connection pool.",
+                retry,
+                "pool_timeout",
+            )
+        if isinstance(exc, PoolClosed):
+            return errors.unavailable(
+                "PGRST000", "The server is shutting down", retry, "shutting_down"
+            )
+        if isinstance(exc, exchange.DbTimeoutError):
+            return errors.unavailable(
+                "PGRST000", "The database did not answer in time", retry, "db_timeout"
+            )
+        assert isinstance(exc, psycopg.Error)
+        err = errors.from_database(exc, identity.anonymous, ctx.request_id, retry)
+        if err.status == 503:
+            log.warning("request %s: database unavailable: %s", ctx.request_id, exc)
+        elif err.status >= 500 or errors.is_hidden(err):
+            log.error("request %s: database error %s: %s", ctx.request_id, exc.sqlstate, exc)
+        return err
+
+    async def ready(self) -> None:
+        """``select 1`` on a pooled connection, bounded like a request (pool timeout, then
+        ``db_timeout``): a frozen database is "not ready" now, not when it thaws."""
+        try:
+            # Readiness answers at once: a wait as long as a request's would outlast a freeze.
+            wait = min(self.pool_timeout, READY_WAIT)
+            async with self.connections.connection(timeout=wait) as conn:
+                try:
+                    async with asyncio.timeout(self.db_timeout):
+                        await exchange.ping(conn)
+                except TimeoutError:
+                    await conn.close()  # mid-exchange: never back into the pool
+                    raise
+        except (psycopg.Error, PoolTimeout, TimeoutError):
+            raise errors.unavailable(
+                "PGRST000",
+                "Could not connect with the database",
+                self.settings.retry_after,
+                "database_down",
+            ) from None

@@ -1,0 +1,195 @@
+"""One pipeline for every function call, whichever entrance took the request.
+
+An entrance (the Starlette routes in ``shim.http.full``, the lean entrance of the hot
+routes in ``shim.http.lean``) turns its request into a ``Call``, parsed once; ``run``
+then takes every step in order:
+
+1. identify: the token verified in-process (``shim.http.auth``), rejected tokens counted;
+2. arguments: the entrance's ``arguments()`` (body or query, read only after the token);
+3. bind: the arguments checked against the function's signature (``shim.http.bind``);
+4. coalesce | call | cache: a heartbeat through the coalescer when it can be, a GET
+   through the cache (``shim.http.reads``), anything else one round trip
+   (``shim.http.database``), whose failures are mapped there, once;
+5. the answer: 200 with the JSON, 204 (void, ``Prefer: return=minimal``), 304, or the
+   PostgREST error body. The entrance writes it and calls ``respond.finish``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shim.http import bind, errors, reads
+from shim.http.auth import Identity, canonical_uuid
+from shim.http.catalog import Routine
+from shim.http.database import Query
+from shim.http.errors import ApiError
+from shim.http.respond import RequestContext, failed, unexpected
+from shim.http.routes import COALESCED, HOT_FUNCTIONS
+from shim.http.service import Service
+from shim.web.token import bearer
+
+log = logging.getLogger("eventlive.shim")
+_BIGINT = 2**63
+NO_CONTENT = 204
+
+
+@dataclass(slots=True)
+class Call:
+    """A request to call ``schema.name``, as an entrance parsed it: its method (GET, HEAD
+    or POST), its ASGI headers (credential, ``Prefer``, ``If-None-Match``) and how to read
+    its arguments (after the token is verified)."""
+
+    method: str
+    schema: str
+    name: str
+    headers: dict[bytes, bytes]
+    arguments: Callable[[], Awaitable[dict[str, Any]]]
+
+    @property
+    def minimal(self) -> bool:
+        """``Prefer: return=minimal``: the caller wants 204 without the function's value."""
+        prefer = self.headers.get(b"prefer")
+        return prefer is not None and b"return=minimal" in prefer
+
+    @property
+    def if_none_match(self) -> str | None:
+        value = self.headers.get(b"if-none-match")
+        return None if value is None else value.decode("latin-1")
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the entrance writes: status, JSON body (None: no body) and headers."""
+
+    status: int
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def run(service: Service, ctx: RequestContext, parse: Callable[[], Call]) -> Answer:
+    """The whole pipeline (module doc) for the request ``parse`` describes (it may refuse
+    it: a wrong method or profile); every outcome is an ``Answer``."""
+    try:
+        call = parse()
+        identity = await identify(service, ctx, call.headers)
+        given = await call.arguments()
+        return await invoke(service, ctx, call, identity, given)
+    except ApiError as err:
+        return error_answer(failed(service, ctx, err))
+    except Exception:
+        log.exception("request %s: internal error", ctx.request_id)
+        return error_answer(unexpected(service, ctx))
+
+
+def error_answer(err: ApiError) -> Answer:
+    return Answer(err.status, err.body(), err.headers)
+
+
+async def identify(service: Service, ctx: RequestContext, headers: dict[bytes, bytes]) -> Identity:
+    """The caller: the request's token verified (none: anon); a rejected one counted by
+    reason."""
+    t0 = time.perf_counter()
+    try:
+        identity = await service.auth.identify(bearer(headers))
+    except ApiError as err:
+        service.metrics.rejected_tokens.labels(err.reason).inc()
+        raise
+    finally:
+        ctx.auth_ms = (time.perf_counter() - t0) * 1000
+    ctx.role = identity.role
+    return identity
+
+
+async def invoke(
+    service: Service, ctx: RequestContext, call: Call, identity: Identity, given: dict[str, Any]
+) -> Answer:
+    """Bind ``given`` to the function and run it (module doc, steps 3-5)."""
+    routine, statement, values = _bind(service, ctx, call, given)
+    timeout = service.catalog.role_timeouts.get(identity.role, service.settings.statement_timeout)
+    is_get = call.method != "POST"
+    query = Query(
+        statement,
+        values,
+        timeout,
+        read_only=routine.readonly or is_get,
+        hot=ctx.function in HOT_FUNCTIONS,
+    )
+    beat = None if is_get else _heartbeat(service, ctx.function, identity, timeout, given)
+    headers: dict[str, str] = {}
+    if beat is not None:
+        await service.database.ping(ctx, identity, beat, query)
+        result = None
+    elif is_get:
+        read = await reads.read(
+            service, ctx, identity=identity, routine=routine, given=given, query=query
+        )
+        headers = read.headers
+        inm = call.if_none_match
+        if inm is not None and reads.etag_matches(inm, read.etag):
+            return Answer(304, None, headers)
+        result = read.body
+    else:
+        result = await service.database.call(ctx, identity, query)
+    if routine.returns_void or call.minimal:
+        return Answer(NO_CONTENT, None, headers)
+    return Answer(200, b"null" if result is None else result.encode(), headers)
+
+
+def _bind(
+    service: Service, ctx: RequestContext, call: Call, given: dict[str, Any]
+) -> tuple[Routine, bytes, list[bytes | None]]:
+    catalog = service.catalog
+    if not catalog.loaded:
+        raise errors.unavailable(
+            "PGRST002",
+            "Could not query the database for the schema cache. Retrying.",
+            service.settings.retry_after,
+            "catalog_not_loaded",
+        )
+    candidates = catalog.find(call.schema, call.name)
+    if not candidates:
+        raise ApiError(
+            404,
+            "PGRST202",
+            f"Could not find the function {call.schema}.{call.name} in the schema cache",
+            hint="If a new function was created in the database with this name and "
+            "parameters, try reloading the schema cache.",
+            details="unknown_function",
+        )
+    # Only routable names become metric labels: clients cannot grow the label set.
+    ctx.function = f"{call.schema}.{call.name}"
+    routine, statement, values = bind.bind(candidates, given, from_query=call.method != "POST")
+    if call.method != "POST" and not routine.readonly:
+        raise ApiError(
+            405,
+            "PGRST101",
+            f"Cannot use the {call.method} method on volatile function {ctx.function}",
+            details="method_not_allowed",
+        )
+    return routine, statement, values
+
+
+def _heartbeat(
+    service: Service, function: str, identity: Identity, timeout: str, given: dict[str, Any]
+) -> tuple[int, str] | None:
+    """(webinar id, session id) when this call may go through the coalescer: the
+    heartbeat of a verified user with the default timeout and exactly its two arguments,
+    well formed (anything else takes the single path, which answers the same way)."""
+    if (
+        function != COALESCED
+        or service.database.coalescer is None
+        or identity.user_id is None
+        or timeout != service.settings.statement_timeout
+        or len(given) != 2
+    ):
+        return None
+    wid, session = given.get("webinar_id"), given.get("session_id")
+    if type(wid) is not int or not -_BIGINT <= wid < _BIGINT:
+        return None
+    if not isinstance(session, str) or not canonical_uuid(session):
+        return None
+    return wid, session

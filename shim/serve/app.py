@@ -1,0 +1,197 @@
+"""The composition root: ``create_app(settings)`` builds the ASGI app from the parts.
+
+- the PostgREST shim (``shim.http``): its function routes (``full``), with the lean
+  entrance of the hot routes (``lean``) in front of Starlette's whole stack, and its
+  operations routes (``ops``);
+- the live room (``shim.realtime``), unless ``hub_settings.enabled`` is off;
+- the status page and the client module (``shim.console``);
+- the process's one NOTIFY listener (``shim.serve.listener``): catalog reloads, the room
+  clock and the hub's wake-ups;
+- housekeeping (``shim.serve.housekeeping``) when its interval is above zero.
+
+Long-lived parts open in the lifespan; nothing opens at import or construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from shim import realtime
+from shim.http import full, ops
+from shim.http.catalog import RELOAD_CHANNEL
+from shim.http.console import Console
+from shim.http.errors import ApiError
+from shim.http.lean import LeanEntrance
+from shim.http.service import Service
+from shim.http.settings import Settings
+from shim.realtime.hub import ROOM_CHANNEL
+from shim.realtime.socket import Verify
+from shim.serve.housekeeping import Housekeeper
+from shim.serve.listener import Listener
+
+
+class ShimApp(Starlette):
+    """Starlette with the lean entrance (``shim.http.lean``) in front of its whole
+    middleware stack: a ping or track taken there skips Starlette's error middleware and
+    its wrapped ``send`` (3 % of the shim's CPU per ping, py-spy)."""
+
+    def __init__(self, service: Service, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.lean = LeanEntrance(self.starlette, service)
+
+    async def starlette(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app without the lean entrance: every request through Starlette."""
+        await super().__call__(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.lean(scope, receive, send)
+
+
+def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = None) -> Starlette:
+    """The ASGI app for ``settings`` (module doc)."""
+    service = Service(settings)
+    hub_settings = hub_settings or realtime.HubSettings()
+    live = realtime.Realtime(
+        hub_settings,
+        settings.database_url,
+        _verifier(service),
+        body_timeout=settings.body_timeout,
+    )
+    console = Console(service)
+    listener = _listener(service, live if hub_settings.enabled else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        if hub_settings.enabled:
+            await live.start()
+        listener.start()
+        chores = _housekeeping(service)
+        try:
+            yield
+        finally:
+            for task in chores:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await listener.stop()
+            if hub_settings.enabled:
+                await live.stop()
+            await console.stop()
+            await service.stop()
+
+    routes = [
+        *full.routes(service),
+        *ops.routes(service),
+        *(live.routes() if hub_settings.enabled else []),
+        *console.routes(),
+    ]
+    app = ShimApp(
+        service,
+        routes=routes,
+        lifespan=lifespan,
+        middleware=_middleware(settings),
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.service = service
+    app.state.realtime = live
+    app.state.console = console
+    app.state.listener = listener
+    return app
+
+
+def _verifier(service: Service) -> Verify:
+    async def verify_token(token: str | None) -> realtime.Principal:
+        # The hub verifies tokens with the shim's authenticator (same keys, same cache).
+        try:
+            identity = await service.auth.identify(token)
+        except ApiError as exc:
+            raise realtime.TokenRejectedError(exc.message) from None
+        return realtime.Principal(identity.role, identity.claims, identity.expires)
+
+    return verify_token
+
+
+def _listener(service: Service, live: realtime.Realtime | None) -> Listener:
+    """The one listener: catalog reloads, then the room clock, then the hub (in that
+    order, so a cached answer is stale before the hub delivers the event)."""
+    listener = Listener(service.settings.database_url or "")
+    first = [True]
+
+    async def caught_up() -> None:
+        service.rooms.moved_all()
+        # Notifications may have been missed while disconnected (not before the first
+        # connect, when the catalog was just loaded at start).
+        if not first[0] or not service.catalog.loaded:
+            await service.safe_reload()
+        first[0] = False
+
+    def room(payload: str) -> None:
+        with contextlib.suppress(ValueError):
+            service.rooms.changed(int(payload))
+
+    listener.subscribe(RELOAD_CHANNEL, lambda _payload: service.safe_reload())
+    listener.subscribe(ROOM_CHANNEL, room)
+    listener.on_connect(caught_up)
+    if live is not None:
+        listener.subscribe(ROOM_CHANNEL, live.hub.heard)
+        listener.on_connect(live.hub.resync)
+    return listener
+
+
+def _housekeeping(service: Service) -> list[asyncio.Task[None]]:
+    if service.settings.housekeeping_interval <= 0:
+        return []
+    runner = Housekeeper(service.database.connections, service.settings)
+    return [asyncio.create_task(runner.run_forever(), name="eventlive-housekeeping")]
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    if not settings.cors_origins:
+        return []
+    # supabase-js in a browser on another origin: preflights and exposed headers.
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=[
+                "authorization",
+                "apikey",
+                "content-type",
+                "prefer",
+                "accept-profile",
+                "content-profile",
+                "x-client-info",
+                "x-request-id",
+                "if-none-match",
+            ],
+            expose_headers=["etag", "server-timing", "x-request-id", "retry-after"],
+            max_age=3600,
+        )
+    ]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods on fixed routes: PostgREST-shaped too."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "PGRST125", 405: "PGRST101"}.get(exc.status_code, "PGRST000")
+    return ApiError(
+        exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
+    ).response()
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` (each worker reads the environment)."""
+    return create_app(Settings.from_env(), realtime.HubSettings.from_env())
