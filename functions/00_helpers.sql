@@ -122,6 +122,26 @@ $$;
 comment on function eventlive.require_user(uuid, boolean) is
 'Raises 401 user_not_found when the user is not in auth.users; p_lock (writers): key share lock to commit.';
 
+-- 404 user_not_found: a user the call names as its argument (set_staff, chat_ban,
+-- service_role's register) is not in auth.users. Not the caller's own user, which is
+-- eventlive.require_user's 401. Its callers write a row that references the user: the
+-- key share lock holds auth.users' row to commit, so no 23503 can escape.
+create or replace function eventlive.require_named_user(p_user_id uuid)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    perform from auth.users as u where u.id = p_user_id for key share;
+    if not found then
+        raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
+    end if;
+end
+$$;
+comment on function eventlive.require_named_user(uuid) is
+'Raises 404 user_not_found when the user a call names is not in auth.users; key share lock to commit.';
+
 -- The call prologue, one place for its errors. Every function that needs a signed-in
 -- caller, a webinar or an open entry asks these helpers (the heartbeat excepted:
 -- api.track_access and eventlive.ping_core keep theirs inline, see their files), so

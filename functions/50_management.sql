@@ -91,10 +91,7 @@ begin
     end if;
     -- key share locks: the rows cannot vanish before the insert, so no 23503 escapes
     perform eventlive.require_webinar(set_staff.webinar_id, true);
-    perform from auth.users as u where u.id = set_staff.user_id for key share;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
-    end if;
+    perform eventlive.require_named_user(set_staff.user_id);
     insert into eventlive.webinar_staff as s (webinar_id, user_id, role)
     values (set_staff.webinar_id, set_staff.user_id, set_staff.role)
     on conflict (webinar_id, user_id) do update set role = excluded.role;
@@ -157,14 +154,11 @@ begin
         v_source := 'self';
         perform eventlive.require_entry_open(v_webinar, eventlive.now());
     end if;
-    if not v_service then
+    if v_service then
+        perform eventlive.require_named_user(v_target);
+    else
         -- yourself: your token's user is gone (401, as on every function), not "no such user"
         perform eventlive.require_user(v_target, true);
-    else
-        perform from auth.users as u where u.id = v_target for key share;
-        if not found then
-            raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
-        end if;
     end if;
     insert into eventlive.registrations as r (webinar_id, user_id, source, registered_at)
     values (v_webinar.id, v_target, v_source, eventlive.now())

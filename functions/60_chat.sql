@@ -31,6 +31,25 @@ $$;
 comment on function eventlive.room_role_is_staff(bigint, uuid) is
 'True for staff of the webinar, false for a registered viewer; raises 403 not_registered otherwise (401 user_not_found for a deleted user).';
 
+-- The room gate of every chat and Q&A write, for a webinar the caller found (401 and 404
+-- come first, from the caller): 403 webinar_closed, then 403 not_registered (401
+-- user_not_found for a deleted user). Returns whether the caller is staff. The writer
+-- then checks that its feature is on (chat_disabled, qa_disabled) and, for a viewer,
+-- the ban (eventlive.require_not_banned), in that order.
+create or replace function eventlive.require_room_member(p_webinar eventlive.webinars, p_uid uuid, p_at timestamptz)
+returns boolean
+language plpgsql
+stable
+set search_path = ''
+as $$
+begin
+    perform eventlive.require_entry_open(p_webinar, p_at);
+    return eventlive.room_role_is_staff(p_webinar.id, p_uid);
+end
+$$;
+comment on function eventlive.require_room_member(eventlive.webinars, uuid, timestamptz) is
+'Raises 403 webinar_closed, then not_registered (401 user_not_found); returns true for staff.';
+
 -- 403 banned while a ban of this viewer in this webinar holds (until null: for good).
 create or replace function eventlive.require_not_banned(p_webinar_id bigint, p_uid uuid, p_at timestamptz)
 returns void
@@ -103,29 +122,57 @@ $$;
 comment on function eventlive.retry_after(timestamptz[], integer, interval, integer, timestamptz) is
 'Whole seconds until another send is allowed under max_count per window and slow mode (0 = now).';
 
--- 429 rate_limited with Retry-After, through PostgREST's RAISE SQLSTATE 'PGRST': the
--- message is the response body, the detail its status and headers (the shim honours
--- both, as PostgREST does).
-create or replace function eventlive.raise_rate_limited(p_retry_after integer, p_what text) returns void
+-- The rate limit of chat and Q&A: 429 rate_limited with Retry-After unless a send is
+-- allowed now (eventlive.retry_after; p_recent, the sender's latest send times, newest
+-- first). Raised through PostgREST's RAISE SQLSTATE 'PGRST': the message is the response
+-- body, the detail its status and headers (the shim honours both, as PostgREST does).
+-- p_what names the sends in the message ('Too many <p_what>: ...').
+create or replace function eventlive.check_rate_limit(
+    p_recent timestamptz[], p_max_count integer, p_per interval, p_slow_mode_seconds integer, p_at timestamptz,
+    p_what text
+) returns void
 language plpgsql
 immutable
 set search_path = ''
 as $$
+declare
+    v_retry integer := eventlive.retry_after(p_recent, p_max_count, p_per, p_slow_mode_seconds, p_at);
 begin
-    raise sqlstate 'PGRST' using
-        message = pg_catalog.json_build_object(
-            'code', 'PT429',
-            'message', 'Too many ' || p_what || ': try again in ' || p_retry_after || ' s.',
-            'details', 'rate_limited',
-            'hint', 'Retry after ' || p_retry_after || ' s.'
-        )::text,
-        detail = pg_catalog.json_build_object(
-            'status', 429, 'headers', pg_catalog.json_build_object('Retry-After', p_retry_after::text)
-        )::text;
+    if v_retry > 0 then
+        raise sqlstate 'PGRST' using
+            message = pg_catalog.json_build_object(
+                'code', 'PT429',
+                'message', 'Too many ' || p_what || ': try again in ' || v_retry || ' s.',
+                'details', 'rate_limited',
+                'hint', 'Retry after ' || v_retry || ' s.'
+            )::text,
+            detail = pg_catalog.json_build_object(
+                'status', 429, 'headers', pg_catalog.json_build_object('Retry-After', v_retry::text)
+            )::text;
+    end if;
 end
 $$;
-comment on function eventlive.raise_rate_limited(integer, text) is
-'Raises HTTP 429 rate_limited with a Retry-After header (PostgREST''s SQLSTATE PGRST).';
+comment on function eventlive.check_rate_limit(timestamptz[], integer, interval, integer, timestamptz, text) is
+'Raises HTTP 429 rate_limited with a Retry-After header (PostgREST''s SQLSTATE PGRST) unless the limits allow a send now.';
+
+-- One sender's sends in one webinar run one at a time (chat_send, question_ask): a
+-- retry racing its original finds it stored, and the limits count every send. A
+-- transaction-scoped advisory lock on (channel, webinar, sender), in the one-bigint key
+-- space (eventlive.lock_viewer uses the two-int4 one).
+create or replace function eventlive.lock_sender(p_channel text, p_webinar_id bigint, p_uid uuid)
+returns void
+language plpgsql
+volatile
+set search_path = ''
+as $$
+begin
+    perform pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtextextended(p_channel || ':' || p_webinar_id || ':' || p_uid, 0)
+    );
+end
+$$;
+comment on function eventlive.lock_sender(text, bigint, uuid) is
+'Waits for, then holds until the end of the transaction, the lock on one sender''s sends on one channel of a webinar.';
 
 -- How soon a polling client may ask again: 2 s in a room of up to 249 present viewers,
 -- one more second per further 250 (1,000 viewers: 6 s; 5,000: 22 s), at most 30 s. The
@@ -202,25 +249,25 @@ $$;
 comment on function eventlive.publish_message(eventlive.chat_messages) is
 'Publishes a chat message''s state (message | message_hidden on chat, message_held on admin); returns the event seq.';
 
--- The answer of chat_send, for a new message and for a replay of a stored one.
-create or replace function eventlive.chat_receipt(p_message eventlive.chat_messages) returns jsonb
+-- The answer of chat_send and question_ask, for a new message or question and for a
+-- replay of a stored one.
+create or replace function eventlive.send_receipt(p_id bigint, p_seq bigint, p_created_at timestamptz, p_status text)
+returns jsonb
 language sql
 immutable
 set search_path = ''
 as $$
-    select pg_catalog.jsonb_build_object(
-        'id', (p_message).id, 'seq', (p_message).seq, 'created_at', (p_message).created_at, 'status', (p_message).status
-    )
+    select pg_catalog.jsonb_build_object('id', p_id, 'seq', p_seq, 'created_at', p_created_at, 'status', p_status)
 $$;
-comment on function eventlive.chat_receipt(eventlive.chat_messages) is
-'What chat_send answers: id, seq, created_at, status.';
+comment on function eventlive.send_receipt(bigint, bigint, timestamptz, text) is
+'What chat_send and question_ask answer: id, seq, created_at, status.';
 
 -- Send a chat message. Checks in this order: 401, 404 webinar_not_found,
 -- 403 webinar_closed, 403 not_registered, 403 chat_disabled / banned, then a replay of
 -- a stored client_msg_id returns the stored message, then 400 empty_message /
 -- message_too_long, then 429 rate_limited (5 per 30 s and the slow mode; staff exempt).
--- One sender's sends run one at a time (advisory lock per webinar and sender), so a
--- retry racing its original finds it stored and the limits count every send: no 23505.
+-- One sender's sends run one at a time (eventlive.lock_sender), so a retry racing its
+-- original finds it stored and the limits count every send: no 23505.
 create or replace function api.chat_send(
     webinar_id bigint,
     body text,
@@ -236,13 +283,10 @@ declare
     v_uid uuid := eventlive.require_sign_in('chat');
     v_now timestamptz := eventlive.now();
     v_webinar eventlive.webinars := eventlive.require_webinar(chat_send.webinar_id);
-    v_staff boolean;
+    v_staff boolean := eventlive.require_room_member(v_webinar, v_uid, v_now);
     v_settings eventlive.room_settings;
     v_message eventlive.chat_messages;
-    v_retry integer;
 begin
-    perform eventlive.require_entry_open(v_webinar, v_now);
-    v_staff := eventlive.room_role_is_staff(v_webinar.id, v_uid);
     select s.* into v_settings from eventlive.room_settings as s where s.webinar_id = v_webinar.id;
     if not v_settings.chat_enabled then
         raise exception using errcode = 'PT403', message = 'Chat is turned off in this webinar.',
@@ -252,31 +296,26 @@ begin
         perform eventlive.require_not_banned(v_webinar.id, v_uid, v_now);
     end if;
 
-    perform pg_catalog.pg_advisory_xact_lock(
-        pg_catalog.hashtextextended('chat:' || v_webinar.id || ':' || v_uid, 0)
-    );
+    perform eventlive.lock_sender('chat', v_webinar.id, v_uid);
     if chat_send.client_msg_id is not null then
         select m.* into v_message from eventlive.chat_messages as m
         where m.webinar_id = v_webinar.id and m.user_id = v_uid and m.client_msg_id = chat_send.client_msg_id;
         if found then
-            return eventlive.chat_receipt(v_message);
+            return eventlive.send_receipt(v_message.id, v_message.seq, v_message.created_at, v_message.status);
         end if;
     end if;
 
     perform eventlive.check_message_body(chat_send.body, v_settings.max_message_chars);
     if not v_staff then
-        v_retry := eventlive.retry_after(
+        perform eventlive.check_rate_limit(
             array(
                 select m.created_at from eventlive.chat_messages as m
                 where m.webinar_id = v_webinar.id and m.user_id = v_uid
                 order by m.created_at desc
                 limit 5
             ),
-            5, interval '30 seconds', v_settings.slow_mode_seconds, v_now
+            5, interval '30 seconds', v_settings.slow_mode_seconds, v_now, 'messages'
         );
-        if v_retry > 0 then
-            perform eventlive.raise_rate_limited(v_retry, 'messages');
-        end if;
     end if;
 
     -- The sender's auth.users row, locked before the room seq lock: a user deleted
@@ -297,7 +336,7 @@ begin
         v_message.id, v_message.webinar_id, v_message.user_id, v_message.client_msg_id, v_message.body,
         v_message.status, v_message.seq, v_message.created_at
     );
-    return eventlive.chat_receipt(v_message);
+    return eventlive.send_receipt(v_message.id, v_message.seq, v_message.created_at, v_message.status);
 end
 $$;
 comment on function api.chat_send(bigint, text, uuid) is
@@ -482,11 +521,7 @@ begin
         raise exception using errcode = '22023', message = 'minutes must be between 1 and 525600, or null.',
             detail = 'invalid_minutes';
     end if;
-    -- key share lock: the user cannot vanish before the insert, so no 23503 escapes
-    perform from auth.users as u where u.id = chat_ban.user_id for key share;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This user does not exist.', detail = 'user_not_found';
-    end if;
+    perform eventlive.require_named_user(chat_ban.user_id);  -- locked: no 23503 on the insert
     if exists (
         select from eventlive.webinar_staff as s where s.webinar_id = v_webinar.id and s.user_id = chat_ban.user_id
     ) then

@@ -54,9 +54,9 @@ comment on function eventlive.publish_question(eventlive.questions, text) is
 'Publishes a question''s state on the qa channel; returns the event seq.';
 
 -- The room gate of the Q&A writes, for a webinar the caller found (401 and 404 come
--- first, from the caller): 403 webinar_closed, 403 not_registered (401 user_not_found
--- for a deleted user), 403 qa_disabled, 403 banned (staff are never banned). Returns
--- whether the caller is staff.
+-- first, from the caller): eventlive.require_room_member (403 webinar_closed, 403
+-- not_registered, 401 user_not_found for a deleted user), 403 qa_disabled, 403 banned
+-- (staff are never banned). Returns whether the caller is staff.
 create or replace function eventlive.require_qa_open(p_webinar eventlive.webinars, p_uid uuid, p_at timestamptz)
 returns boolean
 language plpgsql
@@ -64,10 +64,8 @@ stable
 set search_path = ''
 as $$
 declare
-    v_staff boolean;
+    v_staff boolean := eventlive.require_room_member(p_webinar, p_uid, p_at);
 begin
-    perform eventlive.require_entry_open(p_webinar, p_at);
-    v_staff := eventlive.room_role_is_staff(p_webinar.id, p_uid);
     if not (select s.qa_enabled from eventlive.room_settings as s where s.webinar_id = p_webinar.id) then
         raise exception using errcode = 'PT403', message = 'Q&A is turned off in this webinar.', detail = 'qa_disabled';
     end if;
@@ -79,6 +77,33 @@ end
 $$;
 comment on function eventlive.require_qa_open(eventlive.webinars, uuid, timestamptz) is
 'Raises 403 webinar_closed, not_registered (401 user_not_found), qa_disabled or banned; returns true for staff.';
+
+-- The question a call names, or 404 question_not_found. p_for_update (staff writing the
+-- question itself, question_answer): the row is locked to commit; a vote reads it
+-- unlocked (its count is updated, and so locked, only when it changes).
+create or replace function eventlive.require_question(p_question_id bigint, p_for_update boolean)
+returns eventlive.questions
+language plpgsql
+volatile
+set search_path = ''
+as $$
+declare
+    v_question eventlive.questions;
+begin
+    if p_for_update then
+        select q.* into v_question from eventlive.questions as q where q.id = p_question_id for update;
+    else
+        select q.* into v_question from eventlive.questions as q where q.id = p_question_id;
+    end if;
+    if not found then
+        raise exception using errcode = 'PT404', message = 'This question does not exist.',
+            detail = 'question_not_found';
+    end if;
+    return v_question;
+end
+$$;
+comment on function eventlive.require_question(bigint, boolean) is
+'Returns the question; raises 404 question_not_found. p_for_update (staff writes): the row locked to commit.';
 
 -- Ask a question. Checks in chat_send's order: 401, 404, 403 webinar_closed,
 -- not_registered, qa_disabled / banned, replay of client_msg_id, 400 empty_message /
@@ -102,20 +127,13 @@ declare
     v_webinar eventlive.webinars := eventlive.require_webinar(question_ask.webinar_id);
     v_staff boolean := eventlive.require_qa_open(v_webinar, v_uid, v_now);
     v_question eventlive.questions;
-    v_retry integer;
 begin
-
-    perform pg_catalog.pg_advisory_xact_lock(
-        pg_catalog.hashtextextended('qa:' || v_webinar.id || ':' || v_uid, 0)
-    );
+    perform eventlive.lock_sender('qa', v_webinar.id, v_uid);
     if question_ask.client_msg_id is not null then
         select q.* into v_question from eventlive.questions as q
         where q.webinar_id = v_webinar.id and q.user_id = v_uid and q.client_msg_id = question_ask.client_msg_id;
         if found then
-            return pg_catalog.jsonb_build_object(
-                'id', v_question.id, 'seq', v_question.seq, 'created_at', v_question.created_at,
-                'status', v_question.status
-            );
+            return eventlive.send_receipt(v_question.id, v_question.seq, v_question.created_at, v_question.status);
         end if;
     end if;
 
@@ -124,18 +142,15 @@ begin
         (select s.max_message_chars from eventlive.room_settings as s where s.webinar_id = v_webinar.id)
     );
     if not v_staff then
-        v_retry := eventlive.retry_after(
+        perform eventlive.check_rate_limit(
             array(
                 select q.created_at from eventlive.questions as q
                 where q.webinar_id = v_webinar.id and q.user_id = v_uid
                 order by q.created_at desc
                 limit 3
             ),
-            3, interval '60 seconds', 0, v_now
+            3, interval '60 seconds', 0, v_now, 'questions'
         );
-        if v_retry > 0 then
-            perform eventlive.raise_rate_limited(v_retry, 'questions');
-        end if;
     end if;
 
     -- As in chat_send: the asker's row locked before the room seq lock and the insert.
@@ -157,9 +172,7 @@ begin
         v_question.id, v_question.webinar_id, v_question.user_id, v_question.client_msg_id, v_question.body,
         v_question.anonymous, v_question.status, 0, v_question.seq, v_now, v_now
     );
-    return pg_catalog.jsonb_build_object(
-        'id', v_question.id, 'seq', v_question.seq, 'created_at', v_question.created_at, 'status', v_question.status
-    );
+    return eventlive.send_receipt(v_question.id, v_question.seq, v_question.created_at, v_question.status);
 end
 $$;
 comment on function api.question_ask(bigint, text, uuid, boolean) is
@@ -180,15 +193,10 @@ as $$
 declare
     v_uid uuid := eventlive.require_sign_in('vote');
     v_now timestamptz := eventlive.now();
-    v_question eventlive.questions;
+    v_question eventlive.questions := eventlive.require_question(question_vote.question_id, false);
     v_webinar eventlive.webinars;
     v_delta integer := 0;
 begin
-    select q.* into v_question from eventlive.questions as q where q.id = question_vote.question_id;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This question does not exist.',
-            detail = 'question_not_found';
-    end if;
     select w.* into v_webinar from eventlive.webinars as w where w.id = v_question.webinar_id;
     perform eventlive.require_qa_open(v_webinar, v_uid, v_now);
     if v_question.status = 'dismissed' then
@@ -342,11 +350,7 @@ begin
         raise exception using errcode = '22023', message = 'The answer is longer than 2000 characters.',
             detail = 'answer_too_long';
     end if;
-    select q.* into v_question from eventlive.questions as q where q.id = question_answer.question_id for update;
-    if not found then
-        raise exception using errcode = 'PT404', message = 'This question does not exist.',
-            detail = 'question_not_found';
-    end if;
+    v_question := eventlive.require_question(question_answer.question_id, true);
     perform eventlive.require_staff_of(v_question.webinar_id);  -- the question's webinar exists
     if v_question.status is distinct from question_answer.status
         or (question_answer.answer is not null and v_question.answer is distinct from question_answer.answer) then

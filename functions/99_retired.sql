@@ -9,3 +9,8 @@ drop function if exists eventlive.sample_presence(bigint, timestamptz);
 -- Replaced within issue #18 by eventlive.require_webinar(bigint, boolean) and
 -- eventlive.require_entry_open (00_helpers.sql).
 drop function if exists eventlive.require_webinar(bigint, timestamptz, boolean);
+
+-- Replaced within issue #18: eventlive.check_rate_limit (the retry and the 429 in one
+-- check) and eventlive.send_receipt (chat_send's and question_ask's answer), 60_chat.sql.
+drop function if exists eventlive.raise_rate_limited(integer, text);
+drop function if exists eventlive.chat_receipt(eventlive.chat_messages);

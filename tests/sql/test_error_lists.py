@@ -6,7 +6,7 @@ calls. A helper raises each of its errors whatever its arguments (functions/00_h
 says so), which makes the call graph an exact account.
 
 Two indirect forms are read too: PostgREST's ``raise sqlstate 'PGRST'`` (status and
-reason in its JSON message, eventlive.raise_rate_limited), and a raise of a reason held
+reason in its JSON message, eventlive.check_rate_limit), and a raise of a reason held
 in a variable (api.presence_ping): its reasons are the ``return '<reason>'`` values of
 the text-returning helpers the function calls (eventlive.ping_core), their SQLSTATEs
 what the helper with an ``out sqlstate`` (eventlive.ping_error) answers for each."""
@@ -204,7 +204,7 @@ def test_the_derivation_follows_helpers_variables_and_postgrest_raises(
         (403, "webinar_closed"),  # eventlive.require_entry_open
         (401, "user_not_found"),  # room_role_is_staff -> require_user, two helpers down
         (403, "chat_disabled"),  # its own body
-        (429, "rate_limited"),  # raise sqlstate 'PGRST' in raise_rate_limited
+        (429, "rate_limited"),  # raise sqlstate 'PGRST' in check_rate_limit
     } <= send
     ping = raised_errors(admin_conn, functions["api.presence_ping(bigint,uuid)"])
     assert (400, "invalid_session_id") in ping  # ping_core's return, ping_error's 22023
