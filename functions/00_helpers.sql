@@ -13,9 +13,7 @@
 
 -- The clock. sql/0002_core_tables.sql created it (applied once); redefined here, pinned.
 create or replace function eventlive.now() returns timestamptz
-language plpgsql stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 begin
     return pg_catalog.now();
 end
@@ -28,9 +26,7 @@ comment on function eventlive.now() is 'Current time for eventlive functions; th
 create or replace function eventlive.entry_open(
     state text, closes_at timestamptz, at timestamptz
 ) returns boolean
-language plpgsql immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 begin
     return state in ('scheduled', 'live') and (closes_at is null or at < closes_at);
 end
@@ -41,9 +37,7 @@ comment on function eventlive.entry_open(text, timestamptz, timestamptz) is
 -- The service role is recognised by the role the request switched to, not by a claim:
 -- any session may set request.jwt.claims, only members of service_role may set role.
 create or replace function eventlive.is_service_role() returns boolean
-language plpgsql stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 begin
     return pg_catalog.current_setting('role', true) = 'service_role';
 end
@@ -56,9 +50,7 @@ comment on function eventlive.is_service_role() is
 -- policies call it as `webinar_id in (select eventlive.staff_webinar_ids())`, which
 -- Postgres evaluates once per statement.
 create or replace function eventlive.staff_webinar_ids() returns setof bigint
-language sql stable security definer
-set search_path = ''
-as $$
+language sql stable security definer set search_path = '' as $$
     select s.webinar_id from eventlive.webinar_staff as s where s.user_id = (select auth.uid())
 $$;
 comment on function eventlive.staff_webinar_ids() is
@@ -68,9 +60,7 @@ grant execute on function eventlive.staff_webinar_ids() to authenticated;
 -- Presence window: a viewer counts as present when seen within 1.5 heartbeats
 -- (heartbeat + 50 % grace for jitter, the ping throttle and slow networks).
 create or replace function eventlive.presence_window(heartbeat_seconds integer) returns interval
-language plpgsql immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 begin
     return pg_catalog.make_interval(secs => heartbeat_seconds * 1.5);
 end
@@ -82,9 +72,7 @@ comment on function eventlive.presence_window(integer) is
 -- last written one writes nothing. Normal clients ping once per heartbeat and always
 -- write; retry loops, duplicated tabs and reconnect storms cost a read, not a write.
 create or replace function eventlive.ping_throttle(heartbeat_seconds integer) returns interval
-language plpgsql immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 begin
     return pg_catalog.make_interval(secs => heartbeat_seconds / 4.0);
 end
@@ -103,10 +91,7 @@ comment on function eventlive.ping_throttle(integer) is
 -- may not take one. Volatile for the lock; no table write.
 create or replace function eventlive.require_user(p_uid uuid, p_lock boolean)
 returns void
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 begin
     if p_lock then
         perform from auth.users as u where u.id = p_uid for key share;
@@ -128,10 +113,7 @@ comment on function eventlive.require_user(uuid, boolean) is
 -- key share lock holds auth.users' row to commit, so no 23503 can escape.
 create or replace function eventlive.require_named_user(p_user_id uuid)
 returns void
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 begin
     perform from auth.users as u where u.id = p_user_id for key share;
     if not found then
@@ -155,10 +137,7 @@ comment on function eventlive.require_named_user(uuid) is
 -- message: 'Sign in to <p_to>.'
 create or replace function eventlive.require_sign_in(p_to text, p_service_ok boolean default false)
 returns uuid
-language plpgsql
-stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 declare
     v_uid uuid := auth.uid();
 begin
@@ -177,10 +156,7 @@ comment on function eventlive.require_sign_in(text, boolean) is
 -- escape. Volatile for the lock, as eventlive.require_user; no table write.
 create or replace function eventlive.require_webinar(p_webinar_id bigint, p_lock boolean default false)
 returns eventlive.webinars
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 declare
     v_webinar eventlive.webinars;
 begin
@@ -204,10 +180,7 @@ comment on function eventlive.require_webinar(bigint, boolean) is
 -- (register), or on a webinar reached through a row that references it (question_vote).
 create or replace function eventlive.require_entry_open(p_webinar eventlive.webinars, p_at timestamptz)
 returns void
-language plpgsql
-immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 begin
     if not eventlive.entry_open(p_webinar.state, p_webinar.closes_at, p_at) then
         raise exception using errcode = 'PT403', message = 'This webinar is not open.', detail = 'webinar_closed';
@@ -220,10 +193,7 @@ comment on function eventlive.require_entry_open(eventlive.webinars, timestamptz
 -- The size of a page: 400 invalid_max_rows unless max_rows is 1..1000.
 create or replace function eventlive.check_max_rows(p_max_rows integer)
 returns void
-language plpgsql
-immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 begin
     if p_max_rows is null or p_max_rows not between 1 and 1000 then
         raise exception using errcode = '22023', message = 'max_rows must be between 1 and 1000.',
@@ -238,10 +208,7 @@ comment on function eventlive.check_max_rows(integer) is
 -- the page size (eventlive.check_max_rows).
 create or replace function eventlive.check_page(p_after_seq bigint, p_max_rows integer)
 returns void
-language plpgsql
-immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 begin
     if p_after_seq is null or p_after_seq < 0 then
         raise exception using errcode = '22023', message = 'after_seq must be 0 or a seq from an earlier answer.',
@@ -258,10 +225,7 @@ comment on function eventlive.check_page(bigint, integer) is
 -- no longer exists). Returns the caller's user id (null for service_role).
 create or replace function eventlive.require_staff_of(p_webinar_id bigint)
 returns uuid
-language plpgsql
-stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 declare
     v_uid uuid;
 begin
@@ -287,9 +251,7 @@ comment on function eventlive.require_staff_of(bigint) is
 -- check (eventlive.require_staff_of). Returns the webinar.
 create or replace function eventlive.require_staff(p_webinar_id bigint)
 returns eventlive.webinars
-language plpgsql stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 declare
     v_webinar eventlive.webinars := eventlive.require_webinar(p_webinar_id);
 begin

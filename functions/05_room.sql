@@ -5,11 +5,7 @@
 -- eventlive_migrations.objects): then publish also sends every event through it. False
 -- with the plain-PostgreSQL stand-in, whose realtime.messages nobody broadcasts from.
 create or replace function eventlive.forwards_to_realtime() returns boolean
-language sql
-stable
-security definer
-set search_path = ''
-as $$
+language sql stable security definer set search_path = '' as $$
     select pg_catalog.to_regprocedure('realtime.send(jsonb, text, text, boolean)') is not null
         and not exists (
             select from eventlive_migrations.objects as o
@@ -34,11 +30,7 @@ comment on function eventlive.forwards_to_realtime() is
 create or replace function eventlive.publish(
     webinar_id bigint, channel text, event text, payload jsonb
 ) returns bigint
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 declare
     v_seq bigint;
 begin
@@ -85,10 +77,7 @@ comment on function eventlive.publish(bigint, text, text, jsonb) is
 create or replace function eventlive.room_events_since(
     webinar_id bigint, after_seq bigint, max_rows integer
 ) returns setof eventlive.room_events
-language sql
-stable
-set search_path = ''
-as $$
+language sql stable set search_path = '' as $$
     select e.*
     from eventlive.room_events as e
     where e.webinar_id = room_events_since.webinar_id and e.seq > room_events_since.after_seq
@@ -103,10 +92,7 @@ grant execute on function eventlive.room_events_since(bigint, bigint, integer) t
 -- lost NOTIFY costs one cheap query for all active webinars, not one per webinar.
 create or replace function eventlive.room_last_seqs(webinar_ids bigint[])
 returns table (webinar_id bigint, last_seq bigint)
-language sql
-stable
-set search_path = ''
-as $$
+language sql stable set search_path = '' as $$
     select s.webinar_id, s.last_seq
     from eventlive.room_sequences as s
     where s.webinar_id = any(room_last_seqs.webinar_ids)
@@ -123,11 +109,7 @@ grant execute on function eventlive.room_last_seqs(bigint[]) to eventlive_hub;
 -- policy on realtime.messages can read registrations and staff whatever the caller's
 -- own RLS; it answers only for the caller, so it is no oracle about other users.
 create or replace function eventlive.may_receive(topic text) returns boolean
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
+language plpgsql stable security definer set search_path = '' as $$
 declare
     v_uid uuid := (select auth.uid());
     v_parts text[];

@@ -6,10 +6,7 @@
 -- Invoker rights: only the security definer api functions call it (no grant).
 create or replace function eventlive.lock_viewer(p_webinar_id bigint, p_user_id uuid)
 returns void
-language sql
-volatile
-set search_path = ''
-as $$
+language sql volatile set search_path = '' as $$
     select pg_catalog.pg_advisory_xact_lock(
         (p_webinar_id % 2147483647)::integer, pg_catalog.hashtext(p_user_id::text)
     )

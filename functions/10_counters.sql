@@ -4,9 +4,7 @@
 -- Invoker rights suffice: the writers of registrations are the security definer api
 -- functions (as owner) and service_role, which may write webinar_counters itself.
 create or replace function eventlive.count_registrations() returns trigger
-language plpgsql
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 declare
     v_registrations integer := 0;
     v_viewers integer := 0;

@@ -6,10 +6,7 @@
 -- Invoker rights: only the security definer api functions call it (no grant).
 create or replace function eventlive.record_presence_minute(p_webinar_id bigint, p_at timestamptz)
 returns void
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 declare
     v_minute timestamptz := pg_catalog.date_trunc('minute', p_at);
     v_heartbeat integer;

@@ -10,11 +10,7 @@ create or replace function api.track_access(
     session_id uuid default null,
     client jsonb default null
 ) returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := auth.uid();

@@ -4,9 +4,7 @@
 create or replace function eventlive.ping_error(
     reason text, out sqlstate text, out message text, out hint text
 )
-language sql immutable
-set search_path = ''
-as $$
+language sql immutable set search_path = '' as $$
     select e.sqlstate, e.message, e.hint
     from (values
         ('not_authenticated', 'PT401', 'Sign in to send heartbeats.', null),
@@ -39,10 +37,7 @@ create or replace function eventlive.ping_core(
     p_webinar_id bigint, p_user_id uuid, p_session_id uuid, p_now timestamptz
 )
 returns text
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 declare
     v_webinar record;
     v_current uuid;
@@ -113,11 +108,7 @@ comment on function eventlive.ping_core(bigint, uuid, uuid, timestamptz) is
 -- Security definer: viewers cannot write presence directly.
 create or replace function api.presence_ping(webinar_id bigint, session_id uuid)
 returns void
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 declare
     v_reason text;
     v_error record;
@@ -149,11 +140,7 @@ grant execute on function api.presence_ping(bigint, uuid) to authenticated;
 -- Takes the viewer's entry lock so that it interleaves cleanly with track_access.
 create or replace function api.presence_leave(webinar_id bigint, session_id uuid)
 returns void
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := eventlive.require_sign_in('leave a webinar');

@@ -14,11 +14,7 @@ create or replace function eventlive.presence_ping_batch(
     p_webinar_ids bigint[], p_user_ids uuid[], p_session_ids uuid[]
 )
 returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 declare
     v_now timestamptz := eventlive.now();
     v_out jsonb := '{}';

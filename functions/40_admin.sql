@@ -10,11 +10,7 @@
 -- heartbeat arrived within the presence window.
 create or replace function api.access_stats(webinar_id bigint)
 returns jsonb
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
+language plpgsql stable security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_now timestamptz := eventlive.now();
@@ -77,11 +73,7 @@ create or replace function api.participants(
     after uuid default null,
     max_rows integer default 100
 ) returns jsonb
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
+language plpgsql stable security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_now timestamptz := eventlive.now();
@@ -130,11 +122,7 @@ grant execute on function api.participants(bigint, uuid, integer) to authenticat
 -- sees all. Ids not visible or without a profile are left out, not an error.
 create or replace function api.profiles_batch(user_ids uuid[])
 returns jsonb
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
+language plpgsql stable security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := eventlive.require_sign_in('read profiles', true);

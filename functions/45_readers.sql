@@ -8,11 +8,7 @@
 -- staff (and service_role); anyone else gets null, which shares nothing.
 create or replace function eventlive.staff_readers(webinar_id bigint)
 returns jsonb
-language sql
-stable
-security definer
-set search_path = ''
-as $$
+language sql stable security definer set search_path = '' as $$
     select pg_catalog.jsonb_build_object(
         'roles', pg_catalog.jsonb_build_array('service_role'),
         'users', coalesce(pg_catalog.jsonb_agg(s.user_id), '[]'::jsonb)
@@ -36,11 +32,7 @@ grant execute on function eventlive.staff_readers(bigint) to authenticated, serv
 -- told only to a member of it.
 create or replace function eventlive.room_readers(webinar_id bigint)
 returns jsonb
-language sql
-stable
-security definer
-set search_path = ''
-as $$
+language sql stable security definer set search_path = '' as $$
     select coalesce(
         -- the staff class: the staff readers (null unless the caller is one of them)
         eventlive.staff_readers(room_readers.webinar_id) || '{"class": "staff"}'::jsonb,

@@ -13,11 +13,7 @@ create or replace function api.upsert_webinar(
     heartbeat_seconds integer default 120,
     track_seconds integer default 300
 ) returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_created boolean;
@@ -79,11 +75,7 @@ grant execute on function api.upsert_webinar(
 
 create or replace function api.set_staff(webinar_id bigint, user_id uuid, role text default 'host')
 returns void
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 begin
     if set_staff.role is null or set_staff.role not in ('host', 'moderator') then
@@ -103,11 +95,7 @@ grant execute on function api.set_staff(bigint, uuid, text) to service_role;
 
 create or replace function api.remove_staff(webinar_id bigint, user_id uuid)
 returns void
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 begin
     perform eventlive.require_webinar(remove_staff.webinar_id);
@@ -126,11 +114,7 @@ grant execute on function api.remove_staff(bigint, uuid) to service_role;
 -- user is refused before auth.users is read.
 create or replace function api.register(webinar_id bigint, user_id uuid default null)
 returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := eventlive.require_sign_in('register', true);

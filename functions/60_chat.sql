@@ -8,10 +8,7 @@
 -- Staff of the webinar (true), a registered viewer (false), or 403 not_registered
 -- (401 user_not_found when the user no longer exists: their rows went with them).
 create or replace function eventlive.room_role_is_staff(p_webinar_id bigint, p_uid uuid) returns boolean
-language plpgsql
-stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 begin
     if exists (
         select from eventlive.webinar_staff as s where s.webinar_id = p_webinar_id and s.user_id = p_uid
@@ -38,10 +35,7 @@ comment on function eventlive.room_role_is_staff(bigint, uuid) is
 -- the ban (eventlive.require_not_banned), in that order.
 create or replace function eventlive.require_room_member(p_webinar eventlive.webinars, p_uid uuid, p_at timestamptz)
 returns boolean
-language plpgsql
-stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 begin
     perform eventlive.require_entry_open(p_webinar, p_at);
     return eventlive.room_role_is_staff(p_webinar.id, p_uid);
@@ -53,10 +47,7 @@ comment on function eventlive.require_room_member(eventlive.webinars, uuid, time
 -- 403 banned while a ban of this viewer in this webinar holds (until null: for good).
 create or replace function eventlive.require_not_banned(p_webinar_id bigint, p_uid uuid, p_at timestamptz)
 returns void
-language plpgsql
-stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 declare
     v_until timestamptz;
 begin
@@ -75,10 +66,7 @@ comment on function eventlive.require_not_banned(bigint, uuid, timestamptz) is
 -- 400 empty_message (null, blank or whitespace only, Unicode spaces included) or
 -- message_too_long (more characters than the limit).
 create or replace function eventlive.check_message_body(p_body text, p_max_chars integer) returns void
-language plpgsql
-immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 begin
     if p_body is null
         or p_body ~ '^[[:space:]\u00a0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]*$' then
@@ -100,10 +88,7 @@ comment on function eventlive.check_message_body(text, integer) is
 create or replace function eventlive.retry_after(
     recent timestamptz[], max_count integer, per interval, slow_mode_seconds integer, at timestamptz
 ) returns integer
-language sql
-immutable
-set search_path = ''
-as $$
+language sql immutable set search_path = '' as $$
     select greatest(
         case
             when pg_catalog.cardinality(recent) >= max_count and recent[max_count] > at - per
@@ -131,10 +116,7 @@ create or replace function eventlive.check_rate_limit(
     p_recent timestamptz[], p_max_count integer, p_per interval, p_slow_mode_seconds integer, p_at timestamptz,
     p_what text
 ) returns void
-language plpgsql
-immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 declare
     v_retry integer := eventlive.retry_after(p_recent, p_max_count, p_per, p_slow_mode_seconds, p_at);
 begin
@@ -161,10 +143,7 @@ comment on function eventlive.check_rate_limit(timestamptz[], integer, interval,
 -- space (eventlive.lock_viewer uses the two-int4 one).
 create or replace function eventlive.lock_sender(p_channel text, p_webinar_id bigint, p_uid uuid)
 returns void
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 begin
     perform pg_catalog.pg_advisory_xact_lock(
         pg_catalog.hashtextextended(p_channel || ':' || p_webinar_id || ':' || p_uid, 0)
@@ -179,10 +158,7 @@ comment on function eventlive.lock_sender(text, bigint, uuid) is
 -- viewer count is the latest per-minute presence sample (one index row), so the answer
 -- grows with the crowd that polls, and polling load grows far slower than the crowd.
 create or replace function eventlive.poll_after_seconds(p_webinar_id bigint) returns integer
-language sql
-stable
-set search_path = ''
-as $$
+language sql stable set search_path = '' as $$
     select least(30, 2 + coalesce((
         select m.viewers from eventlive.presence_minutes as m
         where m.webinar_id = p_webinar_id
@@ -198,10 +174,7 @@ comment on function eventlive.poll_after_seconds(bigint) is
 create or replace function eventlive.chat_item(
     p_message eventlive.chat_messages, p_display_name text, p_for_staff boolean
 ) returns jsonb
-language plpgsql
-immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 begin
     if not p_for_staff and p_message.status in ('hidden', 'deleted') then
         return pg_catalog.jsonb_build_object('id', p_message.id, 'seq', p_message.seq, 'hidden', true);
@@ -226,10 +199,7 @@ comment on function eventlive.chat_item(eventlive.chat_messages, text, boolean) 
 -- the row): 'message' on chat when visible, 'message_hidden' on chat when hidden or
 -- deleted, 'message_held' on admin (staff only) when held.
 create or replace function eventlive.publish_message(p_message eventlive.chat_messages) returns bigint
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 declare
     v_name text;
 begin
@@ -253,10 +223,7 @@ comment on function eventlive.publish_message(eventlive.chat_messages) is
 -- replay of a stored one.
 create or replace function eventlive.send_receipt(p_id bigint, p_seq bigint, p_created_at timestamptz, p_status text)
 returns jsonb
-language sql
-immutable
-set search_path = ''
-as $$
+language sql immutable set search_path = '' as $$
     select pg_catalog.jsonb_build_object('id', p_id, 'seq', p_seq, 'created_at', p_created_at, 'status', p_status)
 $$;
 comment on function eventlive.send_receipt(bigint, bigint, timestamptz, text) is
@@ -273,11 +240,7 @@ create or replace function api.chat_send(
     body text,
     client_msg_id uuid default null
 ) returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := eventlive.require_sign_in('chat');
@@ -351,10 +314,7 @@ grant execute on function api.chat_send(bigint, text, uuid) to authenticated;
 create or replace function eventlive.require_room_reader(
     p_webinar_id bigint, p_after_seq bigint, p_max_rows integer, p_what text
 ) returns boolean
-language plpgsql
-stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 declare
     v_uid uuid := eventlive.require_sign_in('read ' || p_what, true);
     v_staff boolean;
@@ -375,10 +335,7 @@ comment on function eventlive.require_room_reader(bigint, bigint, integer, text)
 create or replace function eventlive.room_cursor(
     p_webinar_id bigint, p_after_seq bigint, p_max_rows integer, p_count bigint, p_last bigint
 ) returns jsonb
-language plpgsql
-stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 declare
     v_head bigint;
 begin
@@ -403,11 +360,7 @@ create or replace function api.chat_since(
     after_seq bigint default 0,
     max_rows integer default 100
 ) returns jsonb
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
+language plpgsql stable security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_staff boolean := eventlive.require_room_reader(
@@ -464,11 +417,7 @@ grant execute on function api.chat_since(bigint, bigint, integer) to authenticat
 -- Staff moderation of one message: hide | show | approve (a held message) | delete
 -- (final). Applying an action to a message already in that state changes nothing.
 create or replace function api.chat_moderate(message_id bigint, action text) returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := eventlive.require_sign_in('moderate', true);
@@ -507,11 +456,7 @@ grant execute on function api.chat_moderate(bigint, text) to authenticated, serv
 -- null) until the webinar ends. Banning again replaces the earlier ban.
 create or replace function api.chat_ban(webinar_id bigint, user_id uuid, minutes integer default null)
 returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_webinar eventlive.webinars := eventlive.require_staff(chat_ban.webinar_id);
@@ -540,11 +485,7 @@ comment on function api.chat_ban(bigint, uuid, integer) is
 grant execute on function api.chat_ban(bigint, uuid, integer) to authenticated, service_role;
 
 create or replace function api.chat_unban(webinar_id bigint, user_id uuid) returns void
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_webinar eventlive.webinars := eventlive.require_staff(chat_unban.webinar_id);
@@ -566,11 +507,7 @@ create or replace function api.room_settings(
     hold_for_review boolean default null,
     max_message_chars integer default null
 ) returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_webinar eventlive.webinars := eventlive.require_staff(room_settings.webinar_id);

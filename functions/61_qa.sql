@@ -7,10 +7,7 @@
 create or replace function eventlive.question_item(
     p_question eventlive.questions, p_display_name text, p_for_staff boolean
 ) returns jsonb
-language plpgsql
-immutable
-set search_path = ''
-as $$
+language plpgsql immutable set search_path = '' as $$
 declare
     v_named boolean := p_for_staff or not p_question.anonymous;
 begin
@@ -37,10 +34,7 @@ comment on function eventlive.question_item(eventlive.questions, text, boolean) 
 -- Publish a question's state on 'qa' (event 'question' or 'question_updated') and
 -- return the event's seq; the caller stores it on the row with published_at.
 create or replace function eventlive.publish_question(p_question eventlive.questions, p_event text) returns bigint
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 declare
     v_name text;
 begin
@@ -59,10 +53,7 @@ comment on function eventlive.publish_question(eventlive.questions, text) is
 -- (staff are never banned). Returns whether the caller is staff.
 create or replace function eventlive.require_qa_open(p_webinar eventlive.webinars, p_uid uuid, p_at timestamptz)
 returns boolean
-language plpgsql
-stable
-set search_path = ''
-as $$
+language plpgsql stable set search_path = '' as $$
 declare
     v_staff boolean := eventlive.require_room_member(p_webinar, p_uid, p_at);
 begin
@@ -83,10 +74,7 @@ comment on function eventlive.require_qa_open(eventlive.webinars, uuid, timestam
 -- unlocked (its count is updated, and so locked, only when it changes).
 create or replace function eventlive.require_question(p_question_id bigint, p_for_update boolean)
 returns eventlive.questions
-language plpgsql
-volatile
-set search_path = ''
-as $$
+language plpgsql volatile set search_path = '' as $$
 declare
     v_question eventlive.questions;
 begin
@@ -115,11 +103,7 @@ create or replace function api.question_ask(
     client_msg_id uuid default null,
     anonymous boolean default false
 ) returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := eventlive.require_sign_in('ask a question');
@@ -184,11 +168,7 @@ grant execute on function api.question_ask(bigint, text, uuid, boolean) to authe
 -- pushed as question_updated at most once per question per second; changes inside
 -- that second are marked votes_dirty and sent by eventlive.flush_question_votes.
 create or replace function api.question_vote(question_id bigint, up boolean default true) returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := eventlive.require_sign_in('vote');
@@ -244,11 +224,7 @@ grant execute on function api.question_vote(bigint, boolean) to authenticated;
 -- calls it on its tick for webinars with Q&A subscribers; skip locked, so it never
 -- waits for a voter.
 create or replace function eventlive.flush_question_votes(webinar_id bigint) returns integer
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 declare
     v_now timestamptz := eventlive.now();
     v_question eventlive.questions;
@@ -282,11 +258,7 @@ create or replace function api.questions(
     after_seq bigint default 0,
     max_rows integer default 100
 ) returns jsonb
-language plpgsql
-stable
-security definer
-set search_path = ''
-as $$
+language plpgsql stable security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_staff boolean := eventlive.require_room_reader(
@@ -330,11 +302,7 @@ grant execute on function api.questions(bigint, bigint, integer) to authenticate
 -- its answer (null keeps the current one). Published as question_updated when changed.
 create or replace function api.question_answer(question_id bigint, status text, answer text default null)
 returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 #variable_conflict use_column
 declare
     v_uid uuid := eventlive.require_sign_in('answer questions', true);

@@ -17,11 +17,7 @@
 -- heartbeat and end_reason 'expired'. Returns the number ended.
 create or replace function eventlive.expire_sessions(p_now timestamptz, p_batch integer)
 returns integer
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 declare
     v_ended integer;
 begin
@@ -63,11 +59,7 @@ comment on function eventlive.expire_sessions(timestamptz, integer) is
 -- values list; a table that does not exist (yet) is skipped.
 create or replace function eventlive.prune_history(p_keep_since timestamptz, p_batch integer)
 returns integer
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 declare
     v_table regclass;
     v_column text;
@@ -101,11 +93,7 @@ comment on function eventlive.prune_history(timestamptz, integer) is
 create or replace function eventlive.housekeeping_step(
     p_retention interval default '30 days', p_batch integer default 1000
 ) returns jsonb
-language plpgsql
-volatile
-security definer
-set search_path = ''
-as $$
+language plpgsql volatile security definer set search_path = '' as $$
 declare
     v_now timestamptz := eventlive.now();
 begin

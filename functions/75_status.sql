@@ -6,11 +6,7 @@
 -- presence window helper itself (no grant); only service_role may call this.
 create or replace function eventlive.status_sample()
 returns table (webinar_id bigint, title text, viewers bigint, entries bigint)
-language sql
-stable
-security definer
-set search_path = ''
-as $$
+language sql stable security definer set search_path = '' as $$
     with live as materialized (
         -- once per webinar, not per presence row: the helpers are not inlined
         select
