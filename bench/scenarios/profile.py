@@ -35,7 +35,7 @@ AREAS = {
     "metrics (shim.http.metrics, prometheus_client)": ("shim/http/metrics.py", "prometheus_client"),
     "access log drain (shim.http.accesslog)": ("shim/http/accesslog.py",),
     "logging": ("logging/",),
-    "shim request handling (shim.http.hot, calls, respond, app, ...)": ("shim/",),
+    "shim request handling (shim.http.lean, pipeline, database, respond, ...)": ("shim/",),
     "Starlette (routing, requests, responses)": ("starlette/",),
     "uvicorn HTTP protocol (parsing, writing answers)": ("uvicorn/",),
     "asyncio / event loop (uvloop: sockets, callbacks)": ("asyncio/", "uvloop"),

@@ -24,6 +24,7 @@ from psycopg import sql
 
 from shim.doctor.model import Check, Conn, Finding, Scope, render
 from shim.supabase import OWNED_OBJECTS, SupabaseObject, is_supabase
+from shim.supabase.shape import MESSAGES_TABLE
 
 STAND_IN_COMMENT = "Stand-in for Supabase"
 
@@ -41,23 +42,12 @@ _DESCRIBE = {
 
 # Supabase's realtime.messages, for the restore script: Realtime recreates its daily
 # partitions itself once the table exists again.
-_MESSAGES = """alter table realtime.messages rename to messages_eventlive_copy;
+_MESSAGES = f"""alter table realtime.messages rename to messages_eventlive_copy;
 alter index if exists realtime.messages_pkey rename to messages_eventlive_copy_pkey;
 alter index if exists realtime.messages_inserted_at_topic_index
     rename to messages_eventlive_copy_topic_index;
-create table realtime.messages (
-    topic text not null, extension text not null, payload jsonb, event text,
-    private boolean default false,
-    updated_at timestamp without time zone not null default now(),
-    inserted_at timestamp without time zone not null default now(),
-    id uuid not null default gen_random_uuid(),
-    primary key (id, inserted_at)
-) partition by range (inserted_at);
-create index messages_inserted_at_topic_index on realtime.messages (inserted_at desc, topic)
-    where extension = 'broadcast' and private is true;
-alter table realtime.messages owner to {owner};
-alter table realtime.messages enable row level security;
-grant select, insert, update on realtime.messages to postgres, anon, authenticated, service_role;
+{MESSAGES_TABLE}
+alter table realtime.messages owner to {{owner}};
 -- then, as postgres: eventlive db migrate (re-creates eventlive's policies on it); drop
 -- realtime.messages_eventlive_copy once its rows (if any) are no longer wanted."""
 

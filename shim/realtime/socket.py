@@ -1,7 +1,7 @@
 """``GET /realtime/v1/websocket``: one Phoenix socket, as Supabase's Realtime answers it.
 
 Per connection: a receive loop that handles frames in order, a writer task that drains
-the connection's bounded queue (``hub.Sink``), and its channels by topic. Events handled:
+the connection's bounded queue (``sink.Sink``), and its channels by topic. Events handled:
 ``heartbeat`` (topic ``phoenix``), ``phx_join``, ``phx_leave``, ``access_token``,
 ``broadcast`` (client to server), ``presence`` (refused: not served). Every frame that
 carries a ref gets an answer on that ref; a frame that cannot be read gets an error reply

@@ -28,9 +28,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from shim import realtime
+from shim.console import Console
 from shim.http import full, ops
 from shim.http.catalog import RELOAD_CHANNEL
-from shim.http.console import Console
 from shim.http.errors import ApiError
 from shim.http.lean import LeanEntrance
 from shim.http.service import Service

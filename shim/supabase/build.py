@@ -22,7 +22,13 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import TupleRow
 
-from shim.supabase.shape import AUTH_ADMIN, AUTH_USERS_COMMENT, MIGRATOR, REALTIME_ADMIN
+from shim.supabase.shape import (
+    AUTH_ADMIN,
+    AUTH_USERS_COMMENT,
+    MESSAGES_TABLE,
+    MIGRATOR,
+    REALTIME_ADMIN,
+)
 
 Conn = psycopg.Connection[TupleRow]
 
@@ -139,21 +145,7 @@ reset role;
 _REALTIME = sql.SQL("""
 create schema realtime;
 grant usage on schema realtime to postgres, anon, authenticated, service_role;
-create table realtime.messages (
-    topic text not null,
-    extension text not null,
-    payload jsonb,
-    event text,
-    private boolean default false,
-    updated_at timestamp without time zone not null default now(),
-    inserted_at timestamp without time zone not null default now(),
-    id uuid not null default gen_random_uuid(),
-    primary key (id, inserted_at)
-) partition by range (inserted_at);
-create index messages_inserted_at_topic_index on realtime.messages (inserted_at desc, topic)
-    where extension = 'broadcast' and private is true;
-alter table realtime.messages enable row level security;
-grant select, insert, update on realtime.messages to postgres, anon, authenticated, service_role;
+{messages}
 create function realtime.topic() returns text language sql stable as $$
     select nullif(current_setting('realtime.topic', true), '')::text
 $$;
@@ -169,7 +161,7 @@ begin
         values (
             message_id,
             case when payload ? 'id' then payload
-                 else jsonb_set(payload, '{id}', to_jsonb(message_id)) end,
+                 else jsonb_set(payload, '{{id}}', to_jsonb(message_id)) end,
             event, topic, private, 'broadcast'
         );
     exception when others then
@@ -198,7 +190,7 @@ def build_database(conn: Conn, *, today: dt.date | None = None) -> None:
     """Schemas ``auth`` and ``realtime`` as on a Supabase project, with Realtime's daily
     partitions of ``realtime.messages`` from three days ago to three days ahead."""
     conn.execute(_AUTH.format(users_comment=sql.Literal(AUTH_USERS_COMMENT)))
-    conn.execute(_REALTIME)
+    conn.execute(_REALTIME.format(messages=sql.SQL(MESSAGES_TABLE)))
     day = (today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=3)
     for _ in range(7):
         partition = sql.Identifier("realtime", f"messages_{day:%Y_%m_%d}")

@@ -35,6 +35,23 @@ MARKER_ROLES = (SUPERUSER, AUTH_ADMIN, REALTIME_ADMIN)
 # GoTrue's comment on auth.users (its first migration), and Realtime's on messages (none).
 AUTH_USERS_COMMENT = "Auth: Stores user login data within a secure schema."
 
+# Realtime's realtime.messages today (its partitions, one per day, are created by Realtime).
+MESSAGES_TABLE = """create table realtime.messages (
+    topic text not null,
+    extension text not null,
+    payload jsonb,
+    event text,
+    private boolean default false,
+    updated_at timestamp without time zone not null default now(),
+    inserted_at timestamp without time zone not null default now(),
+    id uuid not null default gen_random_uuid(),
+    primary key (id, inserted_at)
+) partition by range (inserted_at);
+create index messages_inserted_at_topic_index on realtime.messages (inserted_at desc, topic)
+    where extension = 'broadcast' and private is true;
+alter table realtime.messages enable row level security;
+grant select, insert, update on realtime.messages to postgres, anon, authenticated, service_role;"""
+
 
 @dataclass(frozen=True)
 class SupabaseObject:

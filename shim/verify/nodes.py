@@ -20,8 +20,8 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
+from shim.console.verdicts import Counts, counts_from
 from shim.http.metrics import WINDOWS
-from shim.http.verdicts import Counts, counts_from
 
 
 class CannotCheckError(Exception):

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from shim.http.verdicts import FAIL, OK, Verdict
+from shim.console.verdicts import FAIL, OK, Verdict
 from shim.verify import EXIT_CANNOT_CHECK, EXIT_FAILED, EXIT_OK
 from shim.verify.flows import NA, Step
 

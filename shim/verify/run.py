@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 
-from shim.http.verdicts import FAIL, OK, Counts, Verdict, evaluate
+from shim.console.verdicts import FAIL, OK, Counts, Verdict, evaluate
 from shim.verify.flows import SetupError, run_flows
 from shim.verify.nodes import CannotCheckError, database_stats, scrape
 from shim.verify.report import Report

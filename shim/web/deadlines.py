@@ -1,10 +1,10 @@
 """Coarse deadlines without a timer per request.
 
-Every request used to arm and cancel timers of its own: one for its headers
-(``shim.serve.header_timeout``) and one for its body on the hot path. A ``Deadlines``
-keeps the pending ones in a dict and sweeps it with one timer every ``tick`` seconds
-(armed only while something is pending), so a request costs a dict entry added and
-removed, and a late one is handled between ``seconds`` and ``seconds + tick`` after it
+A timer per request (one for its headers, ``shim.serve.header_timeout``, and one for its
+body on the hot path) costs 3.3 us (``call_later``) to 4.4 us (``asyncio.timeout``) to
+arm and cancel. A ``Deadlines`` keeps the pending ones in a dict and sweeps it with one
+timer every ``tick`` seconds (armed only while something is pending), so a request costs
+a dict entry added and removed (0.33 us), and a late one is handled between ``seconds`` and ``seconds + tick`` after it
 was added. The tick is an eighth of the limit (``TICK_SHARE``): at most 12.5 % late,
 which for limits of seconds is what a client can tell. ``for_limit`` and
 ``tasks_for_limit`` keep one per event loop and limit.

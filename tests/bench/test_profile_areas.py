@@ -22,13 +22,13 @@ def test_every_shim_module_an_area_names_exists() -> None:
 def test_a_sample_counts_for_its_innermost_matching_frame(tmp_path: Path) -> None:
     raw = tmp_path / "raw.txt"
     raw.write_text(
-        "run (uvicorn/server.py:1);__call__ (shim/http/hot.py:9);identify (shim/http/auth.py:3) 3\n"
-        "run (uvicorn/server.py:1);__call__ (shim/http/hot.py:9);_pipeline (shim/http/exchange.py:5) 5\n"
-        "run (uvicorn/server.py:1);__call__ (shim/http/hot.py:9) 2\n"
+        "run (uvicorn/server.py:1);__call__ (shim/http/lean.py:9);identify (shim/http/auth.py:3) 3\n"
+        "run (uvicorn/server.py:1);__call__ (shim/http/lean.py:9);_pipeline (shim/http/exchange.py:5) 5\n"
+        "run (uvicorn/server.py:1);__call__ (shim/http/lean.py:9) 2\n"
     )
     areas = summarize(raw)["areas"]
     assert areas == {
         "database exchange (shim.http.exchange, coalesce; libpq calls, psycopg, psycopg_pool)": 0.5,
         "JWT verification (shim.http.auth, PyJWT, hmac)": 0.3,
-        "shim request handling (shim.http.hot, calls, respond, app, ...)": 0.2,
+        "shim request handling (shim.http.lean, pipeline, database, respond, ...)": 0.2,
     }

@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from shim.console.verdicts import Verdict, counts_from, evaluate
 from shim.http.service import Service
-from shim.http.verdicts import Verdict, counts_from, evaluate
 
 log = logging.getLogger("eventlive.status")
 

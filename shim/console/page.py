@@ -8,10 +8,10 @@ import datetime as dt
 from html import escape
 from importlib import resources
 
-from shim.http.console.sampler import FunctionStats, Snapshot
-from shim.http.verdicts import OK
+from shim.console.sampler import FunctionStats, Snapshot
+from shim.console.verdicts import OK
 
-_ASSETS = resources.files("shim.http.console") / "assets"
+_ASSETS = resources.files("shim.console") / "assets"
 
 
 def _asset(name: str) -> str:

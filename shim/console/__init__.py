@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from shim.http.console import page
-from shim.http.console.sampler import Sampler
+from shim.console import page
+from shim.console.sampler import Sampler
 from shim.http.errors import ApiError
 from shim.http.request import header
 from shim.http.service import Service
@@ -28,7 +28,7 @@ from shim.web.body import read_body
 COOKIE = "eventlive_status"
 INTERVAL = 2.0
 _MAX_COOKIE_SECONDS = 12 * 3600
-_CLIENT_JS = (resources.files("shim.http.console") / "assets" / "eventlive.js").read_bytes()
+_CLIENT_JS = (resources.files("shim.console") / "assets" / "eventlive.js").read_bytes()
 
 
 class Console:

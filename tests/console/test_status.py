@@ -14,7 +14,7 @@ import httpx
 import psycopg
 from shim_support import NO_HUB, ShimDb, TcpProxy, bearer, settings_for, token, uvicorn_server
 
-from shim.http.console import COOKIE, INTERVAL
+from shim.console import COOKIE, INTERVAL
 from shim.serve.app import create_app
 
 SERVICE = {"role": "service_role", "sub": None, "aud": None}
