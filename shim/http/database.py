@@ -35,7 +35,7 @@ READY_WAIT = 0.5
 MAX_BATCH = 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Query:
     """What varies per call: the bound statement, its values, the caller's
     statement_timeout, read-only (GET), and ``hot`` (prepared per connection and role)."""

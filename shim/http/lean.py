@@ -73,7 +73,7 @@ class LeanEntrance:
             return
         settings = self.service.settings
 
-        async def arguments() -> dict[str, Any]:
+        def arguments() -> dict[str, Any]:
             given = bind.parse_body(body)
             return given if wid is None else route.arguments(given, wid)
 
@@ -104,9 +104,11 @@ class LeanEntrance:
         self, scope: Scope, send: Send, ctx: RequestContext, route: str, answer: pipeline.Answer
     ) -> None:
         out = finish(self.service, ctx, scope, route, answer.status)
-        out += [
-            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()
-        ]
+        if answer.headers:
+            out += [
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in answer.headers.items()
+            ]
         payload = answer.body or b""
         if answer.body is not None:
             out.append((b"content-length", b"%d" % len(payload)))

@@ -105,8 +105,8 @@ def finish(
             (
                 time.time(),
                 ctx.request_id,
-                str(scope["method"]),
-                str(scope.get("root_path", "")) + str(scope["path"]),
+                scope["method"],
+                scope.get("root_path", "") + scope["path"],
                 route,
                 ctx.function,
                 ctx.role,

@@ -24,6 +24,10 @@ def bearer(headers: Mapping[bytes, bytes]) -> str | None:
     """The token of a request whose ASGI headers are ``headers``; a malformed
     Authorization header is refused (401 ``malformed``), never taken for no token."""
     authorization = headers.get(b"authorization")
+    if authorization is not None and authorization[:7] == b"Bearer ":  # the usual form
+        raw = authorization[7:].strip()
+        if raw:
+            return raw.decode("latin-1")
     if authorization is not None:
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
