@@ -1,4 +1,4 @@
-"""Housekeeping (``functions/70_housekeeping.sql``, ``shim/http/housekeeping.py``):
+"""Housekeeping (``functions/70_housekeeping.sql``, ``shim/serve/housekeeping.py``):
 the sweep ends exactly the sessions not seen within their webinar's presence window
 (``expired``) and keeps the rest; a heartbeat in flight during a sweep is neither waited
 for nor lost; history past its retention goes in batches; one runner works at a time
