@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from shim.doctor import diagnose
-from shim.migrate import ApplyError, migrate, plpgsql_bodies
+from shim.migrate import ApplyError, migrate, plan, plpgsql_bodies
 from shim.migrate.paths import SQL_FOLDERS, sql_root
 from shim.testing.plugin import EventliveDatabase
 
@@ -172,3 +172,13 @@ def test_without_the_extension_migrate_says_once_that_bodies_were_not_checked(
     lines: list[str] = []
     migrate(empty_database, source=_project_sql(tmp_path / "src"), progress=lines.append)
     assert [line for line in lines if "not checked" in line] == [plpgsql_bodies.NOT_CHECKED]
+
+
+def test_plan_shows_the_create_extension_that_migrate_would_run(empty_database: str) -> None:
+    """``db plan`` prints everything migrate would run, plpgsql_check's extension first."""
+    _needs_plpgsql_check(empty_database)
+    printed = plan(empty_database).sql()
+    assert 'create extension if not exists "plpgsql_check" with schema "extensions";' in printed
+    assert printed.index("create extension") < printed.index("sql/0001_supabase_compat.sql (new)")
+    migrate(empty_database)
+    assert "create extension" not in plan(empty_database).sql()  # installed: nothing to say
