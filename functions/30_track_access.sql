@@ -166,5 +166,6 @@ begin
 end
 $$;
 comment on function api.track_access(bigint, uuid, jsonb) is
-'A viewer enters a webinar or re-confirms (every track_seconds). Registers automatically when the webinar''s entry is auto; one active session per viewer (a new one supersedes the old, named in superseded_session_id). Returns session_id, registered, auto_registered, superseded_session_id, heartbeat_seconds, track_seconds, first_ping_in. Errors: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 401 user_not_found (the token''s user no longer exists), 403 not_registered, 409 session_superseded, 409 session_ended, 400 invalid_session_id, 400 client_too_large.';
+'A viewer enters a webinar or re-confirms (every track_seconds). Registers automatically when the webinar''s entry is auto; one active session per viewer (a new one supersedes the old, named in superseded_session_id). Returns session_id, registered, auto_registered, superseded_session_id, heartbeat_seconds, track_seconds, first_ping_in. Errors: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 401 user_not_found (the token''s user no longer exists), 403 not_registered, 409 session_superseded, 409 session_ended, 400 invalid_session_id, 400 client_too_large.
+@returns {session_id: uuid, registered: boolean, auto_registered: boolean, superseded_session_id: uuid|null, heartbeat_seconds: integer, track_seconds: integer, first_ping_in: integer}';
 grant execute on function api.track_access(bigint, uuid, jsonb) to authenticated;

@@ -63,7 +63,8 @@ $$;
 comment on function api.access_stats(bigint) is
 'Staff only: current_participants (latest minute sample), peak_participants, peak_at, registrations, unique_viewers and timeline (viewers per minute, last 24 h). Reads presence minutes and counters only. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff, 401 user_not_found.
 @cache 5
-@readers eventlive.staff_readers(webinar_id)';
+@readers eventlive.staff_readers(webinar_id)
+@returns {webinar_id: bigint, current_participants: integer, sampled_at: timestamptz|null, peak_participants: integer, peak_at: timestamptz|null, registrations: integer, unique_viewers: integer, timeline: [{minute: timestamptz, viewers: integer}]}';
 grant execute on function api.access_stats(bigint) to authenticated, service_role;
 
 -- Current viewers with their profile fields, keyset-paginated on user_id along the
@@ -114,7 +115,8 @@ begin
 end
 $$;
 comment on function api.participants(bigint, uuid, integer) is
-'Staff only: current viewers with profile fields, keyset-paginated by user_id (after = previous next_after; max_rows 1..1000). Returns {participants: [...], next_after}. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff, 401 user_not_found, 400 invalid_max_rows.';
+'Staff only: current viewers with profile fields, keyset-paginated by user_id (after = previous next_after; max_rows 1..1000). Returns {participants: [...], next_after}. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_staff, 401 user_not_found, 400 invalid_max_rows.
+@returns {participants: [{user_id: uuid, session_id: uuid, started_at: timestamptz, last_seen_at: timestamptz, display_name: text|null, avatar_url: text|null, company: text|null, job_title: text|null}], next_after: uuid|null}';
 grant execute on function api.participants(bigint, uuid, integer) to authenticated, service_role;
 
 -- Many profiles in one call (the incident made one request per viewer). A caller sees
@@ -156,5 +158,6 @@ begin
 end
 $$;
 comment on function api.profiles_batch(uuid[]) is
-'Profiles of up to 500 users in one call: your own, and the registrants of webinars you staff (service_role: all). Returns a JSON array. Errors: 401 not_authenticated, 400 too_many_ids.';
+'Profiles of up to 500 users in one call: your own, and the registrants of webinars you staff (service_role: all). Returns a JSON array. Errors: 401 not_authenticated, 400 too_many_ids.
+@returns [{user_id: uuid, display_name: text|null, avatar_url: text|null, company: text|null, job_title: text|null}]';
 grant execute on function api.profiles_batch(uuid[]) to authenticated, service_role;

@@ -68,7 +68,8 @@ begin
 end
 $$;
 comment on function api.upsert_webinar(bigint, text, text, text, timestamptz, timestamptz, integer, integer) is
-'service_role: creates or updates a webinar (state draft|scheduled|live|ended; entry auto|registered) and returns it with created. Errors: 400 invalid_webinar_id, invalid_title, invalid_state, invalid_entry, invalid_heartbeat_seconds, invalid_track_seconds, invalid_window.';
+'service_role: creates or updates a webinar (state draft|scheduled|live|ended; entry auto|registered) and returns it with created. Errors: 400 invalid_webinar_id, invalid_title, invalid_state, invalid_entry, invalid_heartbeat_seconds, invalid_track_seconds, invalid_window.
+@returns {webinar_id: bigint, title: text, state: draft|scheduled|live|ended, entry: auto|registered, opens_at: timestamptz|null, closes_at: timestamptz|null, heartbeat_seconds: integer, track_seconds: integer, created: boolean}';
 grant execute on function api.upsert_webinar(
     bigint, text, text, text, timestamptz, timestamptz, integer, integer
 ) to service_role;
@@ -164,5 +165,6 @@ begin
 end
 $$;
 comment on function api.register(bigint, uuid) is
-'Registers a viewer, idempotently: yourself (user_id omitted; webinar scheduled or live), or anyone as service_role. Returns webinar_id, user_id, registered, created, source, registered_at. Errors: 401 not_authenticated, 400 user_id_required, 404 webinar_not_found, 403 webinar_closed, 403 not_service_role (another user_id, unless service_role), 401 user_not_found (yourself: the token''s user no longer exists), 404 user_not_found (service_role only).';
+'Registers a viewer, idempotently: yourself (user_id omitted; webinar scheduled or live), or anyone as service_role. Returns webinar_id, user_id, registered, created, source, registered_at. Errors: 401 not_authenticated, 400 user_id_required, 404 webinar_not_found, 403 webinar_closed, 403 not_service_role (another user_id, unless service_role), 401 user_not_found (yourself: the token''s user no longer exists), 404 user_not_found (service_role only).
+@returns {webinar_id: bigint, user_id: uuid, registered: boolean, created: boolean, source: self|auto|staff|service, registered_at: timestamptz}';
 grant execute on function api.register(bigint, uuid) to authenticated, service_role;

@@ -303,7 +303,8 @@ begin
 end
 $$;
 comment on function api.chat_send(bigint, text, uuid) is
-'Send a chat message (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status (visible|held). Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered (401 user_not_found when the token''s user no longer exists), 403 chat_disabled, 403 banned, (replay returns the stored message), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (5 per 30 s and slow mode; staff exempt).';
+'Send a chat message (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status (visible|held). Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered (401 user_not_found when the token''s user no longer exists), 403 chat_disabled, 403 banned, (replay returns the stored message), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (5 per 30 s and slow mode; staff exempt).
+@returns {id: bigint, seq: bigint, created_at: timestamptz, status: visible|held|hidden|deleted}';
 grant execute on function api.chat_send(bigint, text, uuid) to authenticated;
 
 -- The prologue of a room read (chat_since, questions): 401 not_authenticated unless
@@ -411,7 +412,8 @@ $$;
 comment on function api.chat_since(bigint, bigint, integer) is
 'Chat messages with seq > after_seq (registered viewers and staff; staff also see held ones, flagged). Returns {messages: [{id, seq, user_id, display_name, body, created_at}], next_seq, poll_after_seconds, settings}; hidden messages come as {id, seq, hidden: true}. poll_after_seconds grows with the present viewers (2 s, +1 s per 250, at most 30). Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_registered, 401 user_not_found, 400 invalid_after_seq, 400 invalid_max_rows.
 @cache 2 room
-@readers eventlive.room_readers(webinar_id)';
+@readers eventlive.room_readers(webinar_id)
+@returns {messages: [{id: bigint, seq: bigint, hidden?: boolean, user_id?: uuid, display_name?: text|null, body?: text, created_at?: timestamptz, status?: visible|held|hidden|deleted, held?: boolean}], next_seq: bigint, poll_after_seconds: integer, settings: {chat_enabled: boolean, qa_enabled: boolean, slow_mode_seconds: integer, max_message_chars: integer}}';
 grant execute on function api.chat_since(bigint, bigint, integer) to authenticated, service_role;
 
 -- Staff moderation of one message: hide | show | approve (a held message) | delete
@@ -449,7 +451,8 @@ begin
 end
 $$;
 comment on function api.chat_moderate(bigint, text) is
-'Staff: hide, show, approve (held) or delete (final) a chat message; idempotent. Returns id, seq, status. Errors: 401 not_authenticated, 400 invalid_action, 404 message_not_found, 403 not_staff, 401 user_not_found, 409 message_deleted.';
+'Staff: hide, show, approve (held) or delete (final) a chat message; idempotent. Returns id, seq, status. Errors: 401 not_authenticated, 400 invalid_action, 404 message_not_found, 403 not_staff, 401 user_not_found, 409 message_deleted.
+@returns {id: bigint, seq: bigint, status: visible|held|hidden|deleted}';
 grant execute on function api.chat_moderate(bigint, text) to authenticated, service_role;
 
 -- Staff ban a viewer from the webinar's chat and Q&A for some minutes, or (minutes
@@ -481,7 +484,8 @@ begin
 end
 $$;
 comment on function api.chat_ban(bigint, uuid, integer) is
-'Staff: ban a viewer from chat and Q&A for minutes (1..525600) or, null, until the webinar ends. Returns webinar_id, user_id, until. Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 401 user_not_found (the caller''s own user no longer exists), 400 invalid_minutes, 404 user_not_found (the user to ban), 400 cannot_ban_staff.';
+'Staff: ban a viewer from chat and Q&A for minutes (1..525600) or, null, until the webinar ends. Returns webinar_id, user_id, until. Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 401 user_not_found (the caller''s own user no longer exists), 400 invalid_minutes, 404 user_not_found (the user to ban), 400 cannot_ban_staff.
+@returns {webinar_id: bigint, user_id: uuid, until: timestamptz|null}';
 grant execute on function api.chat_ban(bigint, uuid, integer) to authenticated, service_role;
 
 create or replace function api.chat_unban(webinar_id bigint, user_id uuid) returns void
@@ -553,6 +557,7 @@ begin
 end
 $$;
 comment on function api.room_settings(bigint, boolean, boolean, integer, boolean, integer) is
-'Hosts: read or change the room settings (null = unchanged): chat_enabled, qa_enabled, slow_mode_seconds (0..3600), hold_for_review, max_message_chars (1..2000). Returns them all. Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 401 user_not_found, 403 not_host, 400 invalid_slow_mode_seconds, 400 invalid_max_message_chars.';
+'Hosts: read or change the room settings (null = unchanged): chat_enabled, qa_enabled, slow_mode_seconds (0..3600), hold_for_review, max_message_chars (1..2000). Returns them all. Errors: 404 webinar_not_found, 401 not_authenticated, 403 not_staff, 401 user_not_found, 403 not_host, 400 invalid_slow_mode_seconds, 400 invalid_max_message_chars.
+@returns {chat_enabled: boolean, qa_enabled: boolean, slow_mode_seconds: integer, hold_for_review: boolean, max_message_chars: integer}';
 grant execute on function api.room_settings(bigint, boolean, boolean, integer, boolean, integer)
 to authenticated, service_role;

@@ -160,7 +160,8 @@ begin
 end
 $$;
 comment on function api.question_ask(bigint, text, uuid, boolean) is
-'Ask a question (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status. Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered (401 user_not_found when the token''s user no longer exists), 403 qa_disabled, 403 banned, (replay returns the stored question), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (3 per 60 s; staff exempt).';
+'Ask a question (registered viewers and staff). Idempotent by client_msg_id. Returns id, seq, created_at, status. Errors in this order: 401 not_authenticated, 404 webinar_not_found, 403 webinar_closed, 403 not_registered (401 user_not_found when the token''s user no longer exists), 403 qa_disabled, 403 banned, (replay returns the stored question), 400 empty_message, 400 message_too_long, 429 rate_limited with Retry-After (3 per 60 s; staff exempt).
+@returns {id: bigint, seq: bigint, created_at: timestamptz, status: open|answered|dismissed|pinned}';
 grant execute on function api.question_ask(bigint, text, uuid, boolean) to authenticated;
 
 -- Vote for a question (up) or take the vote back; one vote per viewer, idempotent. The
@@ -216,7 +217,8 @@ begin
 end
 $$;
 comment on function api.question_vote(bigint, boolean) is
-'Vote for a question (up = true) or withdraw the vote (false); one vote per viewer, idempotent. Returns question_id, votes, up. Errors: 401 not_authenticated, 404 question_not_found, 403 webinar_closed, 403 not_registered, 401 user_not_found, 403 qa_disabled, 403 banned, 409 question_closed (dismissed).';
+'Vote for a question (up = true) or withdraw the vote (false); one vote per viewer, idempotent. Returns question_id, votes, up. Errors: 401 not_authenticated, 404 question_not_found, 403 webinar_closed, 403 not_registered, 401 user_not_found, 403 qa_disabled, 403 banned, 409 question_closed (dismissed).
+@returns {question_id: bigint, votes: integer, up: boolean}';
 grant execute on function api.question_vote(bigint, boolean) to authenticated;
 
 -- Send the vote counts held back by the once-per-second rule: every question of the
@@ -295,7 +297,8 @@ $$;
 comment on function api.questions(bigint, bigint, integer) is
 'Questions with seq > after_seq, each with its votes count (registered viewers and staff). Returns {questions: [{id, seq, user_id, display_name, body, anonymous, status, answer, votes, created_at}], next_seq, poll_after_seconds}; viewers get dismissed ones as {id, seq, status} and no author of anonymous ones. Errors: 401 not_authenticated, 404 webinar_not_found, 403 not_registered, 401 user_not_found, 400 invalid_after_seq, 400 invalid_max_rows.
 @cache 2 room
-@readers eventlive.room_readers(webinar_id)';
+@readers eventlive.room_readers(webinar_id)
+@returns {questions: [{id: bigint, seq: bigint, status: open|answered|dismissed|pinned, user_id?: uuid|null, display_name?: text|null, body?: text, anonymous?: boolean, answer?: text|null, votes?: integer, created_at?: timestamptz}], next_seq: bigint, poll_after_seconds: integer}';
 grant execute on function api.questions(bigint, bigint, integer) to authenticated, service_role;
 
 -- Staff set a question's status (open | answered | dismissed | pinned) and, optionally,
@@ -335,5 +338,6 @@ begin
 end
 $$;
 comment on function api.question_answer(bigint, text, text) is
-'Staff: set a question''s status (open|answered|dismissed|pinned) and optionally its answer (null keeps it). Returns the question. Errors: 401 not_authenticated, 400 invalid_status, 400 answer_too_long, 404 question_not_found, 403 not_staff, 401 user_not_found.';
+'Staff: set a question''s status (open|answered|dismissed|pinned) and optionally its answer (null keeps it). Returns the question. Errors: 401 not_authenticated, 400 invalid_status, 400 answer_too_long, 404 question_not_found, 403 not_staff, 401 user_not_found.
+@returns {id: bigint, seq: bigint, user_id: uuid|null, display_name: text|null, body: text, anonymous: boolean, status: open|answered|dismissed|pinned, answer: text|null, votes: integer, created_at: timestamptz}';
 grant execute on function api.question_answer(bigint, text, text) to authenticated, service_role;

@@ -111,7 +111,8 @@ async def test_openapi_describes_the_exposed_functions(shim_db: ShimDb) -> None:
     assert "/rpc/hidden" not in doc["paths"]
     for code in ("400", "401", "403", "404", "409", "503"):
         assert code in echo["post"]["responses"]
-    assert list(second["paths"]) == ["/rpc/hello"]
+    # each function under /rpc and its /rest/v1 twin (tests/http/test_openapi.py)
+    assert list(second["paths"]) == ["/rpc/hello", "/rest/v1/rpc/hello"]
 
 
 async def test_cors_preflight_lets_browser_clients_call_rpc(shim_db: ShimDb) -> None:
