@@ -1,6 +1,10 @@
 """The status page's HTML, rendered on the server from a ``Snapshot``: ``page`` (the
 whole document, with its CSS and a few lines of JavaScript that swap in ``live`` every
-interval), ``live`` (the part that changes) and ``sign_in`` (the 401 page)."""
+interval), ``live`` (the part that changes) and ``sign_in`` (the 401 page).
+
+The header's dot is the page's one-glance answer: green only when the database is
+reachable and every check is OK, red otherwise (amber while the page cannot refresh);
+the sign-in page knows nothing yet, so its dot is grey."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import datetime as dt
 from html import escape
 from importlib import resources
 
-from shim.console.sampler import FunctionStats, Snapshot
+from shim.console.sampler import TREND_MINUTES, FunctionStats, Snapshot
 from shim.console.verdicts import OK
 
 _ASSETS = resources.files("shim.console") / "assets"
@@ -30,7 +34,7 @@ def _doc(title: str, body: str, script: str = "") -> str:
 def page(snap: Snapshot, interval: float) -> str:
     """The whole status page."""
     body = (
-        "<header><h1><span class=logo>●</span> eventlive status</h1>"
+        f'<header><h1><span class="logo {_health(snap)}" id=health>●</span> eventlive status</h1>'
         f"<span class=meta>refreshes every {interval:g} s · <span id=updated>{_clock(snap.taken_at)}</span></span>"
         '<form method=post action="/status/logout"><button>Sign out</button></form></header>'
         f'<main id=live data-interval="{interval:g}">{live(snap)}</main>'
@@ -41,17 +45,22 @@ def page(snap: Snapshot, interval: float) -> str:
 def live(snap: Snapshot) -> str:
     """The part of the page that changes: lights, webinars, functions, database."""
     return (
-        f'<div class=grid data-taken="{snap.taken_at:.3f}">'
+        f'<div class=grid data-taken="{snap.taken_at:.3f}" data-health="{_health(snap)}">'
         f"{_checks(snap)}{_database(snap)}</div>"
-        f"{_webinars(snap)}{_functions(snap)}"
+        f"{_webinars(snap)}{_errors(snap)}{_functions(snap)}"
     )
+
+
+def _health(snap: Snapshot) -> str:
+    ok = snap.database_ok and all(v.status == OK for v in snap.verdicts)
+    return "ok" if ok else "fail"
 
 
 def sign_in(message: str = "") -> str:
     """The page an anonymous visitor gets (status 401): a form for the service key."""
     note = f"<p class=error role=alert>{escape(message)}</p>" if message else ""
     body = (
-        "<main class=signin><h1><span class=logo>●</span> eventlive status</h1>"
+        '<main class=signin><h1><span class="logo unknown">●</span> eventlive status</h1>'
         "<p>Operators only. Paste the <b>service_role</b> key (or a service_role JWT) to sign in; "
         "it is kept in an HttpOnly cookie for this page only, never in the URL.</p>"
         f"{note}"
@@ -74,7 +83,8 @@ def _light(ok: bool | None, label: str) -> str:
 def _checks(snap: Snapshot) -> str:
     rows = "".join(
         f'<li data-check="{escape(v.check)}" data-status="{escape(v.status)}">{_light(v.status == OK, v.status)}'
-        f"<b>{escape(v.check)}</b> {escape(v.title)}<small>{escape(v.summary)}</small></li>"
+        f"<b class=name>{escape(v.title)}</b> <span class=tag>{escape(v.check)}</span>"
+        f"<small>{escape(v.summary)}</small></li>"
         for v in snap.verdicts
     )
     return f"<section class=card><h2>Checks <small>last 5 minutes</small></h2><ul class=checks>{rows}</ul></section>"
@@ -87,7 +97,10 @@ def _database(snap: Snapshot) -> str:
     return (
         "<section class=card><h2>Database &amp; pool</h2>"
         f'<p class=db data-ok="{str(snap.database_ok).lower()}">{_light(snap.database_ok, state)} database {escape(state)}</p>'
-        f'<div class=bar><span style="width:{share}%"></span></div>'
+        f"<p class=bar-label id=pool-label>pool: {p.get('in_use', 0)} of {p.get('max', 0)} connections in use ({share} %)"
+        f"{' · ' + str(p.get('waiting')) + ' waiting' if p.get('waiting') else ''}</p>"
+        f'<div class=bar role=meter aria-labelledby=pool-label aria-valuemin=0 aria-valuemax="{p.get("max", 0)}"'
+        f' aria-valuenow="{p.get("in_use", 0)}"><span style="width:{share}%"></span></div>'
         f"<dl><dt>in use</dt><dd id=pool-in-use>{p.get('in_use', 0)}</dd><dt>open</dt><dd>{p.get('size', 0)}</dd>"
         f"<dt>max</dt><dd>{p.get('max', 0)}</dd><dt>waiting</dt>"
         f'<dd class="{"warn" if p.get("waiting") else ""}">{p.get("waiting", 0)}</dd>'
@@ -113,14 +126,55 @@ def _webinars(snap: Snapshot) -> str:
 
 def _functions(snap: Snapshot) -> str:
     if not snap.functions:
-        rows = "<tr><td colspan=6 class=empty>No calls yet.</td></tr>"
+        rows = "<tr><td colspan=6 class=empty>No calls in the last minute.</td></tr>"
     else:
         rows = "".join(_function_row(f) for f in snap.functions)
+    span = "last 1 min" if snap.span >= 45 else f"since start ({_duration(snap.span)})"
     return (
-        f"<section class=card><h2>Functions <small>last {_duration(snap.span)}</small></h2>"
+        f"<section class=card><h2>Functions <small id=functions-span>{span}; db latency "
+        f"{snap.latency}</small></h2>"
         "<table><thead><tr><th>function</th><th class=num>req/s</th><th class=num>db p50</th>"
         "<th class=num>db p99</th><th>4xx by reason</th><th>5xx by reason</th></tr></thead>"
         f"<tbody>{rows}</tbody></table></section>"
+    )
+
+
+_W, _H = 300, 56  # the trend's drawing, in SVG units
+
+
+def _errors(snap: Snapshot) -> str:
+    """4xx and 5xx answers per minute: the current minute's and a line per class over the
+    last ``TREND_MINUTES`` (inline SVG, oldest on the left)."""
+    trend = snap.trend or [(0, 0)] * TREND_MINUTES
+    n4, n5 = trend[-1]
+    top = max(1, *(max(a, b) for a, b in trend))
+    step = _W / max(1, len(trend) - 1)
+
+    def line(series: int, cls: str) -> str:
+        points = " ".join(
+            f"{i * step:.1f},{_H - 2 - (_H - 4) * pair[series] / top:.1f}"
+            for i, pair in enumerate(trend)
+        )
+        values = ",".join(str(pair[series]) for pair in trend)
+        return (
+            f'<polyline class="{cls}" data-series="{"4xx" if series == 0 else "5xx"}" '
+            f'data-values="{values}" points="{points}"/>'
+        )
+
+    total4, total5 = sum(a for a, _ in trend), sum(b for _, b in trend)
+    return (
+        f"<section class=card><h2>Errors <small>per minute, last {len(trend)} min</small></h2>"
+        "<div class=errors>"
+        f'<p class=rate><span class="pill warn" id=errors-4xx>{n4} x 4xx</span> '
+        f'<span class="pill bad" id=errors-5xx>{n5} x 5xx</span> <small>this minute</small></p>'
+        f'<svg class=trend viewBox="0 0 {_W} {_H}" width="{_W}" height="{_H}" role=img '
+        f'preserveAspectRatio=none aria-label="4xx and 5xx per minute over the last {len(trend)} '
+        f'minutes: {total4} and {total5}"><title>4xx (amber) and 5xx (red) per minute, '
+        f"peak {top}</title>"
+        f'<line class=axis x1=0 y1="{_H - 1}" x2="{_W}" y2="{_H - 1}"/>'
+        f"{line(0, 'warn')}{line(1, 'bad')}</svg>"
+        f"<small class=totals>{total4} x 4xx, {total5} x 5xx in {len(trend)} min · "
+        f"peak {top}/min</small></div></section>"
     )
 
 

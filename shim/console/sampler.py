@@ -4,6 +4,13 @@ last minute, in one round trip as service_role) and its own metrics registry, an
 the latest ``Snapshot``. Pages read the snapshot; however many are open, the database
 answers once per interval. It runs only while someone looks (stops after ``idle_after``
 seconds without a reader) and costs nothing otherwise.
+
+What a page shows is filled from the first snapshot, whenever it is opened: requests and
+errors per function come from the metrics' one-minute window (``eventlive_window_*``,
+15-second slots kept by ``shim.http.metrics``), the 4xx/5xx trend from the same slots
+minute by minute over the last 15 minutes. Only database latency needs two samples (its
+histogram counts since start): since start until the sampler has watched a minute, then
+over that minute.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,13 +27,19 @@ from typing import Any
 import psycopg
 from psycopg_pool import PoolTimeout
 
-from shim.console.verdicts import Verdict, counts_from, evaluate
+from shim.console.verdicts import Counts, Verdict, counts_from, evaluate
+from shim.http.metrics import SLOT_SECONDS, Recent
 from shim.http.service import Service
 
 log = logging.getLogger("eventlive.status")
 
 # One simple-protocol round trip: the role switch is transaction-local to the implicit
 # transaction of the two statements. The query is SQL's (functions/75_status.sql).
+# The functions table's window (a label of eventlive_window_*) and the trend's minutes.
+WINDOW = "1m"
+TREND_MINUTES = 15
+LATENCY_AFTER = 60.0
+
 LIVE_WEBINARS = """
 select pg_catalog.set_config('role', 'service_role', true);
 select s.webinar_id, s.title, s.viewers, s.entries from eventlive.status_sample() as s
@@ -34,7 +48,9 @@ select s.webinar_id, s.title, s.viewers, s.entries from eventlive.status_sample(
 
 @dataclass
 class FunctionStats:
-    """One function over the last minute (or since start, when younger)."""
+    """One function over the last minute (or since start, when younger): requests per
+    second and errors by reason from the window, database latency as ``Snapshot.latency``
+    says."""
 
     name: str
     rps: float
@@ -56,15 +72,18 @@ class Snapshot:
     functions: list[FunctionStats] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     uptime: float = 0.0
-    span: float = 0.0
+    span: float = 0.0  # seconds the rates and errors cover (a minute, or since start)
+    latency: str = "since start"  # what db p50/p99 cover: "since start" or "last 1 min"
+    # 4xx and 5xx answers per minute, oldest first, the last one the current minute
+    trend: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
 class _Sample:
+    """The database latency histograms (cumulative) at ``at``, by function."""
+
     at: float
-    requests: dict[str, float]
     buckets: dict[str, list[tuple[float, float]]]
-    errors: dict[tuple[str, str, str], float]
 
 
 class Sampler:
@@ -134,7 +153,12 @@ class Sampler:
         snap.uptime = snap.taken_at - s.metrics.started
         snap.verdicts = evaluate(counts_from(families, "5m", now=snap.taken_at))
         self._history.append(_sample(families, snap.taken_at))
-        snap.functions, snap.span = _function_stats(self._history, snap.uptime)
+        window = counts_from(families, WINDOW, now=snap.taken_at)
+        snap.span = window_span(snap.taken_at, snap.uptime)
+        latency = _latency(self._history, snap.uptime)
+        snap.latency = "last 1 min" if latency is not None else "since start"
+        snap.functions = _function_stats(window, snap.span, latency or self._history[-1].buckets)
+        snap.trend = error_trend(s.metrics.recent_errors)
         return snap
 
     async def _read_database(self) -> list[tuple[int, str, int, int]]:
@@ -151,52 +175,82 @@ class Sampler:
 
 
 def _sample(families: list[Any], at: float) -> _Sample:
-    out = _Sample(at, {}, {}, {})
+    out = _Sample(at, {})
     for fam in families:
         for smp in fam.samples:
-            name, lb, v = smp.name, smp.labels, smp.value
-            if name == "eventlive_requests_total" and lb.get("function"):
-                out.requests[lb["function"]] = out.requests.get(lb["function"], 0) + v
-            elif name == "eventlive_db_duration_seconds_bucket" and lb.get("function"):
-                le = float(lb["le"])
-                out.buckets.setdefault(lb["function"], []).append((le, v))
-            elif name == "eventlive_errors_total" and lb.get("function"):
-                key = (lb["function"], lb["status"], lb["reason"])
-                out.errors[key] = out.errors.get(key, 0) + v
+            if smp.name == "eventlive_db_duration_seconds_bucket" and smp.labels.get("function"):
+                out.buckets.setdefault(smp.labels["function"], []).append(
+                    (float(smp.labels["le"]), smp.value)
+                )
     return out
 
 
-def _function_stats(history: deque[_Sample], uptime: float) -> tuple[list[FunctionStats], float]:
-    """Rates and percentiles between the oldest and newest samples (about a minute); with
-    a single sample, since the worker started."""
-    new = history[-1]
-    old = history[0] if len(history) > 1 else _Sample(new.at - uptime, {}, {}, {})
-    span = max(new.at - old.at, 1e-3)
+def window_span(now: float, uptime: float) -> float:
+    """Seconds the one-minute window really covers: ``Recent.totals(60)`` sums the slots
+    overlapping the last minute (the current one, partly, and the three before), never
+    more than the worker has been up."""
+    slots = math.ceil(60 / SLOT_SECONDS)
+    return max(1e-3, min(uptime, (slots - 1) * SLOT_SECONDS + now % SLOT_SECONDS))
+
+
+def error_trend(errors: Recent, minutes: int = TREND_MINUTES) -> list[tuple[int, int]]:
+    """(4xx, 5xx) answers per minute over the last ``minutes``, oldest first: the
+    difference of the slot sums over k and k-1 minutes."""
+    totals: list[dict[tuple[str, ...], int]] = [{}]
+    totals += [errors.totals(60 * k) for k in range(1, minutes + 1)]
     out = []
-    for fn, n in new.requests.items():
-        calls = n - old.requests.get(fn, 0)
+    for k in range(minutes, 0, -1):
+        n4 = n5 = 0
+        for key, n in totals[k].items():
+            d = n - totals[k - 1].get(key, 0)
+            if key[1].startswith("5"):
+                n5 += d
+            elif key[1].startswith("4"):
+                n4 += d
+        out.append((n4, n5))
+    return out
+
+
+def _latency(history: deque[_Sample], uptime: float) -> dict[str, list[tuple[float, float]]] | None:
+    """Per function, the latency histogram's counts over the sampler's last minute; None
+    while it has watched less than ``LATENCY_AFTER`` seconds (then: since start)."""
+    new, old = history[-1], history[0]
+    if new.at - old.at < min(LATENCY_AFTER, uptime) - 1e-6 or len(history) < 2:
+        return None
+    out = {}
+    for fn, buckets in new.buckets.items():
         before = dict(old.buckets.get(fn, []))
-        buckets = sorted((le, c - before.get(le, 0)) for le, c in new.buckets.get(fn, []))
+        out[fn] = [(le, c - before.get(le, 0)) for le, c in buckets]
+    return out
+
+
+def _function_stats(
+    window: Counts, span: float, buckets: dict[str, list[tuple[float, float]]]
+) -> list[FunctionStats]:
+    """One row per function answered or failed in the window (``Counts``)."""
+    names = {fn for fn, n in window.requests.items() if n > 0}
+    names |= {fn for (fn, _s, _c, _r), n in window.errors.items() if n > 0 and fn}
+    out = []
+    for fn in names:
         e4: dict[str, int] = {}
         e5: dict[str, int] = {}
-        for (f, status, reason), v in new.errors.items():
-            d = int(v - old.errors.get((f, status, reason), 0))
-            if f == fn and d > 0:
+        for (f, status, _code, reason), n in window.errors.items():
+            if f == fn and n > 0:
                 target = e5 if status.startswith("5") else e4
-                target[reason] = target.get(reason, 0) + d
-        if calls <= 0 and fn not in _recent_names(history):
-            continue
+                target[reason] = target.get(reason, 0) + int(n)
+        hist = sorted(buckets.get(fn, []))
         out.append(
             FunctionStats(
-                fn, calls / span, _quantile(buckets, 0.5), _quantile(buckets, 0.99), e4, e5
+                fn,
+                window.requests.get(fn, 0) / span,
+                _quantile(hist, 0.5),
+                _quantile(hist, 0.99),
+                e4,
+                e5,
             )
         )
     out.sort(key=lambda f: (-f.rps, f.name))
-    return out, span
-
-
-def _recent_names(history: deque[_Sample]) -> set[str]:
-    return set(history[0].requests) if history else set()
+    return out
 
 
 def _quantile(buckets: list[tuple[float, float]], q: float) -> float | None:

@@ -98,7 +98,9 @@ def counts_from(families: Iterable[Any], window: str | None, now: float | None =
 
 @dataclass
 class Verdict:
-    """One checklist line: its id, OK/FAIL, a one-line summary and the rows behind it."""
+    """One checklist line: its id (``DoD-n``, the checklist's number, shown as a tag), its
+    plain name (what a new operator reads), OK/FAIL, a one-line summary and the rows
+    behind it."""
 
     check: str
     title: str
@@ -149,7 +151,11 @@ def dod1(c: Counts) -> Verdict:
     else:
         summary = "0 errors from missing columns, tables or functions (42703, 42P01, 42883)"
     return Verdict(
-        "DoD-1", "unknown columns/objects", FAIL if total else OK, f"{summary} [{c.window}]", rows
+        "DoD-1",
+        "Missing columns, tables or functions",
+        FAIL if total else OK,
+        f"{summary} [{c.window}]",
+        rows,
     )
 
 
@@ -184,7 +190,9 @@ def dod2(c: Counts) -> Verdict:
             else ""
         )
         summary = f"{total} x 409, none exploding (> {EXPLODING_PER_MINUTE:g}/min and > {EXPLODING_SHARE:.0%} of calls){top}"
-    return Verdict("DoD-2", "409 conflicts", FAIL if bad else OK, f"{summary} [{c.window}]", rows)
+    return Verdict(
+        "DoD-2", "Conflict storms (409)", FAIL if bad else OK, f"{summary} [{c.window}]", rows
+    )
 
 
 def dod3(c: Counts) -> Verdict:
@@ -235,7 +243,7 @@ def dod3(c: Counts) -> Verdict:
     if bad:
         summary = f"rejected tokens exploding ({', '.join(bad)}): clients will storm the auth server; {summary}"
     return Verdict(
-        "DoD-3", "auth server load", FAIL if bad else OK, f"{summary} [{c.window}]", rows
+        "DoD-3", "Load on the auth server", FAIL if bad else OK, f"{summary} [{c.window}]", rows
     )
 
 

@@ -152,3 +152,32 @@ def test_a_database_outage_shows_red_not_an_error_page(shim_db: ShimDb, proxy: T
             time.sleep(0.5)
         assert 'data-ok="false"' in text
         proxy.restore()
+
+
+def test_the_errors_trend_counts_each_minute_from_the_metrics_slots() -> None:
+    """4xx and 5xx per minute over the last 15, oldest first, from the slots the metrics
+    keep (no sampler history needed); the one-minute window's true span."""
+    from shim.console.sampler import error_trend, window_span
+    from shim.http.metrics import Recent
+
+    now = [1_000_025.0]  # 5 s into a 15-second slot
+    errors = Recent(clock=lambda: now[0])
+    for minutes_ago, status, n in (
+        (0, "409", 7),
+        (1, "404", 2),
+        (1, "503", 1),
+        (14, "401", 3),
+        (20, "400", 9),
+    ):
+        now[0] = 1_000_025.0 - 60 * minutes_ago
+        for _ in range(n):
+            errors.add(("api.presence_ping", status, "PT409", "session_superseded"))
+    now[0] = 1_000_025.0
+    trend = error_trend(errors)
+    assert len(trend) == 15
+    assert trend[-1] == (7, 0)
+    assert trend[-2] == (2, 1)
+    assert trend[0] == (3, 0)  # 14 minutes ago; 20 minutes ago is out
+    assert sum(a + b for a, b in trend) == 13
+    assert window_span(1_000_025.0, uptime=3600) == 45 + 1_000_025.0 % 15
+    assert window_span(1_000_025.0, uptime=8) == 8
