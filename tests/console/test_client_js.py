@@ -7,6 +7,7 @@ the chat falls back to polling behind a circuit breaker. Delays run 50x faster
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,7 @@ window.events = [];
 window.start = (opts) => {
   const v = join({ webinarId: %d, timeScale: 0.02, ...opts });
   for (const t of ["entered", "ping", "tracked", "backoff", "resumed", "stopped",
-                   "superseded", "paused", "mode", "messages"]) {
+                   "superseded", "paused", "mode", "messages", "sent", "send_failed"]) {
     v.addEventListener(t, (e) => window.events.push({ type: t, detail: e.detail }));
   }
   window.viewer = v;
@@ -263,3 +264,117 @@ def test_chat_without_a_live_room_polls_chat_since_for_real(
     assert [m["body"] for m in got] == ["hello from verify"]
     page.wait_for_timeout(500)
     assert count(page, "messages") == 1
+
+
+def messages_in_db(shim_db: ShimDb) -> list[tuple[str, str]]:
+    with psycopg.connect(shim_db.admin_dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "select body, client_msg_id::text from eventlive.chat_messages"
+            " where webinar_id = %s order by id",
+            (WEBINAR,),
+        ).fetchall()
+    return [(str(b), str(c)) for b, c in rows]
+
+
+# The outcome of a send or ask as plain data: the receipt, or the EventliveError's fields.
+OUTCOME = """async (call) => {
+  try { return { ok: await call() }; }
+  catch (e) { return { error: { name: e.name, status: e.status, reason: e.reason,
+                                retryAfter: e.retryAfter, clientMsgId: e.clientMsgId,
+                                message: e.message } }; }
+}"""
+
+
+def outcome(page: Any, js: str, arg: Any = None) -> Any:
+    """Run ``js`` (an expression using ``arg``) through OUTCOME in the page."""
+    return page.evaluate(f"(arg) => ({OUTCOME})(() => {js})", arg)
+
+
+def test_a_viewer_sends_and_asks_through_the_module(
+    browser: Any, shim: ShimProcess, shim_db: ShimDb
+) -> None:
+    """send() right after join (before the entry answered: it waits for it) posts a chat
+    message with a UUID client_msg_id the module made; ask() posts an anonymous
+    question; both resolve with the server's receipt and fire "sent"."""
+    page = open_page(browser, shim)
+    page.evaluate("(t) => window.start({ token: t })", user_token(shim_db))
+    got = outcome(page, "window.viewer.send('hello from the module')")
+    assert set(got["ok"]) == {"id", "seq", "created_at", "status"}, got
+    assert got["ok"]["status"] == "visible"
+    asked = outcome(page, "window.viewer.ask('why?', { anonymous: true })")
+    assert asked["ok"]["status"] == "open", asked
+    ((body, client_msg_id),) = messages_in_db(shim_db)
+    assert body == "hello from the module"
+    assert uuid.UUID(client_msg_id).version == 4
+    with psycopg.connect(shim_db.admin_dsn, autocommit=True) as conn:
+        assert conn.execute(
+            "select body, anonymous, client_msg_id is not null from eventlive.questions"
+            " where webinar_id = %s",
+            (WEBINAR,),
+        ).fetchall() == [("why?", True, True)]
+    sent = page.evaluate("window.events.filter(e => e.type === 'sent').map(e => e.detail.fn)")
+    assert sent == ["chat_send", "question_ask"]
+
+
+def test_a_retry_of_a_send_whose_answer_was_lost_does_not_duplicate(
+    browser: Any, shim: ShimProcess, shim_db: ShimDb
+) -> None:
+    """The first chat_send reaches the shim (the message is stored) but its answer is
+    lost: the promise rejects (status 0, reason network). Sending the same text again
+    is a retry with the same client_msg_id: the shim answers the stored message, one row.
+    Once it succeeded, the same text again is a new message with a new id."""
+    page = open_page(browser, shim)
+    seen: list[str] = []
+
+    def lose_the_first_answer(route: Any) -> None:
+        seen.append(json.loads(route.request.post_data)["client_msg_id"])
+        if len(seen) == 1:
+            route.fetch()  # the shim stores the message...
+            route.abort()  # ...and the browser never hears back
+        else:
+            route.continue_()
+
+    page.route("**/rpc/chat_send", lose_the_first_answer)
+    page.evaluate("(t) => window.start({ token: t })", user_token(shim_db))
+    wait_count(page, "entered", 1)
+    first = outcome(page, "window.viewer.send('only once')")
+    assert first["error"]["status"] == 0, first
+    assert first["error"]["reason"] == "network"
+    assert messages_in_db(shim_db) == [("only once", seen[0])]  # it was stored
+    retried = outcome(page, "window.viewer.send('only once')")
+    assert "ok" in retried, retried
+    assert seen[1] == seen[0] == first["error"]["clientMsgId"]
+    assert messages_in_db(shim_db) == [("only once", seen[0])]  # no duplicate
+    again = outcome(page, "window.viewer.send('only once')")
+    assert again["ok"]["id"] != retried["ok"]["id"]
+    assert seen[2] != seen[0]
+    assert [b for b, _ in messages_in_db(shim_db)] == ["only once", "only once"]
+    failed = page.evaluate(
+        "window.events.filter(e => e.type === 'send_failed').map(e => e.detail.error.reason)"
+    )
+    assert failed == ["network"]
+
+
+def test_a_rate_limited_send_rejects_with_retry_after_and_the_viewer_goes_on(
+    browser: Any, shim: ShimProcess, shim_db: ShimDb
+) -> None:
+    """Six messages in a row: the sixth is refused 429 rate_limited (5 per 30 s) and
+    rejects with the server's Retry-After; an empty one rejects 400 empty_message; the
+    viewer keeps pinging (a refused message never stops it)."""
+    page = open_page(browser, shim)
+    page.evaluate("(t) => window.start({ token: t })", user_token(shim_db))
+    wait_count(page, "entered", 1)
+    for n in range(5):
+        assert "ok" in outcome(page, "window.viewer.send(arg)", f"message {n}")
+    limited = outcome(page, "window.viewer.send('one too many')")
+    assert limited["error"]["status"] == 429, limited
+    assert limited["error"]["reason"] == "rate_limited"
+    assert limited["error"]["retryAfter"] >= 1
+    assert limited["error"]["name"] == "EventliveError"
+    empty = outcome(page, "window.viewer.send('   ')")
+    assert (empty["error"]["status"], empty["error"]["reason"]) == (400, "empty_message")
+    pings = count(page, "ping")
+    wait_count(page, "ping", pings + 1)
+    assert page.evaluate("window.viewer.state") == "live"
+    assert count(page, "stopped") == 0
+    assert len(messages_in_db(shim_db)) == 5

@@ -18,11 +18,38 @@
 // row it stops polling for `breakerCooldown` seconds (doubling, at most 5 minutes), then
 // tries once; it keeps trying to get back to the live room.
 //
+// send(text) and ask(text, {anonymous}) call chat_send and question_ask once the viewer
+// has entered, with an idempotency id (client_msg_id, a crypto.randomUUID()) made here:
+// sending the same text again while its last attempt has not succeeded reuses that id
+// (and err.retry() does the same), so a retry never posts twice. They resolve with the
+// server's receipt {id, seq, created_at, status} and reject with an EventliveError
+// {status, reason, message, retryAfter, clientMsgId}: 429 rate_limited carries the
+// server's Retry-After in seconds. A failed send never stops the viewer.
+//
 // Events (CustomEvent, detail in e.detail): entered, ping, tracked, paused, resumed,
 // backoff {status, delay}, superseded, stopped {reason, status}, mode {mode}
-// (live | polling | open), messages {messages}.
+// (live | polling | open | stopped), messages {messages}, sent {fn, text, clientMsgId,
+// receipt}, send_failed {fn, text, clientMsgId, error}. README.md documents it all.
 
 const MAX_BACKOFF = 60;
+
+// What a refused send or ask rejects with: the HTTP status (0: no answer), the server's
+// machine-readable reason (details), its sentence, Retry-After in seconds (0: none).
+export class EventliveError extends Error {
+  constructor({ fn, status, body, retryAfter = 0, clientMsgId = null, retry = null }) {
+    const b = body && typeof body === "object" ? body : {};
+    super(b.message || (status ? `${fn} answered ${status}` : `${fn}: no answer`));
+    this.name = "EventliveError";
+    this.fn = fn;
+    this.status = status;
+    this.code = b.code || null;
+    this.reason = b.details || (status ? `http_${status}` : "network");
+    this.hint = b.hint || null;
+    this.retryAfter = retryAfter;
+    this.clientMsgId = clientMsgId;
+    this.retry = retry; // () => the same send again, with the same client_msg_id
+  }
+}
 
 export function join(options) {
   return new Viewer(options);
@@ -85,7 +112,62 @@ export class Viewer extends EventTarget {
     return this._chat;
   }
 
+  // A chat message: chat_send with an idempotency id (see the top of this file).
+  send(text, { clientMsgId = null } = {}) {
+    return this._post("chat_send", text, {}, clientMsgId);
+  }
+
+  // A question: question_ask, anonymous (no author shown to viewers) when asked so.
+  ask(text, { anonymous = false, clientMsgId = null } = {}) {
+    return this._post("question_ask", text, { anonymous: Boolean(anonymous) }, clientMsgId);
+  }
+
   // -- internals ---------------------------------------------------------------------
+
+  // Resolves once the viewer has entered (a message needs the registration entering
+  // makes); rejects if it stops first.
+  _entered() {
+    if (this.sessionId) return Promise.resolve();
+    if (this.state === "stopped") return Promise.reject(new EventliveError({ fn: "track_access", status: 0, body: { details: "stopped", message: "The viewer has stopped." } }));
+    return new Promise((resolve, reject) => {
+      const entered = () => { this.removeEventListener("stopped", stopped); resolve(); };
+      const stopped = (e) => {
+        this.removeEventListener("entered", entered);
+        reject(new EventliveError({ fn: "track_access", status: e.detail.status || 0, body: { details: e.detail.reason, message: `The viewer stopped: ${e.detail.reason}.` } }));
+      };
+      this.addEventListener("entered", entered, { once: true });
+      this.addEventListener("stopped", stopped, { once: true });
+    });
+  }
+
+  // One send or ask. The id of a message whose last attempt did not succeed is kept by
+  // (function, text): the same text sent again is a retry of it, not a new message.
+  async _post(fn, text, extra, clientMsgId) {
+    const key = `${fn}\u0000${text}`;
+    if (!this._pending) this._pending = new Map();
+    const id = clientMsgId || this._pending.get(key) || globalThis.crypto.randomUUID();
+    this._pending.set(key, id);
+    const retry = () => this._post(fn, text, extra, id);
+    let result;
+    try {
+      await this._entered();
+      result = await this._call(fn, { webinar_id: this.webinarId, body: text, client_msg_id: id, ...extra });
+    } catch (e) {
+      const error = e instanceof EventliveError
+        ? Object.assign(e, { clientMsgId: id, retry })
+        : new EventliveError({ fn, status: 0, body: { details: "network", message: String(e && e.message || e) }, clientMsgId: id, retry });
+      this._emit("send_failed", { fn, text, clientMsgId: id, error });
+      throw error;
+    }
+    if (result.status === 200) {
+      this._pending.delete(key);
+      this._emit("sent", { fn, text, clientMsgId: id, receipt: result.body });
+      return result.body;
+    }
+    const error = new EventliveError({ fn, status: result.status, body: result.body, retryAfter: result.retryAfter, clientMsgId: id, retry });
+    this._emit("send_failed", { fn, text, clientMsgId: id, error });
+    throw error;
+  }
 
   _emit(type, detail = {}) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
@@ -262,8 +344,13 @@ export class Room {
   stop() {
     this._stopped = true;
     clearTimeout(this._timer);
+    clearTimeout(this._liveTimer);
     if (this._ws) this._ws.close();
   }
+
+  // The viewer's send and ask, from the room too.
+  send(text, options) { return this.viewer.send(text, options); }
+  ask(text, options) { return this.viewer.ask(text, options); }
 
   _setMode(mode) {
     if (this.mode === mode) return;
