@@ -40,7 +40,7 @@ ERROR = mig.MigrationError.exit_code  # bad input, drift, no connection: nothing
 EXIT_CODES = {
     "db migrate": (
         f"0 done / {mig.ApplyError.exit_code} a file failed (rolled back) / "
-        f"{ERROR} drift or error (nothing applied) / "
+        f"{ERROR} drift or error, a transaction pooler included (nothing applied) / "
         f"{mig.LockTimeoutError.exit_code} lock timeout (nothing applied)"
     ),
     "db status": f"0 up to date / {STATUS_PENDING} pending / {STATUS_DRIFT} drift or error",

@@ -30,6 +30,8 @@ log = logging.getLogger("eventlive.shim")
 QUICK_503 = 0.5
 # Seconds /ready waits for a pooled connection (requests may wait longer: a busy database).
 READY_WAIT = 0.5
+# Seconds the start-up probe for a transaction pooler may take before the shim serves.
+POOLER_PROBE_SECONDS = 2.0
 # Pings per coalesced statement at most: past ~100 the batch's own transaction time
 # (row locks held until its commit) outweighs the per-statement saving.
 MAX_BATCH = 100
@@ -55,7 +57,11 @@ class Database:
         self.observe_db = observe_db  # (function, seconds): the database time histogram
         self.pool_timeout = settings.pool_timeout
         self.db_timeout = settings.db_timeout
-        self.prepare = settings.prepare
+        # Off until the start-up probe says DATABASE_URL is not a transaction pooler
+        # (``detect``): a named statement there lives on one server connection, the next
+        # transaction may get another (26000 / 42P05).
+        self.prepare = False
+        self.pooled: bool | None = None  # True: a transaction pooler; None: not probed yet
         self.health = exchange.Health(quick=min(QUICK_503, settings.pool_timeout))
         self.pool: AsyncConnectionPool[Any] | None = None
         self.coalescer = (
@@ -86,11 +92,31 @@ class Database:
             timeout=s.pool_timeout,
             open=False,
             name="eventlive",
-            kwargs={"autocommit": True},
+            # No server-side statements psycopg would prepare by itself after five runs
+            # (the status sampler's, the catalog's): they break behind a transaction
+            # pooler, and off the hot path (which talks to libpq itself) they save nothing.
+            kwargs={"autocommit": True, "prepare_threshold": None},
             # Short: an outage must not push the next attempt minutes away.
             reconnect_timeout=5.0,
         )
         await self.pool.open(wait=False)
+
+    async def detect(self, timeout: float = POOLER_PROBE_SECONDS) -> bool | None:
+        """Probe ``DATABASE_URL`` for a transaction-mode pooler (``transaction_pooled``) and
+        prepare statements only when it is not one and ``EVENTLIVE_PREPARE`` allows it.
+        None when the database could not be reached in ``timeout`` (statements stay
+        unprepared; call again later)."""
+        pooled = await transaction_pooled(self.settings.database_url or "", timeout)
+        if pooled is None:
+            return None
+        self.pooled = pooled
+        self.prepare = self.settings.prepare and not pooled
+        if pooled:
+            log.info(
+                "DATABASE_URL goes through a transaction-mode pooler: statements are not "
+                "prepared (as with EVENTLIVE_PREPARE=0)"
+            )
+        return pooled
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -198,3 +224,46 @@ class Database:
                 self.settings.retry_after,
                 "database_down",
             ) from None
+
+
+_PID = b"select pg_catalog.pg_backend_pid()"
+
+
+async def _backend(conn: psycopg.AsyncConnection[Any]) -> int:
+    row = await (await conn.execute(_PID)).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def transaction_pooled(url: str, timeout: float = POOLER_PROBE_SECONDS) -> bool | None:
+    """True when ``url`` reaches PostgreSQL through a transaction-mode pooler (PgBouncer
+    ``pool_mode = transaction``, Supavisor on port 6543), False when each client
+    connection is one server session (direct, a TCP proxy, a session-mode pooler), None
+    when it could not tell within ``timeout`` (database unreachable).
+
+    Two client connections: A runs ``pg_backend_pid()``, then B opens a transaction and
+    asks the same, then A asks again. A server session belongs to one client connection
+    for its life unless the pooler lends it per transaction, so B seeing A's backend (a
+    pooler hands out the server connection just released) or A seeing another backend
+    (A's went to B) proves transaction pooling; nothing else can produce either."""
+    try:
+        async with asyncio.timeout(timeout):
+            kwargs: dict[str, Any] = {
+                "autocommit": True,
+                "prepare_threshold": None,
+                "application_name": "eventlive pooler probe",
+            }
+            async with (
+                await psycopg.AsyncConnection.connect(url, **kwargs) as a,
+                await psycopg.AsyncConnection.connect(url, **kwargs) as b,
+            ):
+                first = await _backend(a)
+                await b.execute(b"begin")
+                if await _backend(b) == first:
+                    return True
+                for _ in range(3):  # a pooler that does not lend the last one released
+                    if await _backend(a) != first:
+                        return True
+                await b.execute(b"rollback")
+                return False
+    except (psycopg.Error, TimeoutError, OSError):
+        return None

@@ -10,17 +10,47 @@ SQLSTATEs and reasons below, anything else ``other``), token cache hits and miss
 fetches (the only auth-server traffic), the process start time, and the same errors and
 requests per function over the last 1..60 minutes (``eventlive_window_*``, from 15-second
 slots kept for an hour) so a check "in the last 30 minutes" needs one scrape, not two.
+
+**A node's workers as one** (``eventlive serve --workers N``, N > 1): ``eventlive serve``
+gives its workers a private ``PROMETHEUS_MULTIPROC_DIR`` (``shim.serve.server``), and
+prometheus-client's multiprocess mode writes every counter and histogram to a file per
+worker there; ``registry`` (what ``/metrics`` renders and ``/status`` samples) is then a
+``MultiProcessCollector`` over that directory, so one scrape of any worker answers for
+the node. What the custom collectors computed from one worker's memory is published by
+each worker (``publish``, every second and at every scrape) as multiprocess metrics:
+
+- pool size / in use / waiting: gauges in ``livesum`` mode, the node's pool is the sum of
+  its live workers' (a dead worker's connections are gone with it; ``max`` would hide
+  that one worker's pool is exhausted while another idles);
+- token cache hits / misses, JWKS fetches: counters (a dead worker's counts stay, as
+  any counter's do);
+- the start time: ``min`` (counters count since the node's first worker started);
+- the ``eventlive_window_*`` sums: ``livesum`` (a killed worker's last hour leaves with
+  it, at most a restart's worth of requests).
+
+A worker's ``livesum`` files are removed once its pid is gone (``mark_process_dead``, at
+each scrape), so a worker killed and restarted by uvicorn is not counted twice. With one
+worker nothing of this runs: the in-memory metrics, as before.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -177,6 +207,83 @@ class _PoolCollector(Collector):
         )
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode when this process runs in it (module doc)."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead(path: str) -> list[int]:
+    """``mark_process_dead`` for every worker whose live gauges remain but whose pid is
+    gone (killed, then restarted by uvicorn under another pid); the pids swept."""
+    pids = set()
+    for f in Path(path).glob("gauge_live*_*.db"):
+        tail = f.stem.rsplit("_", 1)[-1]
+        if tail.isdigit():
+            pids.add(int(tail))
+    dead = sorted(p for p in pids if p != os.getpid() and not _alive(p))
+    for pid in dead:
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    return dead
+
+
+class _Shared:
+    """What the custom collectors say, as multiprocess metrics of this worker (module doc)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.started = Gauge(
+            "eventlive_process_start_time_seconds",
+            "When this node's first worker started (Unix time): counters count since then",
+            registry=r,
+            multiprocess_mode="min",
+        )
+        self.pool = {
+            name: Gauge(f"eventlive_pool_{name}", doc, registry=r, multiprocess_mode="livesum")
+            for name, doc in (
+                ("size", "Connections open"),
+                ("in_use", "Connections lent to requests"),
+                ("waiting", "Requests waiting for a connection"),
+            )
+        }
+        self.cache = Counter(
+            "eventlive_token_cache", "Verified-token cache lookups (hit, miss)", ["result"],
+            registry=r,
+        )  # fmt: skip
+        self.jwks = Counter(
+            "eventlive_jwks_fetches",
+            "JWKS fetches: the only requests the shim sends to an auth server",
+            registry=r,
+        )
+        self.window_errors = Gauge(
+            "eventlive_window_errors",
+            "Error answers in the last window, by function, status, SQLSTATE and reason",
+            ["window", "function", "status", "sqlstate", "reason"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.window_requests = Gauge(
+            "eventlive_window_requests",
+            "Answers in the last window, by function",
+            ["window", "function"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.counted = (0, 0, 0)  # auth stats published so far (the counters' deltas)
+        self.windows: dict[tuple[Gauge, tuple[str, ...]], bool] = {}
+
+
 class Metrics:
     """Counters and histograms; ``observe`` is the one call per request."""
 
@@ -186,11 +293,15 @@ class Metrics:
         auth_stats: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0),
     ) -> None:
         self.started = time.time()
+        self.pool_stats = pool_stats
         self.auth_stats = auth_stats
         self.recent_errors = Recent()
         self.recent_requests = Recent()
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self.multiprocess_dir = multiprocess_dir()
+        # This worker's metrics; with several workers its values go to the shared
+        # directory and ``registry`` reads every worker's from there (module doc).
+        self.own = CollectorRegistry(auto_describe=True)
+        r = self.own
         self.requests = Counter(
             "eventlive_requests", "HTTP requests", ["route", "function", "status"], registry=r
         )
@@ -223,10 +334,18 @@ class Metrics:
             ["function", "status", "sqlstate", "reason"],
             registry=r,
         )
-        r.register(_PoolCollector(pool_stats))
-        r.register(_WindowCollector(self))
         self._children: dict[tuple[str, ...], Any] = {}
         self._db_children: dict[str, Any] = {}
+        self.shared: _Shared | None = None
+        if self.multiprocess_dir is None:
+            r.register(_PoolCollector(pool_stats))
+            r.register(_WindowCollector(self))
+            self.registry = r
+        else:
+            self.shared = _Shared(r)
+            self.shared.started.set(self.started)
+            self.registry = CollectorRegistry(auto_describe=True)
+            multiprocess.MultiProcessCollector(self.registry, self.multiprocess_dir)  # type: ignore[no-untyped-call]
 
     def observe(self, route: str, function: str, status: int, seconds: float) -> None:
         """Count one finished request (children cached: labels() costs a lock and a hash)."""
@@ -251,6 +370,44 @@ class Metrics:
         self.errors.labels(*key).inc()
         self.recent_errors.add(key)
 
+    def publish(self) -> None:
+        """With several workers: this worker's pool, token cache, JWKS and window figures
+        into the shared directory (every second, and before each scrape); else nothing."""
+        shared = self.shared
+        if shared is None:
+            return
+        s = self.pool_stats()
+        size = s.get("pool_size", 0)
+        shared.pool["size"].set(size)
+        shared.pool["in_use"].set(size - s.get("pool_available", 0))
+        shared.pool["waiting"].set(s.get("requests_waiting", 0))
+        now = self.auth_stats()
+        hits, misses, fetches = (
+            max(0, n - was) for n, was in zip(now, shared.counted, strict=True)
+        )
+        if hits:
+            shared.cache.labels("hit").inc(hits)
+        if misses:
+            shared.cache.labels("miss").inc(misses)
+        if fetches:
+            shared.jwks.inc(fetches)
+        shared.counted = now
+        fresh: dict[tuple[Gauge, tuple[str, ...]], bool] = {}
+        for window, seconds in WINDOWS.items():
+            for gauge, recent in (
+                (shared.window_errors, self.recent_errors),
+                (shared.window_requests, self.recent_requests),
+            ):
+                for key, n in recent.totals(seconds).items():
+                    gauge.labels(window, *key).set(n)
+                    fresh[(gauge, (window, *key))] = True
+        for gauge, labels in shared.windows.keys() - fresh.keys():
+            gauge.labels(*labels).set(0)  # its slots expired: no longer counted here
+        shared.windows = fresh
+
     def render(self) -> bytes:
-        """The Prometheus text exposition."""
+        """The Prometheus text exposition (the node's, with several workers)."""
+        if self.multiprocess_dir is not None:
+            self.publish()
+            sweep_dead(self.multiprocess_dir)
         return generate_latest(self.registry)

@@ -27,6 +27,14 @@ class Settings:
         None,
         "libpq DSN of the login role `authenticator`; absent -> embedded Postgres",
     )
+    listen_url: str | None = setting(
+        "EVENTLIVE_LISTEN_URL",
+        TEXT,
+        None,
+        "libpq DSN of the process's one LISTEN connection (catalog reloads, the live room): "
+        "direct or session mode, never a transaction pooler",
+        note="unset = DATABASE_URL; behind a transaction pooler the shim warns at start",
+    )
     schemas: tuple[str, ...] = setting(
         "EVENTLIVE_SCHEMAS",
         LIST,

@@ -7,6 +7,8 @@
 - ``ApplyError`` (1): a file failed; its transaction (if any) was rolled back and nothing
   after it ran. Names the file, the line and column, and Postgres' message.
 - ``LockTimeoutError`` (3): another migrate held the migration lock for longer than allowed.
+- ``PoolerError`` (2): the connection goes through a transaction-mode pooler, which cannot
+  hold the session-level migration lock; refused at once, before anything is applied.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class LockTimeoutError(MigrationError):
     """The migration lock stayed taken by another session past the timeout."""
 
     exit_code = 3
+
+
+class PoolerError(MigrationError):
+    """The connection string reaches a transaction-mode pooler; nothing was applied."""
 
 
 class ApplyError(MigrationError):

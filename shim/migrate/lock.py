@@ -6,6 +6,11 @@ Two migrate runs against one database never both apply: each takes
 - Session level, taken on an autocommit connection: the holder keeps no transaction
   open, so its own ``create index concurrently`` (which waits for every transaction that
   might see the table) does not wait on it.
+- Behind a transaction-mode pooler (PgBouncer ``pool_mode = transaction``, Supavisor
+  on port 6543) the lock would be taken on whichever server connection ran that one
+  statement and held there for nobody, the next statements running elsewhere: ``acquire``
+  checks for one first (``transaction_pooled``) and refuses at once (``PoolerError``,
+  exit 2) rather than lock nothing or wait on a lock it holds itself.
 - The waiter polls ``pg_try_advisory_lock`` in autocommit instead of blocking in
   ``pg_advisory_lock``: a blocked statement holds a snapshot, which a concurrent index
   build in the holder would wait for -- a deadlock. Each poll is an instant transaction.
@@ -17,13 +22,23 @@ import time
 from collections.abc import Callable
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import TupleRow
 
-from shim.migrate.errors import LockTimeoutError
+from shim.migrate.errors import LockTimeoutError, PoolerError
 
 # 'evntlive' in ASCII, as one bigint; shown in pg_locks as classid/objid halves.
 LOCK_KEY = int.from_bytes(b"evntlive", "big")
 POLL_SECONDS = 0.1
+PROBE_CONNECT_SECONDS = 10
+
+POOLED = (
+    "the connection goes through a transaction-mode pooler (PgBouncer pool_mode = "
+    "transaction, Supavisor on port 6543): the migration lock is a session-level advisory "
+    "lock, which such a pooler cannot hold for one session. Nothing was applied. Connect "
+    "directly or through a session-mode pooler (on Supabase: port 5432, the direct "
+    "connection or the session pooler) and run it again."
+)
 
 _HOLDER = """
 select a.pid, coalesce(nullif(a.application_name, ''), '?'), a.usename,
@@ -34,6 +49,35 @@ where l.locktype = 'advisory' and l.granted and l.database = (
           select oid from pg_catalog.pg_database where datname = pg_catalog.current_database())
   and l.classid = %(hi)s and l.objid = %(lo)s and l.objsubid = 1
 """
+
+
+def _backend(conn: psycopg.Connection[TupleRow]) -> int:
+    row = conn.execute("select pg_catalog.pg_backend_pid()").fetchone()
+    return int(row[0]) if row else 0
+
+
+def transaction_pooled(conn: psycopg.Connection[TupleRow]) -> bool:
+    """True when ``conn`` reaches PostgreSQL through a transaction-mode pooler.
+
+    A second connection with the same parameters opens a transaction and asks for its
+    backend: a server session belongs to one client connection unless a pooler lends it
+    per transaction, so the second seeing ``conn``'s backend (the one just released), or
+    ``conn`` seeing another one afterwards, proves it (``shim.http.database`` probes the
+    same way at the shim's start)."""
+    params = {
+        opt.keyword.decode(): opt.val.decode()
+        for opt in conn.pgconn.info
+        if opt.val is not None and opt.keyword.decode() not in ("replication",)
+    }  # with the password, which ``conn.info.dsn`` leaves out
+    params.setdefault("connect_timeout", str(PROBE_CONNECT_SECONDS))
+    first = _backend(conn)
+    with psycopg.connect(make_conninfo(**params), autocommit=True, prepare_threshold=None) as other:
+        other.execute("begin")
+        if _backend(other) == first:
+            return True
+        pooled = any(_backend(conn) != first for _ in range(3))
+        other.execute("rollback")
+    return pooled
 
 
 def try_acquire(conn: psycopg.Connection[TupleRow]) -> bool:
@@ -59,10 +103,13 @@ def acquire(
     """Take the lock, polling for up to ``timeout`` seconds; returns the seconds waited.
 
     ``conn`` must be in autocommit mode (see the module docstring). Raises
-    ``LockTimeoutError`` naming the holder when the lock stays taken.
+    ``PoolerError`` at once behind a transaction-mode pooler, ``LockTimeoutError`` naming
+    the holder when the lock stays taken.
     """
     if not conn.autocommit:
         raise ValueError("the migration lock must be taken on an autocommit connection")
+    if transaction_pooled(conn):
+        raise PoolerError(POOLED)
     started = time.monotonic()
     if try_acquire(conn):
         return 0.0

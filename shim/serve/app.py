@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import multiprocess
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -31,6 +34,7 @@ from shim import realtime
 from shim.console import Console
 from shim.http import full, ops
 from shim.http.catalog import RELOAD_CHANNEL
+from shim.http.database import transaction_pooled
 from shim.http.errors import ApiError
 from shim.http.lean import LeanEntrance
 from shim.http.service import Service
@@ -39,6 +43,8 @@ from shim.realtime.hub import ROOM_CHANNEL
 from shim.realtime.socket import Verify
 from shim.serve.housekeeping import Housekeeper
 from shim.serve.listener import Listener
+
+log = logging.getLogger("eventlive.shim")
 
 
 class ShimApp(Starlette):
@@ -74,10 +80,10 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
+        chores = [*await _probe_pooler(service), *_housekeeping(service), *_publish(service)]
         if hub_settings.enabled:
             await live.start()
         listener.start()
-        chores = _housekeeping(service)
         try:
             yield
         finally:
@@ -90,6 +96,10 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
                 await live.stop()
             await console.stop()
             await service.stop()
+            if service.metrics.multiprocess_dir is not None:  # this worker's live gauges go
+                multiprocess.mark_process_dead(  # type: ignore[no-untyped-call]
+                    os.getpid(), service.metrics.multiprocess_dir
+                )
 
     routes = [
         *full.routes(service),
@@ -126,7 +136,8 @@ def _verifier(service: Service) -> Verify:
 def _listener(service: Service, live: realtime.Realtime | None) -> Listener:
     """The one listener: catalog reloads, then the room clock, then the hub (in that
     order, so a cached answer is stale before the hub delivers the event)."""
-    listener = Listener(service.settings.database_url or "")
+    settings = service.settings
+    listener = Listener(settings.listen_url or settings.database_url or "")
     first = [True]
 
     async def caught_up() -> None:
@@ -148,6 +159,67 @@ def _listener(service: Service, live: realtime.Realtime | None) -> Listener:
         listener.subscribe(ROOM_CHANNEL, live.hub.heard)
         listener.on_connect(live.hub.resync)
     return listener
+
+
+LOST_NOTIFICATIONS = (
+    "DATABASE_URL goes through a transaction-mode pooler and EVENTLIVE_LISTEN_URL is not "
+    "set: LISTEN there loses its notifications (catalog reloads after a migration, the "
+    "live room's chat, questions and stats wait for the hub's safety reads). Set "
+    "EVENTLIVE_LISTEN_URL to a direct or session-mode connection string (docs/deployment.md)."
+)
+LISTEN_POOLED = (
+    "EVENTLIVE_LISTEN_URL goes through a transaction-mode pooler: LISTEN there loses its "
+    "notifications; give it a direct or session-mode connection string (docs/deployment.md)."
+)
+
+
+async def _probe_pooler(service: Service) -> list[asyncio.Task[None]]:
+    """Whether DATABASE_URL (and a separate LISTEN URL) is a transaction pooler, probed
+    before the first request (at most ``shim.http.database.POOLER_PROBE_SECONDS``), and
+    in the background while the database cannot be reached (statements stay unprepared
+    until a probe answers). A warning line when LISTEN would go through one."""
+    settings = service.settings
+
+    async def probe() -> bool:
+        pooled = await service.database.detect()
+        if pooled is None:
+            return False
+        if pooled and settings.listen_url in (None, settings.database_url):
+            log.warning(LOST_NOTIFICATIONS)
+        elif settings.listen_url not in (None, settings.database_url) and await transaction_pooled(
+            settings.listen_url or ""
+        ):
+            log.warning(LISTEN_POOLED)
+        return True
+
+    async def until_probed() -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            if await probe():
+                return
+            delay = min(delay * 2, 30.0)
+
+    if await probe():
+        return []
+    return [asyncio.create_task(until_probed(), name="eventlive-pooler-probe")]
+
+
+PUBLISH_SECONDS = 1.0
+
+
+def _publish(service: Service) -> list[asyncio.Task[None]]:
+    """With several workers, each publishes its pool, token cache and window figures to
+    the node's metrics every second (``shim.http.metrics``, module doc)."""
+    if service.metrics.multiprocess_dir is None:
+        return []
+
+    async def run() -> None:
+        while True:
+            service.metrics.publish()
+            await asyncio.sleep(PUBLISH_SECONDS)
+
+    return [asyncio.create_task(run(), name="eventlive-metrics-publish")]
 
 
 def _housekeeping(service: Service) -> list[asyncio.Task[None]]:

@@ -3,19 +3,25 @@
 The app logs in with ``DATABASE_URL`` (it must be the ``authenticator`` role); without
 one, ``eventlive serve`` (``shim.cli``) first starts the embedded PostgreSQL and puts its
 URL there. Each worker reads its settings from the environment. Connections stalled in
-their request headers are closed (``shim.serve.header_timeout``).
+their request headers are closed (``shim.serve.header_timeout``). With ``--workers N``
+(N > 1) the workers share a private metrics directory, so that ``/metrics`` of any of
+them is the node's (``shim.http.metrics``).
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import sys
+import tempfile
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from shim import realtime
+from shim.http.metrics import MULTIPROC_ENV
 from shim.http.settings import Settings, SettingsError
 from shim.serve.header_timeout import HeaderTimeoutProtocol
 
@@ -46,6 +52,20 @@ def run(host: str, port: int, workers: int) -> None:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(exc.exit_code) from None
+    # Several workers: one scrape of any of them answers for the node (prometheus-client's
+    # multiprocess mode over a private directory, removed at exit; shim.http.metrics).
+    # An operator's own PROMETHEUS_MULTIPROC_DIR is used as it is and left in place.
+    own = workers > 1 and not os.environ.get(MULTIPROC_ENV)
+    if own:
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="eventlive-metrics-")
+    try:
+        _serve(host, port, workers)
+    finally:
+        if own:
+            shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
+
+
+def _serve(host: str, port: int, workers: int) -> None:
     uvicorn.run(
         "shim.serve.app:app_from_env",
         factory=True,

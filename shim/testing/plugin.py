@@ -24,6 +24,9 @@ Fixtures (a contract for tests in this repository and in testers' projects):
 - ``admin_conn`` (function): superuser connection to the clone, autocommit.
 - ``db`` (function): connection to the clone as ``authenticator`` (not a superuser, so
   RLS applies), autocommit **off**; use ``shim.testing.act_as`` to pick the API role.
+- ``eventlive_pgbouncer`` (session): PgBouncer in transaction mode on loopback in front of
+  ``eventlive_server`` (``shim.testing.pgbouncer``): ``.dsn(any_dsn)`` is that DSN through
+  it. Skips, saying so, when the ``pgbouncer`` binary is absent (``.ci/run`` installs it).
 - ``supabase_server`` (session): a Supabase-shaped server (the session's own under
   ``EVENTLIVE_TEST_SHAPE=supabase``, else a second throwaway one).
 - ``supabase_project`` (function): a fresh database of that shape, not migrated --
@@ -384,6 +387,22 @@ def db(eventlive_db: EventliveDatabase) -> Iterator[psycopg.Connection[tuple[Any
     """
     with psycopg.connect(eventlive_db.dsn) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def eventlive_pgbouncer(eventlive_server: EventliveServer) -> Iterator[Any]:
+    """PgBouncer (transaction mode) in front of the session's server (module doc)."""
+    from shim.testing.pgbouncer import PgBouncer, find_pgbouncer  # noqa: PLC0415
+
+    if find_pgbouncer() is None:
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)")
+    users = {
+        eventlive_server.user: eventlive_server.password,  # first: PgBouncer's start probe
+        AUTHENTICATOR: os.environ.get(AUTHENTICATOR_PASSWORD_ENV),
+    }
+    users.setdefault(eventlive_server.migrator, None)
+    with PgBouncer(eventlive_server.host, eventlive_server.port, users) as bouncer:
+        yield bouncer
 
 
 @pytest.fixture(scope="session")

@@ -158,3 +158,28 @@ def test_cli_exits_3_on_lock_timeout(
 ) -> None:
     assert main(["db", "migrate", "--dsn", empty_database, "--lock-timeout", "0.1"]) == 3
     assert "another migration is running" in capsys.readouterr().err
+
+
+def test_migrate_through_a_transaction_pooler_is_refused_at_once(
+    empty_database: str, eventlive_pgbouncer: Any
+) -> None:
+    """The session lock cannot be held through PgBouncer in transaction mode: exit 2 at
+    once (not a hang, not a lock held for nobody), saying what to connect to instead;
+    nothing applied. The same database directly migrates."""
+    pooled = eventlive_pgbouncer.dsn(empty_database)
+    started = time.monotonic()
+    code, err = finish(eventlive("db", "migrate", "--dsn", pooled, "--lock-timeout", "60"))
+    assert time.monotonic() - started < 20
+    assert code == 2, err
+    assert "transaction-mode pooler" in err
+    assert "directly or through a session-mode pooler" in err
+    assert "Nothing was applied" in err
+    with psycopg.connect(empty_database) as conn:
+        row = conn.execute("select to_regnamespace('eventlive_migrations')").fetchone()
+        assert row == (None,)
+        held = conn.execute(
+            "select count(*) from pg_locks where locktype = 'advisory' and objid = %s",
+            (LOCK_KEY & 0xFFFFFFFF,),
+        ).fetchone()
+        assert held == (0,)
+    assert main(["db", "migrate", "--dsn", empty_database]) == 0
