@@ -44,7 +44,7 @@ W_STORM = 900002
 W_STEADY = 900003
 W_STORM_BIG = 900004  # the larger storm (its viewers enter W_STORM first-time too)
 # the workers scenario's storms, one webinar per worker count (the same viewers, first-time)
-W_STORM_WORKERS = {1: 900005, 2: 900006}
+W_STORM_WORKERS = {1: 900005, 2: 900006, 4: 900007}
 
 
 BENCH_SQL = """
@@ -478,22 +478,22 @@ class World:
             "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
 
-    def start_shim(self) -> Proc:
+    def start_shim(self, env: dict[str, str] | None = None) -> Proc:
         """``eventlive serve`` as shipped (``ShimProcess``'s command line): access log on,
         metrics, token cache, coalescing and pool as their defaults; only the database
-        and the HS256 secret are given."""
-        env = {"DATABASE_URL": self.auth_dsn(), "JWT_SECRET": SECRET}
+        and the HS256 secret are given (``env`` may change them: the pooler scenario)."""
+        env = {"DATABASE_URL": self.auth_dsn(), "JWT_SECRET": SECRET, **(env or {})}
         argv = ShimProcess(env, workers=self.workers, port=free_port()).argv()
         return self._spawn("shim", argv, env, "/ready")
 
-    def restart_shim(self, workers: int) -> Proc:
-        """The shim again with ``workers`` processes (the workers scenario); the other
-        scenarios' count is ``self.workers``."""
+    def restart_shim(self, workers: int, env: dict[str, str] | None = None) -> Proc:
+        """The shim again with ``workers`` processes (the workers scenario) and ``env``
+        (the pooler scenario); the other scenarios' count is ``self.workers``."""
         if "shim" in self.procs:
             self.procs.pop("shim").stop()
         kept, self.workers = self.workers, workers
         try:
-            return self.start_shim()
+            return self.start_shim(env)
         finally:
             self.workers = kept
 

@@ -756,7 +756,7 @@ def _pollers_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
 
 
 def _workers_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
-    """7. One shim process or two, side by side."""
+    """7. One, two and four shim processes, side by side."""
     runs = r.get("workers", {}).get("runs", [])
     if not runs:
         return []
@@ -776,7 +776,7 @@ def _workers_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
             _cpu(s.get("cpu_cores")),
         ])  # fmt: skip
     lines = [
-        "## 7. Workers: one process or two",
+        "## 7. Workers: one, two and four processes",
         "",
         "`eventlive serve --workers N` with everything else as shipped, one after the other in "
         f"this run: closed-loop calls at {runs[0]['ping']['connections']} connections, then a "
@@ -790,15 +790,47 @@ def _workers_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
          "registrations", "storm CPU cores used"],
         rows,
     )  # fmt: skip
-    if len(runs) == len(("one", "two")):  # one worker and two
-        a, b = runs
+    one = runs[0]
+    for b in runs[1:]:
         lines += [
             "",
-            f"Two workers / one: ping {_fmt(_ratio(b['ping']['rps'], a['ping']['rps']))} times, "
-            f"track {_fmt(_ratio(b['track']['rps'], a['track']['rps']))} times, storm p99 "
-            f"{_fmt(_ratio(b['storm']['track']['p99_ms'], a['storm']['track']['p99_ms']))} times.",
+            f"{b['workers']} workers / {one['workers']}: ping "
+            f"{_fmt(_ratio(b['ping']['rps'], one['ping']['rps']))} times, "
+            f"track {_fmt(_ratio(b['track']['rps'], one['track']['rps']))} times, storm p99 "
+            f"{_fmt(_ratio(b['storm']['track']['p99_ms'], one['storm']['track']['p99_ms']))} times.",
         ]
     return [*lines, ""]
+
+
+def _pooler_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
+    """8. Pings through PgBouncer (transaction mode) ÷ direct."""
+    res = r.get("pooler", {})
+    if res.get("skipped"):
+        return ["## 8. Behind a transaction pooler", "", f"Skipped: {res['skipped']}.", ""]
+    if "pgbouncer" not in res or "direct" not in res:
+        return []
+    rows = [
+        [
+            name,
+            f"{_fmt(x['rps'], 0)} / {_fmt(x['p99_ms'])}",
+            _statuses(x["statuses"]),
+            f"{_fmt(cpu_ms(x.get('cpu_cores'), x['rps'], 'shim'), 3)}, "
+            f"{_fmt(cpu_ms(x.get('cpu_cores'), x['rps'], 'postgres'), 3)}",
+        ]
+        for name, x in (("through PgBouncer", res["pgbouncer"]), ("direct", res["direct"]))
+    ]
+    lines = [
+        "## 8. Behind a transaction pooler",
+        "",
+        "Closed-loop pings at "
+        f"{res['direct']['connections']} connections, the shim's pool through PgBouncer "
+        "(`pool_mode = transaction`, statements unprepared, LISTEN direct) and then direct, "
+        "in this run.",
+        "",
+    ]
+    lines += _table(["pool", "ping req/s / p99 ms", "statuses", "CPU ms/req: shim, postgres"], rows)
+    lines += ["", f"Pings/s through PgBouncer / direct: **{_fmt(res.get('ratio'))}**.", ""]
+    return lines
 
 
 def _notes_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
@@ -818,6 +850,7 @@ SECTIONS = (
     _steady_section,
     _pollers_section,
     _workers_section,
+    _pooler_section,
     _notes_section,
 )
 

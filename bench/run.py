@@ -30,6 +30,7 @@ from bench.scenarios import (
     closed,
     openmodel,
     pollers,
+    pooler,
     profile,
     steady,
     storm,
@@ -162,7 +163,8 @@ SCENARIOS: list[tuple[str, str, Callable[[Context], dict[str, Any]]]] = [
     ("storm", "4. Join storm", storm.run),
     ("steady", "5. Steady state", steady.run),
     ("pollers", "6. Pollers", pollers.run),
-    ("workers", "7. Workers: one process or two", workers.run),
+    ("workers", "7. Workers: one, two and four processes", workers.run),
+    ("pooler", "8. Behind a transaction pooler (PgBouncer / direct)", pooler.run),
 ]
 
 

@@ -20,11 +20,13 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import psycopg
+import pytest
 from psycopg.conninfo import make_conninfo
 
 from shim.pg.ports import free_port
@@ -163,3 +165,18 @@ class PgBouncer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def in_front_of(server: Any, authenticator_password: str | None) -> Iterator[PgBouncer]:
+    """The ``eventlive_pgbouncer`` fixture's body: PgBouncer in front of the plugin's
+    ``EventliveServer`` for its superuser, ``authenticator`` and the migrator; a skip
+    saying why when the binary is absent."""
+    if find_pgbouncer() is None:
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)")
+    users = {
+        server.user: server.password,  # first: PgBouncer's start probe connects as it
+        "authenticator": authenticator_password,
+    }
+    users.setdefault(server.migrator, None)
+    with PgBouncer(server.host, server.port, users) as bouncer:
+        yield bouncer

@@ -392,17 +392,9 @@ def db(eventlive_db: EventliveDatabase) -> Iterator[psycopg.Connection[tuple[Any
 @pytest.fixture(scope="session")
 def eventlive_pgbouncer(eventlive_server: EventliveServer) -> Iterator[Any]:
     """PgBouncer (transaction mode) in front of the session's server (module doc)."""
-    from shim.testing.pgbouncer import PgBouncer, find_pgbouncer  # noqa: PLC0415
+    from shim.testing.pgbouncer import in_front_of  # noqa: PLC0415
 
-    if find_pgbouncer() is None:
-        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)")
-    users = {
-        eventlive_server.user: eventlive_server.password,  # first: PgBouncer's start probe
-        AUTHENTICATOR: os.environ.get(AUTHENTICATOR_PASSWORD_ENV),
-    }
-    users.setdefault(eventlive_server.migrator, None)
-    with PgBouncer(eventlive_server.host, eventlive_server.port, users) as bouncer:
-        yield bouncer
+    yield from in_front_of(eventlive_server, os.environ.get(AUTHENTICATOR_PASSWORD_ENV))
 
 
 @pytest.fixture(scope="session")

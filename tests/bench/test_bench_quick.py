@@ -65,7 +65,8 @@ def test_quick_run_reports_every_scenario(quick_run: tuple[Path, dict[str, Any],
         assert key in results, key
     for heading in ("## Headline", "## Machine and tools", "## Exact commands", "## 1. Ceiling",
                     "## 4. Join storm", "## 5. Steady state", "## 6. Pollers",
-                    "## 7. Workers: one process or two"):  # fmt: skip
+                    "## 7. Workers: one, two and four processes",
+                    "## 8. Behind a transaction pooler"):  # fmt: skip
         assert heading in text, heading
     # the machine and tool versions are stated
     assert results["meta"]["machine"]["cores"]
@@ -132,10 +133,11 @@ def test_storm_and_pollers_are_accounted(quick_run: tuple[Path, dict[str, Any], 
 
 @pytest.mark.timeout(300)
 def test_workers_are_compared_in_the_same_run(quick_run: tuple[Path, dict[str, Any], str]) -> None:
-    """One and two workers, each with its closed loops and its own storm, side by side."""
+    """One, two and four workers, each with its closed loops and its own storm, side by side;
+    the pooler scenario's ratio from the same run (or its reason to skip)."""
     _out, results, text = quick_run
     runs = results["workers"]["runs"]
-    assert [w["workers"] for w in runs] == [1, 2]
+    assert [w["workers"] for w in runs] == [1, 2, 4]
     cfg = results["meta"]["config"]
     for w in runs:
         assert (
@@ -145,4 +147,9 @@ def test_workers_are_compared_in_the_same_run(quick_run: tuple[Path, dict[str, A
         assert storm["viewers"] == cfg["storm_viewers"]
         assert storm["track"]["requests"] == storm["viewers"] + storm["doubles"]
         assert 0 <= storm["registrations"] <= storm["viewers"]
-    assert "Two workers / one: ping " in text
+    assert "2 workers / 1: ping " in text
+    assert "4 workers / 1: ping " in text
+    pooler = results["pooler"]
+    if "skipped" not in pooler:
+        assert pooler["ratio"] == round(pooler["pgbouncer"]["rps"] / pooler["direct"]["rps"], 3)
+        assert "Pings/s through PgBouncer / direct: **" in text
