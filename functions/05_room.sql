@@ -101,6 +101,102 @@ comment on function eventlive.room_last_seqs(bigint[]) is
 'The last committed seq of each given webinar that has events (the hub''s periodic safety read).';
 grant execute on function eventlive.room_last_seqs(bigint[]) to eventlive_hub;
 
+-- A broadcast (REST broadcast, or a client broadcast the insert policies allowed) to
+-- every process's hub: each message {topic, event, payload (an object), key} becomes one
+-- NOTIFY on 'eventlive_room' (the hubs' one channel: a webinar id there is a room event,
+-- a JSON object a broadcast) whose payload is {t, e, k, p}; when that would not fit
+-- a NOTIFY payload (8000 bytes) the message goes into room_broadcasts and the notice is
+-- {t, id} (the hubs that have subscribers of t read it by id). Nothing else is stored:
+-- broadcasts are not room events (no seq, no replay), as Supabase's are not. Every
+-- listener gets the notices in commit order, so each topic's broadcasts arrive in the
+-- same order everywhere; the messages of one call keep their order. key (the sender's
+-- process and count) makes each notice unique: Postgres folds identical notices of one
+-- transaction into one. payload is json, not jsonb: it travels as the sender wrote it.
+-- Who may send was decided before (the insert policies on realtime.messages, probed as
+-- the sender): only eventlive_hub may call this.
+create or replace function eventlive.broadcast(messages json) returns integer
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+    v_message json;
+    v_notice text;
+    v_id bigint;
+    v_count integer := 0;
+begin
+    if pg_catalog.json_typeof(broadcast.messages) is distinct from 'array' then
+        raise exception using errcode = '22023', message = 'messages must be a JSON array.',
+            detail = 'invalid_messages';
+    end if;
+    for v_message in select m.value from pg_catalog.json_array_elements(broadcast.messages) as m loop
+        if pg_catalog.json_typeof(v_message -> 'topic') is distinct from 'string'
+            or pg_catalog.json_typeof(v_message -> 'event') is distinct from 'string'
+            or pg_catalog.length(v_message ->> 'event') not between 1 and 255
+            or pg_catalog.length(v_message ->> 'topic') not between 1 and 255
+            or pg_catalog.json_typeof(v_message -> 'payload') is distinct from 'object'
+        then
+            raise exception using errcode = '22023',
+                message = 'Each message needs a topic, an event and an object payload.',
+                detail = 'invalid_message';
+        end if;
+        v_notice := pg_catalog.json_build_object(
+            't', v_message ->> 'topic', 'e', v_message ->> 'event', 'k', v_message ->> 'key',
+            'p', v_message -> 'payload'
+        )::text;
+        if pg_catalog.octet_length(v_notice) >= 8000 then
+            insert into eventlive.room_broadcasts (topic, event, key, payload)
+            values (v_message ->> 'topic', v_message ->> 'event', v_message ->> 'key', v_message -> 'payload')
+            returning id into v_id;
+            v_notice := pg_catalog.json_build_object('t', v_message ->> 'topic', 'id', v_id)::text;
+        end if;
+        perform pg_catalog.pg_notify('eventlive_room', v_notice);
+        v_count := v_count + 1;
+    end loop;
+    return v_count;
+end
+$$;
+comment on function eventlive.broadcast(json) is
+'Send broadcasts [{topic, event, payload, key}] to every process''s hub: NOTIFY eventlive_room with {t, e, k, p}, or {t, id} of a room_broadcasts row when that is 8000 bytes or more. Returns the number sent.';
+grant execute on function eventlive.broadcast(json) to eventlive_hub;
+
+-- The hub's read of a large broadcast, by the id its notice named. Invoker rights: only
+-- eventlive_hub holds select on room_broadcasts (and its policy).
+create or replace function eventlive.room_broadcast(id bigint)
+returns table (topic text, event text, key text, payload text)
+language sql stable set search_path = '' as $$
+    select b.topic, b.event, b.key, b.payload::text
+    from eventlive.room_broadcasts as b
+    where b.id = room_broadcast.id
+$$;
+comment on function eventlive.room_broadcast(bigint) is
+'A broadcast too large for its NOTIFY (topic, event, key, payload as sent), by the id its notice named: the realtime hub''s read.';
+grant execute on function eventlive.room_broadcast(bigint) to eventlive_hub;
+
+-- An SSE ticket's use: true the first time its nonce is seen anywhere in the deployment,
+-- false afterwards (until housekeeping removes the row, a minute after the ticket
+-- expired: by then every process refuses the ticket as expired). One insert ... on
+-- conflict do nothing decides atomically; concurrent first uses wait for each other on
+-- the primary key, one wins. The signature and expiry were checked by the caller.
+create or replace function eventlive.use_sse_ticket(
+    nonce text, expires_at timestamptz
+) returns boolean
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+    v_rows integer;
+begin
+    if use_sse_ticket.nonce is null or use_sse_ticket.expires_at is null then
+        raise exception using errcode = '22023', message = 'nonce and expires_at are required.',
+            detail = 'invalid_ticket';
+    end if;
+    insert into eventlive.sse_tickets_used as t (nonce, expires_at)
+    values (use_sse_ticket.nonce, use_sse_ticket.expires_at)
+    on conflict on constraint sse_tickets_used_pkey do nothing;
+    get diagnostics v_rows = row_count;
+    return v_rows = 1;
+end
+$$;
+comment on function eventlive.use_sse_ticket(text, timestamptz) is
+'True at the first use of an SSE ticket''s nonce across every process and node, false at any later one (kept until a minute after expires_at).';
+grant execute on function eventlive.use_sse_ticket(text, timestamptz) to eventlive_hub;
+
 -- Who may receive on a realtime topic, for the current user (auth.uid()):
 --   webinar:{id}:chat, webinar:{id}:qa   registered viewers and staff of the webinar
 --   webinar:{id}:admin                   staff of the webinar

@@ -87,6 +87,37 @@ $$;
 comment on function eventlive.prune_history(timestamptz, integer) is
 'Housekeeping: deletes up to p_batch rows older than p_keep_since from each history table (access_log; one line per table).';
 
+-- Removes up to p_batch rows per table of short-lived live-room state (sql/0009): large
+-- broadcasts a minute after they were sent (every hub has read them by then), used SSE
+-- tickets a minute after they expired (by then every process refuses them as expired,
+-- even with its clock a little off the database's). Returns the number removed.
+create or replace function eventlive.prune_room_state(p_now timestamptz, p_batch integer)
+returns integer
+language plpgsql volatile security definer set search_path = '' as $$
+declare
+    v_rows integer;
+    v_total integer;
+begin
+    delete from eventlive.room_broadcasts as b
+    where b.id = any(array(
+        select o.id from eventlive.room_broadcasts as o
+        where o.created_at < p_now - interval '1 minute'
+        order by o.id limit p_batch for update skip locked
+    ));
+    get diagnostics v_total = row_count;
+    delete from eventlive.sse_tickets_used as t
+    where t.nonce = any(array(
+        select u.nonce from eventlive.sse_tickets_used as u
+        where u.expires_at < p_now - interval '1 minute'
+        limit p_batch for update skip locked
+    ));
+    get diagnostics v_rows = row_count;
+    return v_total + v_rows;
+end
+$$;
+comment on function eventlive.prune_room_state(timestamptz, integer) is
+'Housekeeping: deletes up to p_batch large broadcasts older than a minute and up to p_batch SSE tickets a minute past their expiry.';
+
 -- One batch of everything, for one runner at a time: null when another runner's batch
 -- holds the lock (that runner works; this one waits for its next tick), else what was
 -- done. The caller repeats while expired + pruned > 0.
@@ -111,9 +142,10 @@ begin
     return pg_catalog.jsonb_build_object(
         'expired', eventlive.expire_sessions(v_now, p_batch),
         'pruned', eventlive.prune_history(v_now - p_retention, p_batch)
+            + eventlive.prune_room_state(v_now, p_batch)
     );
 end
 $$;
 comment on function eventlive.housekeeping_step(interval, integer) is
-'Housekeeping batch: expires stale sessions and prunes history older than p_retention, p_batch rows at most each; null when another runner holds the housekeeping lock. Returns {expired, pruned}.';
+'Housekeeping batch: expires stale sessions, prunes history older than p_retention and spent live-room state (large broadcasts, used SSE tickets), p_batch rows at most each; null when another runner holds the housekeeping lock. Returns {expired, pruned}.';
 grant execute on function eventlive.housekeeping_step(interval, integer) to service_role;

@@ -17,6 +17,13 @@
   subscribers (counts merged to one update per question per second are sent then).
 - Admin stats: every ``stats_seconds`` one ``api.access_stats`` call per webinar that has
   admin subscribers here, pushed as event ``stats`` on ``webinar:{id}:admin``.
+- Broadcasts (REST, or a client's that the insert policies allowed): ``broadcasts.send``
+  (``shim.realtime.broadcast``) sends them through the database (``eventlive.broadcast``: a NOTIFY on ``eventlive_room``
+  carrying the message as a JSON object, or naming a ``room_broadcasts`` row when too
+  large for one), and every process's hub delivers what it hears to its subscribers of
+  the topic, the sender's own process included: every listener hears the notices in
+  commit order, so a topic's broadcasts arrive in the same order everywhere. Not room
+  events: no seq, not replayed; missed while the listener reconnects, as on Supabase.
 
 Several processes each run a hub for their own subscribers from the same database.
 """
@@ -35,13 +42,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from shim.realtime import protocol, wire
 from shim.realtime.authorize import Principal, Prober
+from shim.realtime.broadcast import Broadcasts
 from shim.realtime.settings import HubSettings
 from shim.realtime.sink import Sink
-from shim.realtime.topics import Topic
 
 log = logging.getLogger("eventlive.realtime")
 
-ROOM_CHANNEL = "eventlive_room"
+ROOM_CHANNEL = "eventlive_room"  # notices: a webinar id (room events), or a broadcast
 HUB_ROLE = "eventlive_hub"
 READ_BATCH = 1000
 SSE = "sse"
@@ -76,6 +83,10 @@ class Counters:
     joins_refused: int = 0
     probes: int = 0
     vote_flushes: int = 0
+    broadcasts_sent: int = 0
+    broadcasts_heard: int = 0
+    broadcast_reads: int = 0
+    tickets_used: int = 0
 
 
 class Hub:
@@ -92,6 +103,7 @@ class Hub:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._room_locks: dict[int, asyncio.Lock] = {}
+        self.broadcasts = Broadcasts(self, HUB_ROLE)
 
     # -- life ---------------------------------------------------------------------------
 
@@ -119,6 +131,7 @@ class Hub:
 
     async def stop(self) -> None:
         """Stop the loops and close the pool."""
+        self.broadcasts.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -185,21 +198,17 @@ class Hub:
         """Subscriptions held on this process."""
         return sum(len(s) for r in self.rooms.values() for s in r.channels.values())
 
-    def relay(self, topic: Topic, envelope: dict[str, Any], skip: Sink | None) -> None:
-        """An authorized client broadcast to this process's subscribers of the topic (it is
-        not a room event: no seq, not stored, not seen by other processes)."""
-        room = self.rooms.get(topic.webinar_id)
-        if room is None:
-            return
-        event = envelope.get("event")
-        body = envelope.get("payload")
-        if not isinstance(event, str):
-            return
-        payload_json = protocol.dumps(body if isinstance(body, dict) else {})
-        for sink, wire_topic in list(room.channels.get(topic.channel, {}).items()):
-            if sink is skip or sink.kind not in protocol.VERSIONS:
-                continue
-            sink.offer((protocol.broadcast_json(sink.kind, wire_topic, event, payload_json), 0, 0))
+    async def use_ticket(self, nonce: str, expires: float) -> bool:
+        """Whether this is the first use of an SSE ticket anywhere in the deployment
+        (``eventlive.use_sse_ticket``); raises ``psycopg.Error`` / ``OSError``."""
+        async with self.db.connection() as conn, conn.transaction(), conn.pipeline():
+            await conn.execute(f"set local role {HUB_ROLE}")
+            cur = await conn.execute(
+                "select eventlive.use_sse_ticket(%s, to_timestamp(%s))", (nonce, expires)
+            )
+            row = await cur.fetchone()
+        self.counters.tickets_used += 1
+        return bool(row and row[0])
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -232,7 +241,11 @@ class Hub:
     # -- wake-ups (from the process's listener) ---------------------------------------------
 
     def heard(self, payload: str) -> None:
-        """A NOTIFY on ``ROOM_CHANNEL``: that webinar's room is due, if it has subscribers."""
+        """A NOTIFY on ``ROOM_CHANNEL``: that webinar's room is due, if it has subscribers;
+        or (a JSON object) a broadcast."""
+        if payload.startswith("{"):
+            self.broadcasts.heard(payload)
+            return
         try:
             webinar_id = int(payload)
         except ValueError:

@@ -24,6 +24,9 @@ V1 = "1.0.0"
 V2 = "2.0.0"
 VERSIONS = (V1, V2)
 
+# The longest broadcast event name carried (eventlive.broadcast, sql/0009).
+MAX_EVENT = 255
+
 # Binary frame kinds (Supabase's RealtimeWeb.Socket.V2Serializer).
 KIND_PUSH = 0
 KIND_REPLY = 1

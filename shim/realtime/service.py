@@ -4,7 +4,8 @@ the refused-join cache and the SSE tickets, and gives the routes to mount:
 - ``GET /realtime/v1/websocket`` (``shim.realtime.socket``)
 - ``POST /realtime/v1/api/broadcast``: Supabase's REST broadcast; 202; each private
   message is sent only when the insert policies let the caller write on its topic
-  (refused ones are skipped, as Supabase does); public messages reach no one here
+  (refused ones are skipped, as Supabase does), through the database to every process
+  and node (``shim.realtime.broadcast``); public messages reach no one here
 - ``GET /api/webinars/{id}/events`` (``shim.realtime.sse``) and
   ``POST /api/webinars/{id}/events/ticket``
 - ``GET /realtime/v1/stats``: the hub's counters (subscribers, reads, frames, laggards)
@@ -15,8 +16,10 @@ nothing from ``shim.http`` (the direction is http -> realtime).
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -82,6 +85,7 @@ class Realtime:
         c = self.hub.counters
         return JSONResponse(
             {
+                "pid": os.getpid(),  # which worker answered (`serve --workers N`)
                 "rooms": len(self.hub.rooms),
                 "subscriptions": self.hub.active(),
                 **c.__dict__,
@@ -131,17 +135,17 @@ class Realtime:
         principal: authorize.Principal,
         messages: list[tuple[topics.Topic, str, dict[str, Any]]],
     ) -> Response:
-        """Relay the messages whose topic the insert policies let ``principal`` write."""
+        """Send the messages whose topic the insert policies let ``principal`` write to
+        every process's subscribers (``Broadcasts.send``: one transaction for the batch)."""
         try:
             allowed: dict[str, bool] = {}
-            for topic, event, payload in messages:
+            for topic, _, _ in messages:
                 if topic.name not in allowed:
                     allowed[topic.name] = await authorize.may_send(
                         self.hub.db, principal, topic.name
                     )
-                if allowed[topic.name]:
-                    self.hub.relay(topic, {"event": event, "payload": payload}, None)
-        except authorize.ProbeError:
+            await self.hub.broadcasts.send([m for m in messages if allowed[m[0].name]])
+        except (authorize.ProbeError, psycopg.Error, OSError):
             return ApiError(
                 503, "PGRST000", "Database unavailable", details="database_unavailable"
             ).response()
@@ -183,7 +187,7 @@ def _messages(raw: bytes) -> list[tuple[topics.Topic, str, dict[str, Any]]]:
             isinstance(m, dict)
             and isinstance(m.get("topic"), str)
             and isinstance(m.get("event"), str)
-            and m["event"]
+            and 0 < len(m["event"]) <= protocol.MAX_EVENT
             and isinstance(m.get("payload", {}), dict)
         ):
             message = "each message needs a topic, an event and an object payload"

@@ -437,6 +437,8 @@ class Connection:
                     },
                 )
             return
-        self.hub.relay(ch.topic, frame.payload, None if ch.self_broadcast else self.sink)
+        # Through the database to every process (this one included), in commit order.
+        skip = None if ch.self_broadcast else self.sink
+        reason = await self.hub.broadcasts.send_client(ch.topic, frame.payload, skip)
         if ch.ack:
-            self.reply(frame, "ok", {})
+            self.reply(frame, "error" if reason else "ok", {"reason": reason} if reason else {})

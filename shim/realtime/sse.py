@@ -10,8 +10,10 @@ Topics: ``chat``, ``qa``, ``admin``, ``user`` (= ``user:<the caller's id>``).
 Credential: ``Authorization: Bearer`` (fetch-based readers), or for ``EventSource`` a
 one-time ticket from ``POST /api/webinars/{id}/events/ticket``, valid
 ``ticket_seconds``, in ``?ticket=``: never the JWT in a URL. A ticket is signed (HMAC,
-``EVENTLIVE_REALTIME_TICKET_SECRET``) and carries only role, sub, exp of the token it was
-bought with; it is refused when reused on the same process.
+``EVENTLIVE_REALTIME_TICKET_SECRET``, the same on every node) and carries only role,
+sub, exp of the token it was bought with; it is accepted once across the deployment: its
+nonce's first use is an insert in the database (``eventlive.use_sse_ticket``), any later
+one, on any process or node, is refused.
 """
 
 from __future__ import annotations
@@ -59,13 +61,21 @@ def path_webinar_id(request: Request) -> int | None:
     return webinar_id(raw) if isinstance(raw, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A ticket whose signature and expiry hold: its principal, nonce and expiry."""
+
+    principal: authorize.Principal
+    nonce: str
+    expires: float
+
+
 class Tickets:
-    """Short-lived, signed, one-time (per process) tickets for ``EventSource``."""
+    """Short-lived, signed tickets for ``EventSource``; one-time by ``Hub.use_ticket``."""
 
     def __init__(self, settings: HubSettings) -> None:
         self.seconds = settings.ticket_seconds
         self.key = (settings.ticket_secret or secrets.token_hex(32)).encode()
-        self._used: dict[str, float] = {}
 
     def _sign(self, body: bytes) -> str:
         return (
@@ -84,14 +94,15 @@ class Tickets:
                 "x": principal.expires,
                 "a": claims.get("aud"),
                 "e": time.time() + self.seconds,
-                "n": secrets.token_hex(8),
+                "n": secrets.token_hex(16),
             },
             separators=(",", ":"),
         ).encode()
         return base64.urlsafe_b64encode(body).decode().rstrip("=") + "." + self._sign(body)
 
-    def redeem(self, ticket: str, webinar: int) -> authorize.Principal | None:
-        """The principal of a valid, unused ticket for this webinar, else None."""
+    def check(self, ticket: str, webinar: int) -> Ticket | None:
+        """The ticket, when signed by this key, for this webinar and not expired; whether
+        it was used already is the database's to say (``Hub.use_ticket``)."""
         head, _, sig = ticket.partition(".")
         try:
             body = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
@@ -103,25 +114,21 @@ class Tickets:
         now = time.time()
         if data["w"] != webinar or data["e"] < now or (data["x"] or 0) < now:
             return None
-        for key, until in list(self._used.items()):
-            if until < now:
-                del self._used[key]
-        if data["n"] in self._used:
-            return None
-        self._used[data["n"]] = data["e"]
         claims = {"role": data["r"], "sub": data["s"], "exp": data["x"]}
         if data.get("a") is not None:
             claims["aud"] = data["a"]
-        return authorize.Principal(data["r"], json.dumps(claims), data["x"])
+        principal = authorize.Principal(data["r"], json.dumps(claims), data["x"])
+        return Ticket(principal, data["n"], data["e"])
 
 
 async def _principal(request: Request, rt: Realtime, wid: int) -> authorize.Principal:
     ticket = request.query_params.get("ticket")
     if ticket:
-        principal = rt.tickets.redeem(ticket, wid)
-        if principal is None:
+        checked = rt.tickets.check(ticket, wid)
+        if checked is None or not await rt.hub.use_ticket(checked.nonce, checked.expires):
             message = "Ticket invalid, expired or used"
             raise ApiError(401, "PGRST301", message, details="invalid_ticket")
+        principal = checked.principal
     else:
         try:
             principal = await rt.verify(bearer(dict(request.scope["headers"])))

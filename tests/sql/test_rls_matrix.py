@@ -112,6 +112,15 @@ def build_world(admin: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> 
     _api(db, w.staff_a, "chat_ban(%s, %s)", (A, w.lurker))
     _api(db, w.staff_b, "chat_ban(%s, %s)", (B, w.lurker))
     admin.execute("delete from eventlive.room_settings where webinar_id = %s", (B_DRAFT,))
+    # The live room's short-lived state (sql/0009), as the hub writes it: a used SSE
+    # ticket, and a broadcast too large for its NOTIFY (so it is stored).
+    admin.execute(
+        "select eventlive.use_sse_ticket(%s, now() + interval '1 minute')", (uuid.uuid4().hex,)
+    )
+    big = [
+        {"topic": f"webinar:{A}:chat", "event": "big", "key": "k1", "payload": {"x": "y" * 9000}}
+    ]
+    admin.execute("select eventlive.broadcast(%s::json)", (json.dumps(big),))
     return w
 
 
@@ -279,6 +288,20 @@ TABLES: dict[str, TableSpec] = {
             for wid in (A, B)
         ],
         update_set='payload = \'{"body": "pwned"}\'',
+    ),
+    "eventlive.room_broadcasts": TableSpec(
+        visible=_no_one,  # the realtime hub's role alone reads it
+        inserts=lambda a, w, rows: [
+            {"topic": f"webinar:{A}:chat", "event": "forged", "key": "k2", "payload": {}}
+        ],
+        update_set='payload = \'{"body": "pwned"}\'',
+    ),
+    "eventlive.sse_tickets_used": TableSpec(
+        visible=_no_one,  # the realtime hub's role alone reads it
+        inserts=lambda a, w, rows: [
+            {"nonce": uuid.uuid4().hex, "expires_at": "2999-01-01T00:00:00Z"}
+        ],
+        update_set="expires_at = t.expires_at - interval '1 day'",
     ),
     "eventlive.room_settings": TableSpec(
         visible=_staffed,
