@@ -118,7 +118,10 @@ class Hub:
             timeout=5.0,
             open=False,
             name="eventlive-realtime",
-            kwargs={"autocommit": True},
+            # No server-side prepared statements: behind a transaction-mode pooler they
+            # would be missing on the next transaction's backend (the hub's reads are one
+            # per tick per room, so preparing saves little).
+            kwargs={"autocommit": True, "prepare_threshold": None},
             reconnect_timeout=5.0,
         )
         await self.pool.open(wait=False)
