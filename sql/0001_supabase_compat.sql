@@ -10,7 +10,7 @@
 -- eventlive: revises sha256 622f5efe54e362d06db11df376d1f3d0a796905f1102733197259fb7128e0d75
 -- (Those texts ran create ... if not exists and comment on unconditionally: they failed on
 -- a Supabase project created since April 2025 and commented Supabase's tables on older
--- ones. Databases that applied them keep their objects; 0008 records those as ours.)
+-- ones. Databases that applied them keep their objects; 0010 records those as ours.)
 
 -- Catalog and role changes queue behind live transactions: give up rather than stall.
 set local lock_timeout = '5s';

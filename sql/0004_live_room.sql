@@ -8,7 +8,7 @@
 -- (Those texts also replaced realtime.messages wherever its comment said "Stand-in for
 -- Supabase", which on an older Supabase project dropped Supabase's own table, and
 -- created realtime.send where absent. 0001 now creates both stand-ins, where missing;
--- 0008 reshapes the project's own copy on databases that applied those texts.)
+-- 0010 reshapes the project's own copy on databases that applied those texts.)
 
 -- Catalog and role changes queue behind live transactions: give up rather than stall.
 set local lock_timeout = '5s';

@@ -86,7 +86,7 @@ REASONS = frozenset(
     webinar_closed webinar_not_found
     body_timeout body_too_large method_not_allowed unknown_function unknown_profile
     unsupported_media_type not_an_object invalid_batch invalid_retention not_service_role
-    bad_issuer
+    bad_issuer invalid_message invalid_messages invalid_ticket
     duplicate_argument duplicate_key invalid_unicode malformed_json nul_character wrong_type
     unknown_argument missing_argument out_of_range
     bad_algorithm bad_audience bad_role bad_signature expired invalid malformed

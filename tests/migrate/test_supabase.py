@@ -36,11 +36,12 @@ def _copy_source(root: Path) -> Path:
 
 
 def _earlier_source(tmp_path: Path) -> Path:
-    """This build's source with 0001 and 0004 as they shipped before, and no 0008."""
+    """This build's source with 0001 and 0004 as they shipped before, and without the
+    versioned file that records the stand-ins (0010)."""
     root = _copy_source(tmp_path / "earlier")
     for name in ("0001_supabase_compat.sql", "0004_live_room.sql"):
         shutil.copy(EARLIER / name, root / "sql" / name)
-    (root / "sql" / "0008_record_stand_ins.sql").unlink()
+    (root / "sql" / "0010_record_stand_ins.sql").unlink()
     return root
 
 
@@ -130,9 +131,9 @@ def test_the_earlier_texts_damaged_an_older_project_and_doctor_names_each_object
     assert "realtime.messages" in cli.stdout
     assert "supabase-stand-in" in cli.stdout
 
-    # Upgrading such a database: the revisions are recorded, 0008 adopts nothing there.
+    # Upgrading such a database: the revisions are recorded, 0010 adopts nothing there.
     upgraded = mig.migrate(supabase_project.migrator_dsn)
-    assert "sql/0008_record_stand_ins.sql" in upgraded.labels
+    assert "sql/0010_record_stand_ins.sql" in upgraded.labels
     assert "sql/0001_supabase_compat.sql" not in upgraded.labels
     assert mig.status(supabase_project.migrator_dsn).exit_code == 0
 
@@ -161,9 +162,9 @@ def test_a_plain_database_migrated_with_the_earlier_texts_upgrades_to_the_record
         conn.execute(
             "insert into realtime.messages (topic, extension, payload) values ('kept', 'broadcast', '{}')"
         )
-    assert mig.status(empty_database).exit_code == 1  # revisions to record, 0008 due
+    assert mig.status(empty_database).exit_code == 1  # revisions to record, 0009 and 0010 due
     result = mig.migrate(empty_database)
-    assert "sql/0008_record_stand_ins.sql" in result.labels
+    assert "sql/0010_record_stand_ins.sql" in result.labels
     assert "sql/0001_supabase_compat.sql" not in result.labels  # recorded as revised, not run
     with psycopg.connect(empty_database) as conn:
         kind = conn.execute(

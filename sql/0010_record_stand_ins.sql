@@ -17,7 +17,7 @@ begin
         return;
     end if;
     insert into eventlive_migrations.objects (kind, identity, created_by)
-    select o.kind, o.identity, 'sql/0008_record_stand_ins.sql'
+    select o.kind, o.identity, 'sql/0010_record_stand_ins.sql'
     from (
         select 'schema' as kind, n.nspname::text as identity, n.nspowner as owner
         from pg_catalog.pg_namespace as n
