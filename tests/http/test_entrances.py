@@ -241,17 +241,11 @@ def entrance(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.mark.anyio
-async def test_a_stalled_body_gets_408_on_either_entrance(
-    api_db: Any, entrance: str, anyio_backend: str
-) -> None:
-    settings = settings_for(api_db.dsn, schemas=("api",), jwt_secret=SECRET, body_timeout=0.3)
-    app = create_app(settings, NO_HUB)
-    assert isinstance(app, ShimApp)
+async def _stalled(asgi: Any, app: ShimApp, path: str, token_value: str) -> list[dict[str, Any]]:
+    """POST ``path`` to ``asgi`` with a body that never arrives; the messages sent back."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-
         await asyncio.sleep(30)  # the body never comes
         return {"type": "http.disconnect"}
 
@@ -261,17 +255,30 @@ async def test_a_stalled_body_gets_408_on_either_entrance(
     scope = {
         "type": "http",
         "method": "POST",
-        "path": "/rpc/presence_ping",
+        "path": path,
         "root_path": "",
         "query_string": b"",
         "headers": [
-            (b"authorization", _auth(str(uuid.uuid4()))["Authorization"].encode()),
+            (b"authorization", f"Bearer {token_value}".encode()),
             (b"content-type", b"application/json"),
         ],
     }
     async with app.router.lifespan_context(app):
-        asgi = app if entrance == "lean" else app.starlette
         await asgi(scope, receive, send)
+    return sent
+
+
+@pytest.mark.anyio
+async def test_a_stalled_body_gets_408_on_either_entrance(
+    api_db: Any, entrance: str, anyio_backend: str
+) -> None:
+    settings = settings_for(api_db.dsn, schemas=("api",), jwt_secret=SECRET, body_timeout=0.3)
+    app = create_app(settings, NO_HUB)
+    assert isinstance(app, ShimApp)
+    viewer = token({"sub": str(uuid.uuid4())}, key=SECRET)
+    sent = await _stalled(
+        app if entrance == "lean" else app.starlette, app, "/rpc/presence_ping", viewer
+    )
     assert sent[0]["status"] == 408
     assert b"body_timeout" in sent[1]["body"]
 
@@ -294,34 +301,11 @@ BODY_ROUTES = (
 async def test_a_stalled_body_gets_408_on_every_body_reading_route(
     api_db: Any, path: str, anyio_backend: str
 ) -> None:
-
     settings = settings_for(api_db.dsn, schemas=("api",), jwt_secret=SECRET, body_timeout=0.3)
     app = create_app(settings, HubSettings())
     assert isinstance(app, ShimApp)
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-
-        await asyncio.sleep(30)  # the body never comes
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
     service_role = token({"role": "service_role", "sub": None}, key=SECRET)
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": path,
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"authorization", f"Bearer {service_role}".encode()),
-            (b"content-type", b"application/json"),
-        ],
-    }
-    async with app.router.lifespan_context(app):
-        await app(scope, receive, send)
+    sent = await _stalled(app, app, path, service_role)
     assert sent[0]["status"] == 408, sent
     if path != "/status":  # the sign-in page answers with its form, in HTML
         assert b"body_timeout" in b"".join(m.get("body", b"") for m in sent[1:])
