@@ -28,16 +28,14 @@ import collections
 import itertools
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
 from shim.realtime import protocol, topics
 from shim.realtime.sink import Sink
 from shim.realtime.topics import Topic
-
-if TYPE_CHECKING:
-    from shim.realtime.hub import Hub
 
 log = logging.getLogger("eventlive.realtime")
 
@@ -45,10 +43,21 @@ log = logging.getLogger("eventlive.realtime")
 SKIP_MAX = 10_000
 
 
+class HubParts(Protocol):
+    """What the broadcasts use of their hub (``shim.realtime.hub.Hub``): its pool, its
+    counters and its rooms (no import of the hub: it owns the broadcasts)."""
+
+    counters: Any
+    rooms: dict[int, Any]
+
+    @property
+    def db(self) -> AsyncConnectionPool[Any]: ...
+
+
 class Broadcasts:
     """One hub's broadcasts (see module doc)."""
 
-    def __init__(self, hub: Hub, role: str) -> None:
+    def __init__(self, hub: HubParts, role: str) -> None:
         self.hub = hub
         self.role = role
         self.origin = secrets.token_hex(6)
