@@ -62,10 +62,9 @@ def _restore(conn: Conn, obj: SupabaseObject) -> str:
 
 
 def _comment_fix(conn: Conn, obj: SupabaseObject) -> str:
-    keyword = {"schema": "schema", "table": "table", "function": "function"}[obj.kind]
     value = sql.Literal(obj.comment) if obj.comment is not None else sql.SQL("null")
     statement = sql.SQL("comment on {} {} is {};").format(
-        sql.SQL(keyword), sql.SQL(obj.identity), value
+        sql.SQL(obj.kind), sql.SQL(obj.identity), value
     )
     return render(conn, statement) + f"  -- as {obj.owner}"
 

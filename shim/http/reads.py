@@ -43,7 +43,9 @@ async def read(
     shared = routine.shared_statement(_names(routine, given)) if routine.cache_seconds else None
     if shared is not None:
         shared_query = Query(shared, query.values, query.timeout, read_only=True)
-        entry, ctx.cache = await _shared_answer(service, ctx, identity, call, shared_query)
+        entry, ctx.cache = await _shared_answer(
+            service, ctx, identity, call, shared_query, ttl=routine.cache_seconds or 0
+        )
     if entry is None:
 
         async def load() -> str | None:
@@ -82,6 +84,8 @@ async def _shared_answer(
     identity: Identity,
     call: tuple[str, str, str],
     query: Query,
+    *,
+    ttl: int,
 ) -> tuple[Entry, str]:
     """A ``@readers`` answer: one database call per interval per set of arguments and
     class of readers, however many readers poll. The call returns the answer and its
@@ -91,7 +95,6 @@ async def _shared_answer(
     answers), each class has its own shared answer."""
     cache = service.cache
     family = call[:2]
-    ttl = service.catalog.find(call[0], call[1])[0].cache_seconds or 0
     user: str | None = identity.user_id or json.loads(identity.claims).get("sub")
     for group in cache.groups(family):
         stored = cache.fresh((*call, "readers", group))

@@ -1,5 +1,5 @@
-"""Reading a request: headers, the schema profile, the Content-Type and the Prefer header
-(the body: ``shim.web.body``). Nothing here touches the database or a pool connection."""
+"""Reading a request: headers, the schema profile and the Content-Type (the body:
+``shim.web.body``; ``Prefer`` and ``If-None-Match``: ``shim.http.pipeline.Call``). Nothing here touches the database or a pool connection."""
 
 from __future__ import annotations
 
