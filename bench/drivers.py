@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench import stats
 from bench.env import REPO
@@ -87,19 +88,36 @@ def run_wrk(
 
 def run_python(spec: dict[str, Any], work: Path, name: str) -> dict[str, Any]:
     """Run ``bench.loadgen`` in its own process; returns its raw result (rows, elapsed)."""
-    spec_path = work / f"{name}.spec.json"
-    out_path = work / f"{name}.out.json"
-    spec_path.write_text(json.dumps(spec))
-    bound = spec.get("duration", 0) + spec.get("window", 0) + 240
-    subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", str(spec_path), str(out_path)],
-        cwd=REPO,
-        check=True,
-        timeout=bound,
-    )
-    result: dict[str, Any] = json.loads(out_path.read_text())
-    out_path.unlink()
-    return result
+    return run_python_together([(spec, name)], work)[0]
+
+
+def run_python_together(runs: list[tuple[dict[str, Any], str]], work: Path) -> list[dict[str, Any]]:
+    """Several ``bench.loadgen`` processes at once (each its own process and event loop;
+    give them one ``start_at`` to start their clocks together); their raw results in order.
+    A generator that fails or outlives its bound fails the call, the others are stopped."""
+    started = []
+    for spec, name in runs:
+        spec_path = work / f"{name}.spec.json"
+        out_path = work / f"{name}.out.json"
+        spec_path.write_text(json.dumps(spec))
+        bound = spec.get("duration", 0) + spec.get("window", 0) + 240
+        argv = [sys.executable, "-m", "bench.loadgen", str(spec_path), str(out_path)]
+        started.append((subprocess.Popen(argv, cwd=REPO), out_path, bound, argv))
+    try:
+        for popen, _out, bound, argv in started:
+            code = popen.wait(timeout=bound)
+            if code != 0:
+                raise subprocess.CalledProcessError(code, argv)
+    finally:
+        for popen, *_rest in started:
+            if popen.poll() is None:
+                popen.kill()
+                popen.wait()
+    results = []
+    for _popen, out_path, _bound, _argv in started:
+        results.append(json.loads(out_path.read_text()))
+        out_path.unlink()
+    return results
 
 
 def python_closed(
@@ -144,7 +162,8 @@ def run_pgbench(
     done = _DONE.search(proc.stdout)
     return {
         "tool": "pgbench",
-        "command": " ".join(argv[:-1]) + " postgresql://authenticator@127.0.0.1:PORT/eventlive",
+        "command": " ".join(argv[:-1])
+        + f" postgresql://{urlsplit(dsn).username}@127.0.0.1:PORT/eventlive",
         "tps": float(tps.group(1)),
         "latency_avg_ms": float(lat.group(1)) if lat else None,
         "transactions": int(done.group(1)) if done else None,

@@ -11,12 +11,17 @@ Modes (``spec["mode"]``):
 - ``open``: requests are *scheduled* at a fixed ``rate`` for ``duration`` seconds,
   whatever the answers; each takes an idle keep-alive connection or opens one (up to
   ``max_connections``, then it queues). Latency counts from the scheduled time, so an
-  overloaded server shows as latency (no coordinated omission).
+  overloaded server shows as latency (no coordinated omission). ``mix_track``: that share
+  of calls are re-tracks, drawn at random; ``track_every``: every n-th call is one.
 - ``storm``: N viewers call track_access at uniform random moments within ``window``
   seconds, a fraction of them twice at the same moment; each then sends its first
   presence_ping ``first_ping_in / compress`` seconds after its answer.
 - ``pollers``: admins GET the stats every ``interval`` seconds (staggered) while viewers
   heartbeat at ``rate`` (open model).
+
+``start_at`` (wall-clock epoch seconds, optional): the clock starts then, after setup, so
+that two generators run side by side (tenant isolation: a calm webinar's heartbeats in
+one process, another webinar's storm in the other).
 
 Every loop is bounded in time (``duration``/``window`` plus a drain deadline) and in
 count; targets must be loopback addresses.
@@ -29,6 +34,7 @@ import collections
 import dataclasses
 import gc
 import ipaddress
+import itertools
 import json
 import random
 import sys
@@ -198,6 +204,7 @@ class Recorder:
 
     def __init__(self, t0: float) -> None:
         self.t0 = t0
+        self.wall0 = time.time()  # the wall clock at t0 (generators started together)
         self.rows: list[tuple[str, float, float, int, float]] = []
 
     def add(self, kind: str, scheduled: float, status: int, started: float | None = None) -> None:
@@ -214,8 +221,9 @@ class Recorder:
         )
 
 
-def start_clock(rec: Recorder) -> None:
-    """Setup done (viewers loaded, connections open): freeze what exists out of the GC's
+def start_clock(rec: Recorder, start_at: float | None = None) -> None:
+    """Setup done (viewers loaded, connections open): wait for ``start_at`` (wall clock)
+    when given, the moment another generator starts too. Freeze what exists out of the GC's
     sight (a full collection rescanning 300,000 viewer rows stalls the loop for tens of
     ms), then no collection at all while measuring: the rows and tasks a run makes still
     triggered collections that paused the generator for 30-110 ms (its lag, seen in
@@ -224,7 +232,10 @@ def start_clock(rec: Recorder) -> None:
     gc.collect()
     gc.freeze()
     gc.disable()
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
     rec.t0 = time.perf_counter()
+    rec.wall0 = time.time()
 
 
 async def send(
@@ -263,13 +274,23 @@ class Viewers:
     """Pre-entered viewers (token, session id) from a file: ``token session_id`` per line."""
 
     def __init__(
-        self, path: str, webinar: int, *, mix_track: float = 0.0, seed: int = 1, limit: int = 0
+        self,
+        path: str,
+        webinar: int,
+        *,
+        mix_track: float = 0.0,
+        seed: int = 1,
+        limit: int = 0,
+        track_every: int = 0,
     ) -> None:
-        self.rows = [line.split() for line in Path(path).read_text().splitlines() if line]
-        if limit:
-            self.rows = self.rows[:limit]
+        # Only the first ``limit`` lines are read: the steady state's file has 600,000.
+        with Path(path).open() as fh:
+            lines = itertools.islice(fh, limit) if limit else fh
+            self.rows = [line.split() for line in lines if line.strip()]
         self.webinar = webinar
         self.mix_track = mix_track
+        self.track_every = track_every
+        self.calls = 0
         self.rng = random.Random(seed)  # noqa: S311 - load shaping, not secrets
         self.order = list(range(len(self.rows)))
         self.rng.shuffle(self.order)
@@ -281,7 +302,12 @@ class Viewers:
         self.pos = (self.pos + 1) % len(self.order)
         token, session = self.rows[idx]
         body = json.dumps({"session_id": session}).encode()
-        if self.mix_track >= 1.0 or (self.mix_track and self.rng.random() < self.mix_track):
+        self.calls += 1
+        if (
+            self.mix_track >= 1.0
+            or (self.mix_track and self.rng.random() < self.mix_track)
+            or (self.track_every and self.calls % self.track_every == 0)
+        ):
             path = f"/api/webinars/{self.webinar}/access/track"
             return "track", build("POST", path, token, body)
         path = f"/api/webinars/{self.webinar}/presence/ping"
@@ -346,10 +372,11 @@ async def open_model(spec: dict[str, Any], rec: Recorder) -> None:
         mix_track=spec.get("mix_track", 0.0),
         seed=spec.get("seed", 1),
         limit=spec.get("limit", 0),
+        track_every=spec.get("track_every", 0),
     )
     pool = Pool(spec["host"], spec["port"], spec.get("max_connections", 256))
     await pool.prewarm(spec.get("prewarm", 32))
-    start_clock(rec)
+    start_clock(rec, spec.get("start_at"))
 
     async def one(_i: int, scheduled: float) -> None:
         label, raw = viewers.next()
@@ -433,7 +460,7 @@ async def storm(spec: dict[str, Any], rec: Recorder) -> dict[str, Any]:
     starts = sorted((rng.uniform(0, spec["window"]), i) for i in range(len(tokens)))
     pool = Pool(spec["host"], spec["port"], spec.get("max_connections", 512))
     await pool.prewarm(spec.get("prewarm", 64))
-    start_clock(rec)
+    start_clock(rec, spec.get("start_at"))
     run = _Storm(pool, rec, spec["webinar"], spec["compress"], tokens, doubles)
     tasks: list[asyncio.Task[None]] = []
     for offset, i in starts:
@@ -500,7 +527,7 @@ async def main_async(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         raise SystemExit(f"unknown mode {mode}")
     elapsed = time.perf_counter() - rec.t0
-    return {"elapsed": elapsed, "rows": rec.rows, "extra": extra}
+    return {"elapsed": elapsed, "rows": rec.rows, "extra": extra, "started_wall": rec.wall0}
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import sys
 import time
@@ -28,6 +29,7 @@ from bench.env import REPO, Ranges, World
 from bench.scenarios import (
     ceiling,
     closed,
+    isolation,
     openmodel,
     pollers,
     pooler,
@@ -72,7 +74,13 @@ class Config:
     pool_max: int = 10
     use_wrk: bool = True
     loadgen: str = "auto"
-    storm_big: int = 0  # a second, larger join storm (same window) to find the knee
+    storm_big: int = 0  # a second, larger join storm (same window), its own target
+    # tenant isolation: Q's pre-entered viewers and heartbeats/s, Q alone for that long,
+    # S's storm of first entries (in storm_window, compressed as the join storm)
+    iso_q_viewers: int = 0
+    iso_rate: float = 0.0
+    iso_alone_seconds: float = 0.0
+    iso_storm: int = 0
 
     @classmethod
     def full(cls) -> Config:
@@ -80,9 +88,9 @@ class Config:
             name="full",
             ceiling_pool=40_000,
             storm_viewers=10_000,
-            steady_pool=300_000,
+            steady_pool=600_000,
             pgbench_clients=[2, 8, 32],
-            pgbench_modes=["prepared", "pipeline"],
+            pgbench_modes=["prepared", "pipeline", "strict"],
             pgbench_seconds=8,
             closed_connections=[4, 16, 64],
             old_connections=[16, 64],
@@ -103,6 +111,10 @@ class Config:
             poller_viewer_rps=300,
             profile=True,
             storm_big=25_000,
+            iso_q_viewers=2_000,
+            iso_rate=400,
+            iso_alone_seconds=10,
+            iso_storm=20_000,
         )
 
     @classmethod
@@ -113,7 +125,7 @@ class Config:
             storm_viewers=400,
             steady_pool=12_000,
             pgbench_clients=[8],
-            pgbench_modes=["prepared", "pipeline"],
+            pgbench_modes=["prepared", "pipeline", "strict"],
             pgbench_seconds=2,
             closed_connections=[32],
             old_connections=[32],
@@ -132,6 +144,11 @@ class Config:
             poller_counts=[1, 10, 100],
             poller_seconds=5,
             poller_viewer_rps=100,
+            storm_big=600,
+            iso_q_viewers=200,
+            iso_rate=40,
+            iso_alone_seconds=2,
+            iso_storm=400,
         )
 
 
@@ -161,6 +178,7 @@ SCENARIOS: list[tuple[str, str, Callable[[Context], dict[str, Any]]]] = [
     ("closed_old", "3. Old design, closed loop", closed.run_old),
     ("open", "2/3. Open model (fixed rates)", openmodel.run),
     ("storm", "4. Join storm", storm.run),
+    ("isolation", "4b. Tenant isolation: webinar Q during S's storm", isolation.run),
     ("steady", "5. Steady state", steady.run),
     ("pollers", "6. Pollers", pollers.run),
     ("workers", "7. Workers: one, two and four processes", workers.run),
@@ -192,6 +210,14 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
+def shipped_workers() -> int:
+    """``eventlive serve``'s ``--workers`` when not given, read from its own parser."""
+    from shim import cli  # noqa: PLC0415 - the CLI only for its defaults
+
+    workers: int = cli._parser().parse_args(["serve"]).workers
+    return workers
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -221,7 +247,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="py-spy the shim under load (default: on in the full run, off with --quick)",
     )
-    parser.add_argument("--workers", type=int, default=None, help="uvicorn workers per process")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="workers of the shim and of each old-design process (default: eventlive "
+        "serve's own default)",
+    )
     parser.add_argument(
         "--old-auth-delay-ms",
         type=float,
@@ -234,8 +266,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def configure(args: argparse.Namespace) -> Config:
     """The run's configuration from the command line (``SystemExit(2)`` when impossible)."""
     cfg = Config.quick() if args.quick else Config.full()
-    if args.workers:
-        cfg.workers = args.workers
+    cfg.workers = args.workers or shipped_workers()
     if args.profile is not None:
         cfg.profile = args.profile
     if args.old_auth_delay_ms is not None:
@@ -281,9 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         out=out,
         ranges=Ranges(
             ceiling=cfg.ceiling_pool,
-            storm=max(cfg.storm_viewers, cfg.storm_big),
+            storm=cfg.storm_viewers + cfg.storm_big,
             steady=cfg.steady_pool,
             admins=max(cfg.poller_counts),
+            iso_q=cfg.iso_q_viewers,
+            iso_s=cfg.iso_storm,
         ),
         workers=cfg.workers,
         pool_max=cfg.pool_max,
@@ -297,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "config": asdict(cfg),
         "machine": machine_facts(),
+        "shipped_workers": shipped_workers(),
         "scenarios_failed": {},
     }
     try:
@@ -312,6 +346,12 @@ def main(argv: list[str] | None = None) -> int:
         results["meta"]["facts"] = world.facts
         results["meta"]["tools"] = drivers.tool_versions(world.facts.get("pg_bindir", ""))
         results["meta"]["duration_s"] = round(time.perf_counter() - ctx.started, 1)
+        # peak memory (ru_maxrss: KiB on Linux): this process; its largest waited child
+        # (a load generator, pgbench or a stopped shim)
+        results["meta"]["facts"]["peak_rss_mib"] = {
+            "bench": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "largest child": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
+        }
         world.stop()
         if not args.keep_work:
             world.clean(keep_logs=bool(results["meta"]["scenarios_failed"]))

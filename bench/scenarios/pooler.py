@@ -23,6 +23,8 @@ def run(ctx: Any) -> dict[str, Any]:
     users = {"authenticator": None}
     out: dict[str, Any] = {}
     with PgBouncer(server.host, server.port, users, pool_size=2 * world.pool_max) as bouncer:
+        if bouncer.proc is not None:  # its own session: its pid is its process group
+            world.cpu_groups[bouncer.proc.pid] = "pgbouncer"
         try:
             env = {
                 "DATABASE_URL": bouncer.dsn(world.auth_dsn()),
@@ -32,6 +34,7 @@ def run(ctx: Any) -> dict[str, Any]:
             ctx.log(f"shim through PgBouncer (transaction mode, port {bouncer.port}) on {port}")
             out["pgbouncer"] = closed.measure(ctx, "shim via PgBouncer", port, "ping", connections)
         finally:
+            world.cpu_groups.clear()
             port = world.restart_shim(world.workers).port
     out["direct"] = closed.measure(ctx, "shim direct", port, "ping", connections)
     direct, pooled = out["direct"]["rps"], out["pgbouncer"]["rps"]
