@@ -13,9 +13,9 @@ For every run it prints calls/s, mean latency, the HOT-update ratio of
 ``pg_stat_wal``; a CHECKPOINT precedes each run so every run pays them alike). WAL is
 cluster-wide: other activity on a shared server adds to it, so run it when quiet.
 
-It also measures the access_stats choice: reading the presence minutes versus counting
-present viewers on every call, the once-a-minute sample, and a write-path alternative
-(one counter row per webinar-minute bumped by every heartbeat).
+It also measures access_stats (which counts the present viewers on every call, once per
+cache interval through the shim) against that count alone, the once-a-minute sample, and
+a write-path alternative (one counter row per webinar-minute bumped by every heartbeat).
 
 Usage (system PostgreSQL, trust auth)::
 
@@ -357,7 +357,8 @@ def print_results(results: list[Result]) -> None:
 
 
 def access_stats_choice(dsn: str, viewers: int) -> None:
-    """The presence-minutes read versus counting present viewers on every call, and the sample."""
+    """access_stats (the count now with the minute samples and counters), the count alone,
+    and the once-a-minute sample."""
     with psycopg.connect(dsn) as conn:
         minutes = timed(conn, "select api.access_stats(%s)", (WEBINAR,), 50)
         live = timed(
@@ -376,8 +377,8 @@ def access_stats_choice(dsn: str, viewers: int) -> None:
             setup="reset role; update eventlive.webinars set sampled_minute = null where id = 1",
         )
     print(f"\naccess_stats with {viewers} viewers (median ms, client round trip included):")
-    print(f"  presence minutes read (api.access_stats)   {minutes:8.2f}")
-    print(f"  counting present viewers on every call      {live:8.2f}")
+    print(f"  api.access_stats (counts present viewers)   {minutes:8.2f}")
+    print(f"  counting present viewers alone              {live:8.2f}")
     print(f"  the once-a-minute record_presence_minute     {sample:8.2f}")
 
 

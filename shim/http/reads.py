@@ -1,6 +1,7 @@
 """GET answers: through the per-caller cache, or, for functions that declare their readers
 (``@readers``), one shared answer per class of readers; each with its ETag and
-Cache-Control (``read``)."""
+Cache-Control (``read``). ``read_as``: the same answer for a caller inside the process
+(the live room's pushed admin stats), through the same cache."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from shim.http import bind
 from shim.http.auth import Identity
 from shim.http.cache import Entry, Readers, entry_of, etag_matches
 from shim.http.catalog import Routine
 from shim.http.database import Query
+from shim.http.errors import ApiError
 from shim.http.respond import RequestContext
 from shim.http.service import Service
 
-__all__ = ["Read", "etag_matches", "read"]
+__all__ = ["Read", "etag_matches", "read", "read_as"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,30 @@ async def read(
     else:
         headers["Cache-Control"] = "no-cache"
     return Read(entry.body, entry.etag, headers)
+
+
+async def read_as(
+    service: Service, identity: Identity, schema: str, name: str, given: dict[str, str]
+) -> str | None:
+    """The answer a GET of ``schema.name`` with the query arguments ``given`` (text, as a
+    query string gives them) is served, for ``identity`` inside the process: the same
+    cache key, so the same shared answer as the staff's GETs (the live room's pushed
+    admin stats and the HTTP pollers cost one database call per cache interval between
+    them). Raises ``ApiError``, as the GET would answer it."""
+    catalog = service.catalog
+    candidates = catalog.find(schema, name) if catalog.loaded else []
+    if not candidates:
+        raise ApiError(
+            503, "PGRST002", f"{schema}.{name} is not in the schema cache", details="not_loaded"
+        )
+    routine, statement, values = bind.bind(candidates, given, from_query=True)
+    if not routine.readonly:
+        raise ApiError(405, "PGRST101", f"{schema}.{name} is volatile", details="not_readonly")
+    ctx = RequestContext(f"in-process {name}", function=f"{schema}.{name}", role=identity.role)
+    timeout = catalog.role_timeouts.get(identity.role, service.settings.statement_timeout)
+    query = Query(statement, values, timeout, read_only=True)
+    answer = await read(service, ctx, identity=identity, routine=routine, given=given, query=query)
+    return answer.body
 
 
 def _cache_args(service: Service, routine: Routine, given: dict[str, Any]) -> str:

@@ -15,8 +15,11 @@
   ``chat_since`` / ``questions`` — never silently skipped.
 - Q&A votes: on the tick, ``eventlive.flush_question_votes`` for webinars with Q&A
   subscribers (counts merged to one update per question per second are sent then).
-- Admin stats: every ``stats_seconds`` one ``api.access_stats`` call per webinar that has
-  admin subscribers here, pushed as event ``stats`` on ``webinar:{id}:admin``.
+- Admin stats: every ``stats_seconds`` the ``api.access_stats`` answer of each webinar that
+  has admin subscribers here, pushed as event ``stats`` on ``webinar:{id}:admin``: from
+  the ``StatsSource`` the composition root hands in (the shim's shared GET answer, so the
+  pushes and the staff's GETs cost one database call per cache interval between them),
+  else one call of the hub's own.
 - Broadcasts (REST, or a client's that the insert policies allowed): ``broadcasts.send``
   (``shim.realtime.broadcast``) sends them through the database (``eventlive.broadcast``: a NOTIFY on ``eventlive_room``
   carrying the message as a JSON object, or naming a ``room_broadcasts`` row when too
@@ -34,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +56,10 @@ ROOM_CHANNEL = "eventlive_room"  # notices: a webinar id (room events), or a bro
 HUB_ROLE = "eventlive_hub"
 READ_BATCH = 1000
 SSE = "sse"
+
+# A webinar's access_stats answer as JSON text; None when there is none this time (the
+# source says why).
+StatsSource = Callable[[int], Awaitable[str | None]]
 
 
 @dataclass
@@ -92,9 +100,12 @@ class Counters:
 class Hub:
     """Rooms, the listener, the delivery and stats loops (see module doc)."""
 
-    def __init__(self, settings: HubSettings, database_url: str | None) -> None:
+    def __init__(
+        self, settings: HubSettings, database_url: str | None, stats: StatsSource | None = None
+    ) -> None:
         self.settings = settings
         self.database_url = database_url
+        self.stats_source = stats or self._access_stats
         self.rooms: dict[int, Room] = {}
         self.pool: AsyncConnectionPool[Any] | None = None
         self.prober: Prober | None = None
@@ -372,24 +383,33 @@ class Hub:
                     log.exception("realtime stats for webinar %s failed", room.webinar_id)
 
     async def _push_stats(self, room: Room) -> None:
-        assert self.pool is not None
         self.counters.stats_calls += 1
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "select set_config('role', 'service_role', true),"
-                " set_config('request.jwt.claims', '{\"role\":\"service_role\"}', true)"
-            )
-            cur = await conn.execute("select api.access_stats(%s)::text", (room.webinar_id,))
-            row = await cur.fetchone()
-        if row is None or row[0] is None:
+        stats = await self.stats_source(room.webinar_id)
+        # The next push is counted from when this answer was had: a shared answer cached
+        # for as long as stats_seconds (5 s each) has expired by then, so the hub alone
+        # pushes a fresh count each time, never its own previous answer again.
+        room.stats_at = time.monotonic()
+        if stats is None:
             return
-        room.stats = row[0]
+        room.stats = stats
         room.stats_v = {}
         for sink, topic in list(room.channels.get("admin", {}).items()):
             frame = self._stats_frame(room, sink.kind, topic)
             if frame is not None:
                 sink.offer((frame, room.webinar_id, 0))
                 self.counters.frames += 1
+
+    async def _access_stats(self, webinar_id: int) -> str | None:
+        """The hub's own ``api.access_stats`` call as service_role (no source handed in)."""
+        assert self.pool is not None
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "select set_config('role', 'service_role', true),"
+                " set_config('request.jwt.claims', '{\"role\":\"service_role\"}', true)"
+            )
+            cur = await conn.execute("select api.access_stats(%s)::text", (webinar_id,))
+            row = await cur.fetchone()
+        return None if row is None else row[0]
 
     def _stats_frame(self, room: Room, kind: str, topic: str) -> protocol.Encoded | None:
         if room.stats is None:

@@ -10,7 +10,8 @@ the refused-join cache and the SSE tickets, and gives the routes to mount:
   ``POST /api/webinars/{id}/events/ticket``
 - ``GET /realtime/v1/stats``: the hub's counters (subscribers, reads, frames, laggards)
 
-The shim's HTTP app mounts these and passes its token verifier; this package imports
+The shim's HTTP app mounts these and passes its token verifier and, for the pushed admin
+stats, its shared GET answer (``stats``, a ``StatsSource``); this package imports
 nothing from ``shim.http`` (the direction is http -> realtime).
 """
 
@@ -27,7 +28,7 @@ from starlette.websockets import WebSocket
 
 from shim.realtime import authorize, protocol, socket, sse, topics
 from shim.realtime.authorize import DenyCache
-from shim.realtime.hub import Hub
+from shim.realtime.hub import Hub, StatsSource
 from shim.realtime.settings import HubSettings
 from shim.realtime.socket import TokenRejectedError, Verify
 from shim.web.body import read_body
@@ -48,12 +49,13 @@ class Realtime:
         verify: Verify,
         *,
         body_timeout: float,
+        stats: StatsSource | None = None,
     ) -> None:
         self.settings = settings
         self.body_timeout = (
             body_timeout  # the shim's EVENTLIVE_BODY_TIMEOUT: one limit for all bodies
         )
-        self.hub = Hub(settings, database_url)
+        self.hub = Hub(settings, database_url, stats)
         self.verify = verify
         self.deny = DenyCache(settings.deny_cache_seconds)
         self.tickets = sse.Tickets(settings)

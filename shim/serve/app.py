@@ -3,7 +3,8 @@
 - the PostgREST shim (``shim.http``): its function routes (``full``), with the lean
   entrance of the hot routes (``lean``) in front of Starlette's whole stack, and its
   operations routes (``ops``);
-- the live room (``shim.realtime``), unless ``hub_settings.enabled`` is off;
+- the live room (``shim.realtime``), unless ``hub_settings.enabled`` is off, its pushed
+  admin stats read through the shim's GET cache (``_stats_source``);
 - the status page and the client module (``shim.console``);
 - the process's one NOTIFY listener (``shim.serve.listener``): catalog reloads, the room
   clock and the hub's wake-ups;
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -32,7 +34,8 @@ from starlette.types import Receive, Scope, Send
 
 from shim import realtime
 from shim.console import Console
-from shim.http import full, ops
+from shim.http import full, ops, reads
+from shim.http.auth import Identity
 from shim.http.catalog import RELOAD_CHANNEL
 from shim.http.database import transaction_pooled
 from shim.http.errors import ApiError
@@ -73,6 +76,7 @@ def create_app(settings: Settings, hub_settings: realtime.HubSettings | None = N
         settings.database_url,
         _verifier(service),
         body_timeout=settings.body_timeout,
+        stats=_stats_source(service),
     )
     console = Console(service)
     listener = _listener(service, live if hub_settings.enabled else None)
@@ -131,6 +135,35 @@ def _verifier(service: Service) -> Verify:
         return realtime.Principal(identity.role, identity.claims, identity.expires)
 
     return verify_token
+
+
+STATS_SCHEMA, STATS_FUNCTION = "api", "access_stats"
+_SERVICE_ROLE = Identity("service_role", json.dumps({"role": "service_role"}))
+
+
+def _stats_source(service: Service) -> realtime.StatsSource | None:
+    """The hub's pushed admin stats as the GET ``/rpc/access_stats?webinar_id=N`` is
+    answered (``shim.http.reads.read_as``, as service_role): the shared answer the
+    staff's GETs are served, so the pushes and the pollers of a webinar cost one database
+    call per cache interval in this process, and a push is never older than that interval.
+    None when the shim does not expose ``api`` (the hub then calls it itself)."""
+    if STATS_SCHEMA not in service.settings.schemas:
+        return None
+
+    async def stats(webinar_id: int) -> str | None:
+        try:
+            return await reads.read_as(
+                service,
+                _SERVICE_ROLE,
+                STATS_SCHEMA,
+                STATS_FUNCTION,
+                {"webinar_id": str(webinar_id)},
+            )
+        except ApiError as err:
+            log.warning("realtime stats for webinar %s: %s %s", webinar_id, err.status, err.message)
+            return None
+
+    return stats
 
 
 def _listener(service: Service, live: realtime.Realtime | None) -> Listener:

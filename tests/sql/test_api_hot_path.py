@@ -241,7 +241,7 @@ def test_access_stats_reports_presence_minutes_and_counters(
         (start + dt.timedelta(minutes=1), 3),
         (start + dt.timedelta(minutes=2), 2),
     ]
-    assert stats["current_participants"] == 2
+    assert stats["current_participants"] == 2  # present now (as the 13:32 sample says)
     assert (stats["peak_participants"], dt.datetime.fromisoformat(stats["peak_at"])) == (
         3,
         T0.replace(second=0) + dt.timedelta(minutes=1),
@@ -249,6 +249,46 @@ def test_access_stats_reports_presence_minutes_and_counters(
     assert (stats["registrations"], stats["unique_viewers"]) == (4, 3)
     freeze_now(admin_conn, at(120 + 181))  # no heartbeat within 1.5 heartbeats: nobody present
     assert call(db, "access_stats", {"webinar_id": AUTO}, staff)["current_participants"] == 0
+
+
+def test_access_stats_counts_the_viewers_present_now_even_in_the_first_minute(
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]
+) -> None:
+    """current_participants is the count now, not the minute's sample: three viewers who
+    entered in the webinar's first minute are all counted at once, while the minute's
+    sample (taken by the first entry: 1) stays in the timeline as it was. sampled_at is
+    when the count was made; the peak is the count now while no minute sample is higher
+    (never below current_participants). A viewer who left is not counted; once nobody
+    was seen within the presence window, nobody is, and the peak is the samples' again."""
+    _webinar(admin_conn)
+    staff = create_user(admin_conn)
+    admin_conn.execute("select api.set_staff(%s, %s)", (AUTO, staff))
+    viewers = [create_user(admin_conn) for _ in range(3)]
+    freeze_now(admin_conn, at(0))  # minute 13:30
+    sessions = [
+        call(db, "track_access", {"webinar_id": AUTO}, v, commit=True)["session_id"]
+        for v in viewers
+    ]
+
+    def stats_at(seconds: float) -> tuple[Any, ...]:
+        freeze_now(admin_conn, at(seconds))
+        s = call(db, "access_stats", {"webinar_id": AUTO}, staff)
+        timeline = [(dt.datetime.fromisoformat(p["minute"]), p["viewers"]) for p in s["timeline"]]
+        assert timeline == [(T0.replace(second=0), 1)]
+        assert dt.datetime.fromisoformat(s["sampled_at"]) == at(seconds)
+        return s["current_participants"], s["peak_participants"], s["peak_at"]
+
+    assert stats_at(20) == (3, 3, at(20).isoformat())
+    call(
+        db,
+        "presence_leave",
+        {"webinar_id": AUTO, "session_id": sessions[0]},
+        viewers[0],
+        commit=True,
+    )
+    assert stats_at(30) == (2, 2, at(30).isoformat())
+    # 200 s after the entries, no heartbeat since: outside the 180 s presence window
+    assert stats_at(200) == (0, 1, T0.replace(second=0).isoformat())
 
 
 def test_access_stats_is_stable_so_the_shim_may_cache_it(
