@@ -140,6 +140,7 @@ _TPS = re.compile(r"tps = ([\d.]+) \(without initial connection time\)")
 _LAT = re.compile(r"latency average = ([\d.]+) ms")
 _FAILED = re.compile(r"number of failed transactions: (\d+)")
 _DONE = re.compile(r"number of transactions actually processed: (\d+)")
+_ABORTED = re.compile(r"client (\d+) aborted")
 
 
 def run_pgbench(
@@ -168,5 +169,8 @@ def run_pgbench(
         "latency_avg_ms": float(lat.group(1)) if lat else None,
         "transactions": int(done.group(1)) if done else None,
         "failed": int(failed.group(1)) if failed else 0,
+        # pgbench stops a client at its first error (a 409 of an expired session, say):
+        # the run then measured fewer clients, for less than -T; never a ceiling
+        "aborted_clients": len(set(_ABORTED.findall(proc.stderr))),
         "errors": [ln for ln in proc.stderr.splitlines() if "error" in ln.lower()][:3],
     }

@@ -403,7 +403,11 @@ class World:
                     fh.write(f"{token} {sid(i)}\n")
             self.files[name] = path
         self.facts["tokens_s"] = round(time.perf_counter() - t, 2)
-        self.facts["tokens"] = sum((r.ceiling, r.storm, r.steady, r.admins, r.iso_q, r.iso_s))
+        self.facts["viewers"] = {
+            "ceiling": r.ceiling, "storm": r.storm, "steady": r.steady, "admins": r.admins,
+            "isolation Q": r.iso_q, "isolation S": r.iso_s,
+        }  # fmt: skip
+        self.facts["tokens"] = sum(self.facts["viewers"].values())
 
     @staticmethod
     def _pre_enter(conn: psycopg.Connection[Any], webinar: int, lo: int, n: int) -> None:

@@ -135,23 +135,26 @@ def workers_advice(r: dict[str, Any]) -> dict[str, Any] | None:
     """The ``--workers`` the workers scenario's figures recommend, here and on a 16-core
     host, beside ``eventlive serve``'s shipped default (None when the scenario did not run).
 
-    Here: the fewest workers whose ping and track rates are both within ``WORKERS_NOISE``
-    of the best measured (fewer processes, fewer connections). A 16-core host that also
+    Here: each count's score is its ping rate over the best ping rate plus its track rate
+    over the best track rate (the two hot calls weighed alike); the fewest workers whose
+    score is within ``WORKERS_NOISE`` of the best score (fewer processes, fewer
+    connections). A 16-core host that also
     runs PostgreSQL: its cores split in proportion to the CPU per ping measured at one
     worker, shim / (shim + postgres), so that both saturate together; with PostgreSQL on
     a host of its own, one worker per core."""
     runs = r.get("workers", {}).get("runs", [])
     if not runs:
         return None
-    best_ping = max(w["ping"]["rps"] for w in runs)
-    best_track = max(w["track"]["rps"] for w in runs)
-    near = [
-        w
-        for w in runs
-        if w["ping"]["rps"] >= (1 - WORKERS_NOISE) * best_ping
-        and w["track"]["rps"] >= (1 - WORKERS_NOISE) * best_track
-    ]
-    here = min(near or [max(runs, key=lambda w: w["ping"]["rps"])], key=lambda w: w["workers"])
+    best_ping = max(w["ping"]["rps"] for w in runs) or 1.0
+    best_track = max(w["track"]["rps"] for w in runs) or 1.0
+    score = {
+        w["workers"]: w["ping"]["rps"] / best_ping + w["track"]["rps"] / best_track for w in runs
+    }
+    top = max(score.values())
+    here = min(
+        (w for w in runs if score[w["workers"]] >= (1 - WORKERS_NOISE) * top),
+        key=lambda w: w["workers"],
+    )
     one = next((w for w in runs if w["workers"] == 1), runs[0])
     shim_ms = cpu_ms(one["ping"].get("cpu_cores"), one["ping"]["rps"], "shim")
     pg_ms = cpu_ms(one["ping"].get("cpu_cores"), one["ping"]["rps"], "postgres")
@@ -159,11 +162,12 @@ def workers_advice(r: dict[str, Any]) -> dict[str, Any] | None:
     shared = max(1, round(host * shim_ms / (shim_ms + pg_ms))) if shim_ms and pg_ms else None
     default = r["meta"].get("shipped_workers")
     text = (
-        f"Recommended `--workers` on this machine: **{here['workers']}** (the fewest whose "
-        f"ping and track rates are within {WORKERS_NOISE:.0%} of the best measured: "
+        f"Recommended `--workers` on this machine: **{here['workers']}** (the fewest within "
+        f"{WORKERS_NOISE:.0%} of the best score, score = pings/s ÷ the best pings/s + "
+        "tracks/s ÷ the best tracks/s: "
         + ", ".join(
             f"{w['workers']}: {_fmt(w['ping']['rps'], 0)} pings/s, {_fmt(w['track']['rps'], 0)} "
-            "tracks/s"
+            f"tracks/s, score {score[w['workers']]:.2f}"
             for w in runs
         )
         + "). On a 16-core host that also runs PostgreSQL: "
@@ -776,7 +780,8 @@ def _intro(r: dict[str, Any], made: dict[str, str]) -> list[str]:
         "and proxy hop, "
         f"{cfg['workers']} worker(s) each, the same pool max.",
         f"- Seeding: database {_fmt(facts.get('seed_s'))} s (set-based; "
-        f"{cfg['steady_pool']:,} steady-state viewers entered among them), "
+        f"{_fmt(facts.get('viewers', {}).get('steady'))} steady-state viewers entered among "
+        "them), "
         f"{_fmt(facts.get('tokens'))} tokens minted in {_fmt(facts.get('tokens_s'))} s; peak "
         "memory (MiB): "
         + (", ".join(f"{k} {v:,}" for k, v in facts.get("peak_rss_mib", {}).items()) or "-")
@@ -855,7 +860,9 @@ def _ceiling_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
              "CPU ms/call: postgres, pgbench", "CPU cores used"],
             [
                 [x["call"], x["mode"], str(x["clients"]), _fmt(x["tps"], 0),
-                 _fmt(x["latency_avg_ms"], 3), str(x["failed"]),
+                 _fmt(x["latency_avg_ms"], 3),
+                 str(x["failed"]) + (f" ({x['aborted_clients']} clients aborted: not a "
+                                     "ceiling)" if x.get("aborted_clients") else ""),
                  f"{_fmt(cpu_ms(x.get('cpu_cores'), x['tps'], 'postgres'), 3)}, "
                  f"{_fmt(cpu_ms(x.get('cpu_cores'), x['tps'], 'load generator'), 3)}",
                  _cpu(x.get("cpu_cores"))]

@@ -283,6 +283,23 @@ def configure(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def ranges(cfg: Config, only: set[str] | None) -> Ranges:
+    """The viewers to seed: those of the scenarios that run (``--only`` seeds no 600,000
+    steady-state viewers for a ceiling). The ceiling's are always there (``settle``)."""
+
+    def size(n: int, *users: str) -> int:
+        return n if only is None or only & set(users) else 0
+
+    return Ranges(
+        ceiling=cfg.ceiling_pool,
+        storm=size(cfg.storm_viewers + cfg.storm_big, "storm", "workers"),
+        steady=size(cfg.steady_pool, "steady", "pollers"),
+        admins=size(max(cfg.poller_counts), "pollers"),
+        iso_q=size(cfg.iso_q_viewers, "isolation"),
+        iso_s=size(cfg.iso_storm, "isolation"),
+    )
+
+
 def run_scenarios(ctx: Context, only: set[str] | None) -> None:
     """Each scenario after the machine settled; one scenario's failure is recorded and the
     rest still run."""
@@ -310,14 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(",")) if args.only else None
     world = World(
         out=out,
-        ranges=Ranges(
-            ceiling=cfg.ceiling_pool,
-            storm=cfg.storm_viewers + cfg.storm_big,
-            steady=cfg.steady_pool,
-            admins=max(cfg.poller_counts),
-            iso_q=cfg.iso_q_viewers,
-            iso_s=cfg.iso_storm,
-        ),
+        ranges=ranges(cfg, only),
         workers=cfg.workers,
         pool_max=cfg.pool_max,
     )

@@ -62,7 +62,8 @@ def test_the_strict_ratio_is_met_or_not_by_the_measurement() -> None:
 
 
 def test_workers_advice_follows_the_figures() -> None:
-    """The fewest workers within 5 % of the best; a 16-core host split by CPU per ping."""
+    """The fewest workers within 5 % of the best score (pings and tracks, each against its
+    best); a 16-core host split by CPU per ping."""
     close = report.workers_advice(
         _run(1.0, 1.0, [(1, 9_800.0, 4_000.0), (2, 10_000.0, 4_100.0), (4, 7_000.0, 3_000.0)])
     )
@@ -78,3 +79,9 @@ def test_workers_advice_follows_the_figures() -> None:
     assert apart is not None
     assert apart["here"] == 2
     assert "not the 2 measured best here" in apart["text"]
+    # the best pings with fewer tracks: the sum decides (1.0 + 0.8 < 0.9 + 1.0)
+    mixed = report.workers_advice(
+        _run(1.0, 1.0, [(1, 4_000.0, 2_000.0), (2, 10_000.0, 3_200.0), (4, 9_000.0, 4_000.0)])
+    )
+    assert mixed is not None
+    assert mixed["here"] == 4
