@@ -50,9 +50,17 @@ begin
         limit 1
     ) as peak on true
     full join (
+        -- the folded counters plus the deltas not yet folded (sql/0011), one snapshot
         select pg_catalog.sum(c.registrations) as registrations, pg_catalog.sum(c.unique_viewers) as unique_viewers
-        from eventlive.webinar_counters as c
-        where c.webinar_id = v_webinar.id
+        from (
+            select k.registrations, k.unique_viewers
+            from eventlive.webinar_counters as k
+            where k.webinar_id = v_webinar.id
+            union all
+            select d.registrations, d.unique_viewers
+            from eventlive.webinar_counter_deltas as d
+            where d.webinar_id = v_webinar.id
+        ) as c
     ) as counts on true
     full join (
         -- the last 24 hours, one point per sampled minute

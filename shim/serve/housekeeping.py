@@ -1,5 +1,6 @@
-"""The housekeeping runner: ends sessions whose viewers stopped pinging and
-removes history past its retention, by itself, in every shim process.
+"""The housekeeping runner: ends sessions whose viewers stopped pinging, removes
+history past its retention and folds the registration counters' deltas into the
+counters, by itself, in every shim process.
 
 The work is SQL (``functions/70_housekeeping.sql``): ``eventlive.housekeeping_step`` does
 one short batch in its own transaction and returns null when another runner's batch holds
@@ -42,6 +43,7 @@ class Sweep:
 
     expired: int = 0
     pruned: int = 0
+    folded: int = 0
     batches: int = 0
     skipped: bool = False
 
@@ -65,17 +67,18 @@ class Housekeeper:
 
     async def run_once(self) -> Sweep:
         """Batches until one finds nothing to do (or ``MAX_BATCHES``)."""
-        expired = pruned = batches = 0
+        expired = pruned = folded = batches = 0
         while batches < MAX_BATCHES:
             done = await self.step()
             if done is None:
-                return Sweep(expired, pruned, batches, skipped=True)
+                return Sweep(expired, pruned, folded, batches, skipped=True)
             batches += 1
             expired += done["expired"]
             pruned += done["pruned"]
-            if done["expired"] < self._batch and done["pruned"] < self._batch:
+            folded += done["folded"]
+            if max(done["expired"], done["pruned"], done["folded"]) < self._batch:
                 break
-        return Sweep(expired, pruned, batches)
+        return Sweep(expired, pruned, folded, batches)
 
     async def run_forever(self) -> None:
         """The background task the app's lifespan starts (cancel it to stop)."""
@@ -92,3 +95,5 @@ class Housekeeper:
                     sweep.expired,
                     sweep.pruned,
                 )
+            if sweep.folded:
+                log.debug("housekeeping: %d counter deltas folded", sweep.folded)

@@ -36,12 +36,19 @@ def _copy_source(root: Path) -> Path:
 
 
 def _earlier_source(tmp_path: Path) -> Path:
-    """This build's source with 0001 and 0004 as they shipped before, and without the
-    versioned file that records the stand-ins (0010)."""
-    root = _copy_source(tmp_path / "earlier")
+    """The versioned files from before the one that records the stand-ins (0010), with
+    0001 and 0004 as they shipped before. Without the repeatable files: this build's may
+    need what a later versioned file creates (0011's counter deltas), and the upgrade
+    re-applies every repeatable file anyway."""
+    root = tmp_path / "earlier"
+    shutil.copytree(sql_root() / "sql", root / "sql")
+    for folder in SQL_FOLDERS:
+        (root / folder).mkdir(exist_ok=True)
     for name in ("0001_supabase_compat.sql", "0004_live_room.sql"):
         shutil.copy(EARLIER / name, root / "sql" / name)
-    (root / "sql" / "0010_record_stand_ins.sql").unlink()
+    for later in (root / "sql").glob("*.sql"):
+        if later.name >= "0010":
+            later.unlink()
     return root
 
 

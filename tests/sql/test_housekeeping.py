@@ -1,13 +1,17 @@
 """Housekeeping (``functions/70_housekeeping.sql``, ``shim/serve/housekeeping.py``):
 the sweep ends exactly the sessions not seen within their webinar's presence window
 (``expired``) and keeps the rest; a heartbeat in flight during a sweep is neither waited
-for nor lost; history past its retention goes in batches; one runner works at a time
-(the other returns at once); and the shim's lifespan runs it by itself."""
+for nor lost; history past its retention goes in batches; the registration counters'
+deltas are folded into the counters with every count exact before, during and after,
+also while entries race the fold; one runner works at a time (the other returns at
+once); and the shim's lifespan runs it by itself."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import threading
 import time
 import uuid
 from typing import Any
@@ -70,7 +74,8 @@ def test_the_sweep_ends_exactly_the_stale_sessions_and_keeps_the_rest(
     """Seen 1 h and 190 s ago with a 180 s window -> expired, ended at their last
     heartbeat, presence gone; 170 s ago (inside the window), 700 s ago in a webinar whose
     window is 900 s, just now, a session that was left and one that was superseded ->
-    untouched. In batches of 1: two batches end two sessions, a third finds nothing."""
+    untouched. In batches of 1: two batches end two sessions, a third finds none (each
+    also folds one of the seven registrations' counter deltas)."""
     ages = {"hour": (SHORT, 3600), "past": (SHORT, 190), "inside": (SHORT, 170),
             "long": (LONG, 700), "fresh": (SHORT, 0)}  # fmt: skip
     users = {name: str(create_user(admin_conn)) for name in [*ages, "left", "twice"]}
@@ -88,9 +93,9 @@ def test_the_sweep_ends_exactly_the_stale_sessions_and_keeps_the_rest(
     )
     before = _sessions(admin_conn)
 
-    assert _step(db, batch=1) == {"expired": 1, "pruned": 0}
-    assert _step(db, batch=1) == {"expired": 1, "pruned": 0}
-    assert _step(db, batch=1) == {"expired": 0, "pruned": 0}
+    assert _step(db, batch=1) == {"expired": 1, "pruned": 0, "folded": 1}
+    assert _step(db, batch=1) == {"expired": 1, "pruned": 0, "folded": 1}
+    assert _step(db, batch=1) == {"expired": 0, "pruned": 0, "folded": 1}
 
     after = _sessions(admin_conn)
     expired = {sessions["hour"], sessions["past"]}
@@ -126,13 +131,13 @@ def test_a_heartbeat_in_flight_during_a_sweep_is_not_waited_for_and_not_lost(
         started = time.monotonic()
         swept = _step(db)
         waited = time.monotonic() - started
-    assert swept == {"expired": 1, "pruned": 0}
+    assert swept == {"expired": 1, "pruned": 0, "folded": 2}
     assert waited < 1
     after = _sessions(admin_conn)
     assert after[session][0] is None
     assert after[session][2] is True  # present
     assert after[stale][0] == "expired"
-    assert _step(db) == {"expired": 0, "pruned": 0}
+    assert _step(db) == {"expired": 0, "pruned": 0, "folded": 0}
     with act_as(db, viewer) as c:  # and the viewer's next heartbeat is accepted
         c.execute("select api.presence_ping(%s, %s)", (SHORT, session))
 
@@ -151,11 +156,11 @@ def test_two_runners_at_once_one_works_and_the_other_returns_at_once(
     with psycopg.connect(eventlive_db.dsn) as first, as_service_role(first, commit=True) as c:
         row = c.execute(STEP, ("30 days", 1000)).fetchone()
         assert row is not None
-        assert row[0] == {"expired": 3, "pruned": 0}
+        assert row[0] == {"expired": 3, "pruned": 0, "folded": 3}
         started = time.monotonic()
         assert _step(db) is None  # the second runner, meanwhile
         assert time.monotonic() - started < 1
-    assert _step(db) == {"expired": 0, "pruned": 0}
+    assert _step(db) == {"expired": 0, "pruned": 0, "folded": 0}
     expired = admin_conn.execute(
         "select count(*) from eventlive.viewer_sessions where end_reason = 'expired'"
     ).fetchone()
@@ -174,10 +179,8 @@ def test_history_past_its_retention_is_pruned_in_batches_and_the_rest_kept(
         " from generate_series(1, 10) as d",
         (SHORT,),
     )
-    assert _step(db, batch=2, retention="5 days 12 hours") == {"expired": 0, "pruned": 2}
-    assert _step(db, batch=2, retention="5 days 12 hours") == {"expired": 0, "pruned": 2}
-    assert _step(db, batch=2, retention="5 days 12 hours") == {"expired": 0, "pruned": 1}
-    assert _step(db, batch=2, retention="5 days 12 hours") == {"expired": 0, "pruned": 0}
+    steps = [_step(db, batch=2, retention="5 days 12 hours") for _ in range(4)]
+    assert steps == [{"expired": 0, "pruned": n, "folded": 0} for n in (2, 2, 1, 0)]
     left = admin_conn.execute(
         "select count(*), max(now() - at) < interval '5 days 12 hours' from eventlive.access_log"
     ).fetchone()
@@ -185,6 +188,180 @@ def test_history_past_its_retention_is_pruned_in_batches_and_the_rest_kept(
     for retention, batch in (("59 minutes", 10), ("30 days", 0), ("30 days", 100_001)):
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             _step(db, batch=batch, retention=retention)
+
+
+def _counts(admin: psycopg.Connection[Any], webinar: int, staff: str) -> tuple[Any, Any]:
+    """In one snapshot (repeatable read): the registrations as they are, and as
+    access_stats counts them (counters plus unfolded deltas), as the webinar's staff."""
+    admin.execute("begin isolation level repeatable read")
+    try:
+        actual = admin.execute(
+            "select count(*), count(first_entered_at) from eventlive.registrations"
+            " where webinar_id = %s",
+            (webinar,),
+        ).fetchone()
+        admin.execute(
+            "select set_config('role', 'authenticated', true),"
+            " set_config('request.jwt.claims', %s, true)",
+            (json.dumps({"sub": staff, "role": "authenticated"}),),
+        )
+        row = admin.execute("select api.access_stats(%s)", (webinar,)).fetchone()
+    finally:
+        admin.execute("rollback")
+    assert row is not None
+    return actual, (row[0]["registrations"], row[0]["unique_viewers"])
+
+
+def _deltas(admin: psycopg.Connection[Any]) -> int:
+    row = admin.execute("select count(*) from eventlive.webinar_counter_deltas").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.usefixtures("webinars")
+def test_the_fold_moves_each_delta_into_the_counters_once_and_the_counts_never_change(
+    admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]
+) -> None:
+    """Entries (+1 registration, +1 viewer), a registration without entry (+1, 0), its
+    entry later (0, +1) and a deletion (-1, -1): 8 deltas, folded 3 per step (3, 3, 2,
+    then none left); access_stats' counts equal the registrations' before, after each
+    step and at the end, when no delta is left and webinar_counters holds the sums."""
+    staff = str(create_user(admin_conn))
+    admin_conn.execute("select api.set_staff(%s, %s)", (SHORT, staff))
+    users = [str(create_user(admin_conn)) for _ in range(6)]
+    for user in users[:5]:
+        _enter(db, user, SHORT)
+    with act_as(db, users[5], commit=True) as c:
+        c.execute("select api.register(%s)", (SHORT,))
+    _enter(db, users[5], SHORT)
+    admin_conn.execute(
+        "delete from eventlive.registrations where webinar_id = %s and user_id = %s",
+        (SHORT, users[0]),
+    )
+    assert _deltas(admin_conn) == 8
+    actual, counted = _counts(admin_conn, SHORT, staff)
+    assert actual == counted == (5, 5)
+    folded = []
+    for _ in range(4):
+        folded.append(_step(db, batch=3)["folded"])
+        assert _counts(admin_conn, SHORT, staff) == (actual, actual)
+    assert folded == [3, 3, 2, 0]
+    assert _deltas(admin_conn) == 0
+    counters = admin_conn.execute(
+        "select sum(registrations), sum(unique_viewers) from eventlive.webinar_counters"
+        " where webinar_id = %s",
+        (SHORT,),
+    ).fetchone()
+    assert counters == actual
+
+
+@pytest.mark.usefixtures("webinars")
+def test_the_fold_leaves_a_webinar_being_deleted_and_does_not_wait_for_it(
+    eventlive_db: EventliveDatabase,
+    admin_conn: psycopg.Connection[Any],
+    db: psycopg.Connection[Any],
+) -> None:
+    """A webinar's delete is in flight (its row locked, its cascade not yet committed):
+    the fold takes the other webinar's deltas at once (lock_timeout 1 s never hit) and
+    leaves the deleted one's, which go with it when the delete commits."""
+    for webinar in (SHORT, LONG):
+        for _ in range(2):
+            _enter(db, str(create_user(admin_conn)), webinar)
+    db.execute("set lock_timeout = '1s'")
+    db.commit()
+    with psycopg.connect(eventlive_db.admin_dsn) as deleter:
+        deleter.execute("delete from eventlive.webinars where id = %s", (LONG,))
+        started = time.monotonic()
+        assert _step(db)["folded"] == 2
+        assert time.monotonic() - started < 1
+        deleter.commit()
+    assert _deltas(admin_conn) == 0
+    counters = admin_conn.execute(
+        "select webinar_id, sum(registrations) from eventlive.webinar_counters group by 1"
+    ).fetchall()
+    assert counters == [(SHORT, 2)]
+
+
+@pytest.mark.usefixtures("webinars")
+@pytest.mark.timeout(120)
+def test_folds_racing_entries_and_deletions_keep_every_count_exact(
+    eventlive_db: EventliveDatabase,
+    admin_conn: psycopg.Connection[Any],
+    db: psycopg.Connection[Any],
+) -> None:
+    """For about two seconds, two writers commit entries, registrations, later entries
+    and deletions while a runner folds in batches of 5 as fast as it can and a reader
+    compares, in one snapshot each time, access_stats' counts with the registrations:
+    they are equal in every snapshot, the fold did fold, and nothing is lost or counted
+    twice at the end."""
+    staff = str(create_user(admin_conn))
+    admin_conn.execute("select api.set_staff(%s, %s)", (SHORT, staff))
+    users = [
+        str(r[0])
+        for r in admin_conn.execute(
+            "insert into auth.users (id) select gen_random_uuid() from generate_series(1, 400)"
+            " returning id"
+        ).fetchall()
+    ]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    folded: list[int] = []
+
+    def writer(mine: list[str]) -> None:
+        with (
+            psycopg.connect(eventlive_db.dsn) as conn,
+            psycopg.connect(eventlive_db.admin_dsn, autocommit=True) as admin,
+        ):
+            for n, user in enumerate(mine):
+                if stop.is_set():
+                    return
+                if n % 3 == 0:  # registers first, enters later (0, +1)
+                    with act_as(conn, user, commit=True) as c:
+                        c.execute("select api.register(%s)", (SHORT,))
+                _enter(conn, user, SHORT)
+                if n % 4 == 1:
+                    admin.execute(
+                        "delete from eventlive.registrations where webinar_id = %s"
+                        " and user_id = %s",
+                        (SHORT, user),
+                    )
+
+    def runner() -> None:
+        with psycopg.connect(eventlive_db.dsn) as conn:
+            while not stop.is_set():
+                folded.append(_step(conn, batch=5)["folded"])
+
+    def guarded(fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted empty
+            errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=guarded, args=(writer, users[0::2])),
+        threading.Thread(target=guarded, args=(writer, users[1::2])),
+        threading.Thread(target=guarded, args=(runner,)),
+    ]
+    for t in threads:
+        t.start()
+    snapshots, differ = 0, []
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline and not stop.is_set():
+        actual, counted = _counts(admin_conn, SHORT, staff)
+        snapshots += 1
+        if actual != counted:
+            differ.append((actual, counted))
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert differ == []
+    assert snapshots > 20
+    assert sum(folded) > 50
+    actual, counted = _counts(admin_conn, SHORT, staff)
+    assert actual == counted
+    assert actual[0] > 50
 
 
 def test_only_service_role_may_run_housekeeping(
@@ -250,6 +427,7 @@ def test_two_python_runners_at_once_expire_each_session_once(
 
     sweeps = asyncio.run(both())
     assert sum(s.expired for s in sweeps) == 30
+    assert sum(s.folded for s in sweeps) == 30  # the 30 registrations' deltas, each once
     expired = admin_conn.execute(
         "select count(*) from eventlive.viewer_sessions where end_reason = 'expired'"
     ).fetchone()

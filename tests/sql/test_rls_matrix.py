@@ -74,15 +74,18 @@ def build_world(admin: psycopg.Connection[Any], db: psycopg.Connection[Any]) -> 
     w = World(**ids)
     for wid, user in ((A, w.staff_a), (B, w.staff_b), (B_DRAFT, w.staff_b)):
         admin.execute("select api.set_staff(%s, %s)", (wid, user))
+    w.sessions["viewer"] = _track(db, w.viewer, A)
+    w.sessions["peer_superseded"] = _track(db, w.peer, A)
+    w.sessions["peer"] = _track(db, w.peer, A)
+    w.sessions["outsider"] = _track(db, w.outsider, B)
+    # The entries' counts folded into webinar_counters, the lurker's still deltas: rows
+    # of A and B in both tables.
+    admin.execute("select eventlive.fold_counter_deltas(1000)")
     admin.execute(
         "insert into eventlive.registrations (webinar_id, user_id, source)"
         " values (%s, %s, 'service'), (%s, %s, 'service')",
         (A, w.lurker, B, w.lurker),
     )
-    w.sessions["viewer"] = _track(db, w.viewer, A)
-    w.sessions["peer_superseded"] = _track(db, w.peer, A)
-    w.sessions["peer"] = _track(db, w.peer, A)
-    w.sessions["outsider"] = _track(db, w.outsider, B)
     for name in ("viewer", "peer", "outsider", "lurker", "staff_a", "staff_b"):
         admin.execute(
             "insert into eventlive.profiles (user_id, display_name, company) values (%s, %s, 'Acme')",
@@ -273,6 +276,13 @@ TABLES: dict[str, TableSpec] = {
         inserts=lambda a, w, rows: [
             {"webinar_id": wid, "shard": _free_shard(rows, wid), "registrations": 999}
             for wid in (A, B)
+        ],
+        update_set="registrations = t.registrations + 1000",
+    ),
+    "eventlive.webinar_counter_deltas": TableSpec(
+        visible=_staffed,
+        inserts=lambda a, w, rows: [
+            {"webinar_id": wid, "registrations": 999, "unique_viewers": 0} for wid in (A, B)
         ],
         update_set="registrations = t.registrations + 1000",
     ),

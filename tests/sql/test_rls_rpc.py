@@ -397,9 +397,10 @@ def test_the_other_viewers_sessions_are_still_theirs_after_the_attacks(
 # The checks the attacks rely on, each removed in a throwaway clone: (function, pattern,
 # replacement). A pattern that no longer matches fails the test (update it with the code).
 SABOTAGE = [
+    # the entry's logic lives in eventlive.track_core (both entries, single and batched)
     (
-        "api.track_access(bigint,uuid,jsonb)",
-        r"v_known\.user_id <> v_uid or v_known\.webinar_id <> v_webinar\.id",
+        "eventlive.track_core(bigint,uuid,uuid,jsonb,timestamptz)",
+        r"v_known\.user_id <> p_user_id or v_known\.webinar_id <> v_webinar\.id",
         "false",
     ),
     # the ping's logic lives in eventlive.ping_core (both entries, single and batched)

@@ -161,7 +161,7 @@ def test_housekeeping_removes_spent_broadcasts_and_tickets_and_keeps_live_ones(
     with as_service_role(db, commit=True) as c:
         row = c.execute("select eventlive.housekeeping_step('30 days', 1000)").fetchone()
     assert row is not None
-    assert row[0] == {"expired": 0, "pruned": 2}
+    assert row[0] == {"expired": 0, "pruned": 2, "folded": 0}
     events = admin_conn.execute("select event from eventlive.room_broadcasts").fetchall()
     nonces = admin_conn.execute(
         "select left(nonce, 1) from eventlive.sse_tickets_used order by 1"
