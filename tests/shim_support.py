@@ -13,12 +13,14 @@ import selectors
 import socket
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
+import psycopg
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -152,6 +154,14 @@ def settings_for(dsn: str, **overrides: Any) -> Settings:
         housekeeping_interval=0,
     )
     return dataclasses.replace(base, **overrides)
+
+
+def new_users(admin_dsn: str, n: int) -> list[str]:
+    """``n`` new rows of ``auth.users``: their ids."""
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute("insert into auth.users (id) select unnest(%s::uuid[])", (ids,))
+    return ids
 
 
 def token(

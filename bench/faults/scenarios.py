@@ -128,8 +128,9 @@ async def pool_exhausted(
     pool_timeout: float = 0.5,
     at: float = 0.2,
 ) -> FaultResult:
-    """``slow_calls`` calls of ``faults.slow`` hold every pool connection for
-    ``slow_seconds`` while viewers keep entering."""
+    """``slow_calls`` calls of ``faults.slow`` hold every pool connection they may (all
+    but those kept for heartbeat batches) for ``slow_seconds`` while viewers keep
+    entering."""
     ids = db.webinar(webinar, viewers)
     env = {
         "EVENTLIVE_POOL_MIN": str(pool_max),

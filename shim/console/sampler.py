@@ -143,7 +143,7 @@ class Sampler:
                 str(exc).strip().splitlines()[0][:200] if str(exc) else type(exc).__name__
             )
         families = list(s.metrics.registry.collect())
-        stats = s.database.pool.get_stats() if s.database.pool is not None else {}
+        stats = s.metrics.pool_stats()  # waiting: in the pool, its share and entry queues
         snap.pool = {
             "size": stats.get("pool_size", 0),
             "in_use": stats.get("pool_size", 0) - stats.get("pool_available", 0),

@@ -51,24 +51,68 @@ _CLAIMS = json.dumps({"role": BATCH_ROLE}).encode()
 _Item = tuple[int, str, str, "asyncio.Future[dict[str, Any] | None]"]
 
 
-class Coalescer:
+class Slots:
+    """Batches in flight at once, at most ``slots``, and how a batch forms (module doc):
+    a call that finds a slot free takes it, lets one turn of the event loop pass (the
+    calls read in the same turn join it) and sends the first batch in its own task; while
+    calls wait, the slot goes on, batch after batch, in a task of its own. A subclass
+    says what waits (``_waiting``) and sends one batch of it (``_send_next``)."""
+
+    def __init__(self, slots: int) -> None:
+        self._slots = slots
+        self._busy = 0
+        self._forming = False  # a slot is taken and its batch is still gathering
+
+    def _waiting(self) -> bool:
+        raise NotImplementedError
+
+    async def _send_next(self) -> None:
+        raise NotImplementedError
+
+    async def _lead(self) -> None:
+        """Take the free slot, gather for one turn, send the first batch, then hand over
+        (no task switch at low load; the caller's answer never waits for later batches)."""
+        self._busy += 1
+        self._forming = True
+        try:
+            await asyncio.sleep(0)
+        except BaseException:
+            self._forming = False
+            self._handover()
+            raise
+        self._forming = False
+        try:
+            await self._send_next()
+        finally:
+            self._handover()
+
+    def _handover(self) -> None:
+        """Free the slot, or hand what waits to a task of its own."""
+        if self._waiting():
+            asyncio.get_running_loop().create_task(self._continue())
+        else:
+            self._busy -= 1
+
+    async def _continue(self) -> None:
+        try:
+            while self._waiting():
+                await self._send_next()
+        finally:
+            self._busy -= 1
+
+
+class Coalescer(Slots):
     """Batches ``ping`` calls (see module doc) over ``link``, the process's way to the
     database (pool, timeouts, prepare, health: ``shim.http.database.Database``)."""
 
     def __init__(
         self, link: exchange.Link, *, slots: int, max_batch: int, statement_timeout: str
     ) -> None:
+        super().__init__(slots)
         self._link = link
-        self._slots = slots
         self._max = max_batch
-        self._settings: list[bytes | None] = [
-            BATCH_ROLE.encode(),
-            _CLAIMS,
-            statement_timeout.encode(),
-        ]
+        self._settings = batch_settings(statement_timeout)
         self._pending: list[_Item] = []
-        self._busy = 0
-        self._forming = False  # a slot is taken and its batch is still gathering
         self.batches = 0  # statements sent (tests and metrics read it)
         self.pings = 0  # pings they carried
 
@@ -78,44 +122,18 @@ class Coalescer:
         fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._pending.append((webinar_id, user_id, session_id, fut))
         if self._busy < self._slots and not self._forming:
-            self._busy += 1
-            self._forming = True
-            try:
-                # One turn of the event loop: the pings whose requests were read in the
-                # same turn join this batch instead of taking the other slots alone.
-                await asyncio.sleep(0)
-            except BaseException:
-                self._forming = False
-                self._handover()
-                raise
-            self._forming = False
-            await self._drain()
+            # The pings whose requests were read in the same turn join this batch
+            # instead of taking the other slots alone.
+            await self._lead()
         return await fut
 
-    async def _drain(self) -> None:
-        """Send what is pending, batch after batch, until nothing is; then free the slot.
-        The first batch runs in the caller's task (no task switch at low load); later
-        ones in a task of their own, so the caller's answer does not wait for them."""
+    def _waiting(self) -> bool:
+        return bool(self._pending)
+
+    async def _send_next(self) -> None:
         batch = self._pending[: self._max]
         del self._pending[: self._max]
-        try:
-            await self._send(batch)
-        finally:
-            self._handover()
-
-    def _handover(self) -> None:
-        """Free the slot, or hand what is pending to a task of its own."""
-        if self._pending:
-            asyncio.get_running_loop().create_task(self._continue())
-        else:
-            self._busy -= 1
-
-    async def _continue(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max]
-            del self._pending[: self._max]
-            await self._send(batch)
-        self._busy -= 1
+        await self._send(batch)
 
     async def _send(self, batch: list[_Item]) -> None:
         try:
@@ -132,13 +150,14 @@ class Coalescer:
                 prepare_call=True,
             )
         except psycopg.Error as exc:
-            state = exc.sqlstate or ""
-            if len(batch) > 1 and state and not state.startswith(("08", "53", "57P")):
+            if fails_whole(exc, len(batch)):
                 # The batch as a whole failed; each ping gets its own answer alone.
-                log.warning("ping batch of %d failed (%s); answering each alone", len(batch), state)
+                log.warning(
+                    "ping batch of %d failed (%s); answering each alone", len(batch), exc.sqlstate
+                )
                 for _, _, _, fut in batch:
                     if not fut.done():
-                        fut.set_result(_RETRY_ALONE)
+                        fut.set_result(RETRY_ALONE)
                 return
             _fail(batch, exc)
             return
@@ -156,12 +175,26 @@ class Coalescer:
 
 
 # Marker answer: "send me alone on the single path" (a batch failed as a whole).
-_RETRY_ALONE: dict[str, Any] = {"retry_alone": True}
+RETRY_ALONE: dict[str, Any] = {"retry_alone": True}
 
 
-def retry_alone(answer: dict[str, Any] | None) -> bool:
-    """True when the batch could not answer this ping and it must go alone."""
-    return answer is _RETRY_ALONE
+def retry_alone(answer: object) -> bool:
+    """True when the batch could not answer this call and it must go alone."""
+    return answer is RETRY_ALONE
+
+
+def batch_settings(statement_timeout: str) -> list[bytes | None]:
+    """The settings statement's values for a batch: role, claims, statement_timeout."""
+    return [BATCH_ROLE.encode(), _CLAIMS, statement_timeout.encode()]
+
+
+def fails_whole(exc: psycopg.Error, size: int) -> bool:
+    """True when a batch of ``size`` that failed with ``exc`` is to be answered element by
+    element alone: a database error of the batch as a whole (statement timeout, deadlock,
+    an unforeseen error), not a lost connection or a shortage (08, 53, 57P: those are
+    every element's answer), and more than one element (one alone would fail alike)."""
+    state = exc.sqlstate or ""
+    return size > 1 and bool(state) and not state.startswith(("08", "53", "57P"))
 
 
 def _fail(batch: list[_Item], exc: BaseException) -> None:

@@ -1,8 +1,16 @@
 """The database as the request path sees it, built once: ``Database`` holds the pool, the
-health of the last exchanges, the timeouts, whether statements are prepared and the
-coalescer, so that a call passes only what varies per call (``Query``). Every failure
-of the pool or the database becomes the caller's PostgREST error here, in one place
-(``failure``), for single calls and coalesced heartbeats alike.
+health of the last exchanges, the timeouts, whether statements are prepared, the
+coalescer of heartbeats and the batcher of entries, so that a call passes only what
+varies per call (``Query``). Every failure of the pool or the database becomes the
+caller's PostgREST error here, in one place (``failure``), for single calls, coalesced
+heartbeats and batched entries alike.
+
+**Heartbeats first.** Everything but the coalesced heartbeat batches (single calls,
+entry batches, GETs) holds at most ``EVENTLIVE_POOL_MAX - EVENTLIVE_COALESCE_SLOTS``
+connections at once (at least one), waited for in a queue of its own
+(``exchange.Share``): a storm of entries can never take every connection, so a
+heartbeat batch finds one without queueing behind them. An idle system sends a lone
+call at once (a free place is a comparison, no wait).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from shim.http import coalesce, errors, exchange
+from shim.http import coalesce, entries, errors, exchange
 from shim.http.auth import Identity
 from shim.http.errors import ApiError
 from shim.http.respond import RequestContext
@@ -35,6 +43,9 @@ POOLER_PROBE_SECONDS = 2.0
 # Pings per coalesced statement at most: past ~100 the batch's own transaction time
 # (row locks held until its commit) outweighs the per-statement saving.
 MAX_BATCH = 100
+# Entries per batched statement at most: the SQL gives each its own subtransaction, and a
+# transaction of more than 64 overflows PostgreSQL's subtransaction cache.
+MAX_ENTRIES = 50
 
 
 @dataclass(slots=True)
@@ -52,7 +63,12 @@ class Query:
 class Database:
     """The process's way to the database (see module doc); ``open`` in the lifespan."""
 
-    def __init__(self, settings: Settings, observe_db: Callable[[str, float], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        observe_db: Callable[[str, float], None],
+        observe_entries: Callable[[list[int], list[float]], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.observe_db = observe_db  # (function, seconds): the database time histogram
         self.pool_timeout = settings.pool_timeout
@@ -72,6 +88,24 @@ class Database:
                 statement_timeout=settings.statement_timeout,
             )
             if settings.coalesce
+            else None
+        )
+        # The connections everything but the heartbeat batches may hold (module doc).
+        self.share = (
+            exchange.Share(max(1, settings.pool_max - settings.coalesce_slots))
+            if self.coalescer is not None
+            else None
+        )
+        self.entries = (
+            entries.EntryBatcher(
+                self,
+                self.share,
+                slots=settings.entry_slots,
+                max_batch=MAX_ENTRIES,
+                statement_timeout=settings.statement_timeout,
+                observe=observe_entries,
+            )
+            if settings.entry_batch
             else None
         )
 
@@ -138,6 +172,7 @@ class Database:
                 query.values,
                 read_only=query.read_only,
                 prepare_call=query.hot,
+                share=self.share,
             )
         except (psycopg.Error, PoolTimeout, PoolClosed, exchange.DbTimeoutError) as exc:
             raise self.failure(ctx, identity, exc) from None
@@ -167,16 +202,53 @@ class Database:
         ctx.db_ms = (time.perf_counter() - t0) * 1000
         self.observe_db(ctx.function, ctx.db_ms / 1000)
         if answer is not None:
-            status = errors.status_for_sqlstate(answer["code"], identity.anonymous)
-            raise ApiError(
-                status,
-                answer["code"],
-                answer["message"],
-                details=answer["details"],
-                hint=answer["hint"],
-                headers={"WWW-Authenticate": "Bearer"} if status == 401 else {},
-                reason="database",
-            )
+            raise self.raised(identity, answer)
+
+    async def enter(
+        self,
+        ctx: RequestContext,
+        identity: Identity,
+        entry: tuple[int, str | None, str | None],
+        alone: Query,
+    ) -> str | None:
+        """An entry or re-confirmation (webinar id, session id, client JSON) through the
+        entry batcher: this caller's JSON, or its ``ApiError`` raised, exactly as
+        ``alone`` (the single call) would answer."""
+        assert self.entries is not None
+        assert identity.user_id is not None
+        t0 = time.perf_counter()
+        try:
+            answer = await self.entries.enter(entry[0], identity.user_id, entry[1], entry[2])
+        except (psycopg.Error, PoolTimeout, PoolClosed, exchange.DbTimeoutError) as exc:
+            ctx.db_ms = (time.perf_counter() - t0) * 1000
+            raise self.failure(ctx, identity, exc) from None
+        if coalesce.retry_alone(answer):
+            return await self.call(ctx, identity, alone)
+        ctx.db_ms = (time.perf_counter() - t0) * 1000
+        self.observe_db(ctx.function, ctx.db_ms / 1000)
+        if isinstance(answer, str):
+            return answer
+        raise self.raised(identity, answer)
+
+    def raised(self, identity: Identity, body: dict[str, Any]) -> ApiError:
+        """A batch element's error body (an error our functions raised on purpose) as the
+        very ``ApiError`` the single path builds from that error (``errors.from_database``)."""
+        code = body["code"]
+        status = errors.status_for_sqlstate(code, identity.anonymous)
+        headers: dict[str, str] = {}
+        if status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if status == 503:
+            headers["Retry-After"] = str(self.settings.retry_after)
+        return ApiError(
+            status,
+            code,
+            body.get("message") or "",
+            details=body.get("details") or None,
+            hint=body.get("hint") or None,
+            headers=headers,
+            reason="database",
+        )
 
     def failure(self, ctx: RequestContext, identity: Identity, exc: Exception) -> ApiError:
         """A pool or database failure as the caller's PostgREST error, logged once."""

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -242,15 +243,86 @@ class Link(Protocol):
     def connections(self) -> AsyncConnectionPool[Any]: ...
 
 
-async def acquire(link: Link) -> Any:
-    """A connection within ``pool_timeout``, waited for in slices of ``health.quick``
-    seconds: after each slice a database that looks down (or a pool with no connection
-    at all) ends the wait with PoolTimeout, so a queue never outlives an outage's
-    detection by more than one slice."""
+class Share:
+    """A share of the pool: at most ``size`` connections held at once by the calls that
+    take it, which wait their turn in a queue of their own (first come, first served)
+    rather than in the pool's. The calls that do not take it (the coalesced heartbeats)
+    keep ``pool_max - size`` connections that no burst of the others can hold.
+
+    ``take`` is a comparison when a place is free; a wait is bounded as the pool's is
+    (``acquire``). A place is handed from the call that leaves to the first one waiting,
+    so a late arrival never overtakes the queue."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(not f.done() for f in self._waiting)
+
+    def take(self) -> bool:
+        """A place now, if one is free and nobody waits for it."""
+        if self.held < self.size and not self._waiting:
+            self.held += 1
+            return True
+        return False
+
+    async def wait(self, health: Health, deadline: float) -> None:
+        """A place by ``deadline`` (``time.monotonic``), waited for in slices of
+        ``health.quick`` seconds as ``acquire`` waits for the pool: PoolTimeout at the
+        deadline, or after a slice when the database looks down."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                done, _ = await asyncio.wait((fut,), timeout=max(0.001, min(health.quick, left)))
+                if done:
+                    return
+                if left <= health.quick or health.down():
+                    raise PoolTimeout("no connection of the share in time")
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.leave()  # handed a place while giving up: pass it on
+            else:
+                fut.cancel()
+            raise
+
+    def leave(self) -> None:
+        """Give the place back: to the first caller still waiting, else free."""
+        waiting = self._waiting
+        while waiting:
+            fut = waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.held -= 1
+
+
+async def acquire(link: Link, share: Share | None = None) -> Any:
+    """A connection within ``pool_timeout`` (with ``share``: a place in it first, within
+    the same time), waited for in slices of ``health.quick`` seconds: after each slice a
+    database that looks down (or a pool with no connection at all) ends the wait with
+    PoolTimeout, so a queue never outlives an outage's detection by more than one slice."""
+    if share is None:
+        return await _getconn(link, link.pool_timeout)
+    started = time.monotonic()
+    if not share.take():
+        await share.wait(link.health, started + link.pool_timeout)
+    try:
+        return await _getconn(link, link.pool_timeout - (time.monotonic() - started))
+    except BaseException:
+        share.leave()
+        raise
+
+
+async def _getconn(link: Link, timeout: float) -> Any:
     pool, health = link.connections, link.health
-    if link.pool_timeout <= health.quick:
-        return await pool.getconn(timeout=link.pool_timeout)
-    deadline = time.monotonic() + link.pool_timeout
+    if timeout <= health.quick:
+        return await pool.getconn(timeout=max(0.001, timeout))
+    deadline = time.monotonic() + timeout
     while True:
         left = deadline - time.monotonic()
         try:
@@ -263,6 +335,13 @@ async def acquire(link: Link) -> Any:
                 raise
 
 
+async def release(link: Link, conn: Any, share: Share | None = None) -> None:
+    """Back to the pool, and the place in ``share`` to the next caller."""
+    if share is not None:
+        share.leave()
+    await link.connections.putconn(conn)
+
+
 async def run(
     link: Link,
     settings: list[bytes | None],
@@ -271,38 +350,57 @@ async def run(
     *,
     read_only: bool,
     prepare_call: bool = False,
+    share: Share | None = None,
 ) -> bytes | None:
-    """The exchange as the settings given (role, claims, statement_timeout): the raw first
-    column of the call's row. Raises ``psycopg_pool.PoolTimeout`` (no connection in
-    time), ``psycopg.Error`` (the database's error, transaction already rolled back) or
-    ``DbTimeoutError``."""
-    conn = await acquire(link)
+    """The exchange as the settings given (role, claims, statement_timeout) on a
+    connection of the pool (of ``share``, when given): the raw first column of the call's
+    row. Raises ``psycopg_pool.PoolTimeout`` (no connection in time), ``psycopg.Error``
+    (the database's error, transaction already rolled back) or ``DbTimeoutError``."""
+    conn = await acquire(link, share)
+    try:
+        return await run_on(
+            link, conn, settings, statement, values, read_only=read_only, prepare_call=prepare_call
+        )
+    finally:
+        if share is not None:
+            share.leave()
+        await link.connections.putconn(conn)
+
+
+async def run_on(
+    link: Link,
+    conn: Any,
+    settings: list[bytes | None],
+    statement: bytes,
+    values: list[bytes | None],
+    *,
+    read_only: bool,
+    prepare_call: bool = False,
+) -> bytes | None:
+    """``run`` on a connection the caller acquired (and gives back)."""
     health = link.health
     prepare = link.prepare
     try:
-        try:
-            async with asyncio.timeout(link.db_timeout):
-                try:
-                    value = await _exchange(
-                        conn, settings, (statement, values),
-                        read_only=read_only, prepare=prepare, prepare_call=prepare_call,
-                    )  # fmt: skip
-                except _VanishedError:
-                    # Nothing ran (the pipeline aborted at a vanished statement); again.
-                    value = await _exchange(
-                        conn, settings, (statement, values),
-                        read_only=read_only, prepare=prepare, prepare_call=prepare_call,
-                    )  # fmt: skip
-        except TimeoutError:
-            # The connection is mid-exchange; drop it rather than return it to the pool.
-            await conn.close()
+        async with asyncio.timeout(link.db_timeout):
+            try:
+                value = await _exchange(
+                    conn, settings, (statement, values),
+                    read_only=read_only, prepare=prepare, prepare_call=prepare_call,
+                )  # fmt: skip
+            except _VanishedError:
+                # Nothing ran (the pipeline aborted at a vanished statement); again.
+                value = await _exchange(
+                    conn, settings, (statement, values),
+                    read_only=read_only, prepare=prepare, prepare_call=prepare_call,
+                )  # fmt: skip
+    except TimeoutError:
+        # The connection is mid-exchange; close it (the pool then drops it).
+        await conn.close()
+        health.failed()
+        raise DbTimeoutError from None
+    except psycopg.Error as exc:
+        if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P")):
             health.failed()
-            raise DbTimeoutError from None
-        except psycopg.Error as exc:
-            if exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P")):
-                health.failed()
-            raise
-    finally:
-        await link.connections.putconn(conn)
+        raise
     health.last_ok = time.monotonic()
     return value

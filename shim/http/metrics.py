@@ -85,7 +85,8 @@ REASONS = frozenset(
     session_ended session_superseded too_many_ids user_id_required user_not_found
     webinar_closed webinar_not_found
     body_timeout body_too_large method_not_allowed unknown_function unknown_profile
-    unsupported_media_type not_an_object invalid_batch invalid_retention not_service_role
+    unsupported_media_type not_an_object invalid_batch batch_too_large invalid_retention
+    not_service_role not_loaded not_readonly
     bad_issuer invalid_message invalid_messages invalid_ticket
     duplicate_argument duplicate_key invalid_unicode malformed_json nul_character wrong_type
     unknown_argument missing_argument out_of_range
@@ -334,6 +335,20 @@ class Metrics:
             ["function", "status", "sqlstate", "reason"],
             registry=r,
         )
+        self.entry_batches = Counter(
+            "eventlive_entry_batches",
+            "track_access batches sent as one statement (eventlive.track_access_batch)",
+            registry=r,
+        )
+        self.entries_batched = Counter(
+            "eventlive_entries_batched", "track_access calls those batches carried", registry=r
+        )
+        self.entry_wait = Histogram(
+            "eventlive_entry_wait_seconds",
+            "Time a batched track_access call waited in its webinar's queue",
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self._children: dict[tuple[str, ...], Any] = {}
         self._db_children: dict[str, Any] = {}
         self.shared: _Shared | None = None
@@ -363,6 +378,13 @@ class Metrics:
         if child is None:
             child = self._db_children[function] = self.db_latency.labels(function)
         child.observe(seconds)
+
+    def observe_entries(self, waited: list[float]) -> None:
+        """One entry batch sent: ``waited`` are its entries' seconds in their queues."""
+        self.entry_batches.inc()
+        self.entries_batched.inc(len(waited))
+        for seconds in waited:
+            self.entry_wait.observe(seconds)
 
     def error(self, function: str, status: int, code: str, reason: str | None) -> None:
         """Count one error answer; every label bounded (see the module doc)."""

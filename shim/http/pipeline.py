@@ -8,15 +8,17 @@ then takes every step in order:
    rejected tokens counted;
 2. arguments: the entrance's ``arguments()`` (body or query, read only after the token);
 3. bind: the arguments checked against the function's signature (``shim.http.bind``);
-4. coalesce | call | cache: a heartbeat through the coalescer when it can be, a GET
-   through the cache (``shim.http.reads``), anything else one round trip
-   (``shim.http.database``), whose failures are mapped there, once;
+4. coalesce | batch | call | cache: a heartbeat through the coalescer when it can be,
+   an entry through the entry batcher when it can be, a GET through the cache
+   (``shim.http.reads``), anything else one round trip (``shim.http.database``), whose
+   failures are mapped there, once;
 5. the answer: 200 with the JSON, 204 (void, ``Prefer: return=minimal``), 304, or the
    PostgREST error body. The entrance writes it and calls ``respond.finish``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,12 +31,13 @@ from shim.http.catalog import Routine
 from shim.http.database import Query
 from shim.http.errors import ApiError
 from shim.http.respond import RequestContext, failed, unexpected
-from shim.http.routes import COALESCED, HOT_FUNCTIONS
+from shim.http.routes import BATCHED_ENTRY, COALESCED, HOT_FUNCTIONS
 from shim.http.service import Service
 from shim.web.token import bearer
 
 log = logging.getLogger("eventlive.shim")
 _BIGINT = 2**63
+_ENTRY_ARGUMENTS = frozenset({"webinar_id", "session_id", "client"})
 NO_CONTENT = 204
 
 
@@ -91,11 +94,13 @@ async def run(service: Service, ctx: RequestContext, parse: Callable[[], Call]) 
         given = call.arguments()
         if not isinstance(given, dict):
             given = await given
-        routine, query, beat = _plan(service, ctx, call, identity, given)
+        routine, query, beat, entry = _plan(service, ctx, call, identity, given)
         headers: dict[str, str] = {}
         if beat is not None:
             await service.database.ping(ctx, identity, beat, query)
             result = None
+        elif entry is not None:
+            result = await service.database.enter(ctx, identity, entry, query)
         elif call.method != "POST":
             read = await reads.read(
                 service, ctx, identity=identity, routine=routine, given=given, query=query
@@ -123,9 +128,10 @@ def error_answer(err: ApiError) -> Answer:
 
 def _plan(
     service: Service, ctx: RequestContext, call: Call, identity: Identity, given: dict[str, Any]
-) -> tuple[Routine, Query, tuple[int, str] | None]:
-    """Bind ``given`` to the function: the routine, the bound call, and the heartbeat
-    (webinar id, session id) when it goes through the coalescer."""
+) -> tuple[Routine, Query, tuple[int, str] | None, tuple[int, str | None, str | None] | None]:
+    """Bind ``given`` to the function: the routine, the bound call, the heartbeat
+    (webinar id, session id) when it goes through the coalescer, and the entry (webinar
+    id, session id, client JSON) when it goes through the entry batcher."""
     routine, statement, values = _bind(service, ctx, call, given)
     timeout = service.catalog.role_timeouts.get(identity.role, service.settings.statement_timeout)
     is_get = call.method != "POST"
@@ -136,8 +142,12 @@ def _plan(
         read_only=routine.readonly or is_get,
         hot=ctx.function in HOT_FUNCTIONS,
     )
-    beat = None if is_get else _heartbeat(service, ctx.function, identity, timeout, given)
-    return routine, query, beat
+    if is_get:
+        return routine, query, None, None
+    beat = _heartbeat(service, ctx.function, identity, timeout, given)
+    if beat is not None:
+        return routine, query, beat, None
+    return routine, query, None, _entry(service, ctx.function, identity, timeout, given)
 
 
 def _bind(
@@ -194,3 +204,29 @@ def _heartbeat(
     if not isinstance(session, str) or not canonical_uuid(session):
         return None
     return wid, session
+
+
+def _entry(
+    service: Service, function: str, identity: Identity, timeout: str, given: dict[str, Any]
+) -> tuple[int, str | None, str | None] | None:
+    """(webinar id, session id, client JSON) when this call may go through the entry
+    batcher: ``track_access`` of a verified user with the default timeout and arguments
+    among its three, well formed (anything else takes the single path, which answers the
+    same way)."""
+    if (
+        function != BATCHED_ENTRY
+        or service.database.entries is None
+        or identity.user_id is None
+        or timeout != service.settings.statement_timeout
+        or not given.keys() <= _ENTRY_ARGUMENTS
+    ):
+        return None
+    wid, session, client = given.get("webinar_id"), given.get("session_id"), given.get("client")
+    if type(wid) is not int or not -_BIGINT <= wid < _BIGINT:
+        return None
+    if session is not None and not canonical_uuid(session):
+        return None
+    if client is not None and not isinstance(client, dict):
+        return None
+    # The text bind sends for a jsonb argument (``bind._value``), so the same jsonb.
+    return wid, session, None if client is None else json.dumps(client)

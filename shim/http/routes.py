@@ -16,6 +16,7 @@ LEGACY_PREFIX = "/api/webinars/"
 # The calls whose statement is prepared per connection and role.
 HOT_FUNCTIONS = frozenset({"api.presence_ping", "api.track_access", "api.presence_leave"})
 COALESCED = "api.presence_ping"  # the heartbeat: coalesced when it can be (``pipeline``)
+BATCHED_ENTRY = "api.track_access"  # entries: batched per webinar in turn when they can be
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ class Service:
         self.cache = SharedCache(settings.cache_entries)
         self.rooms = RoomClock()
         self.catalog: cat.Catalog = cat.EMPTY
-        self.database = Database(settings, self._observe_db)
+        self.database = Database(settings, self._observe_db, self._observe_entries)
         self.metrics = Metrics(self._pool_stats, self._auth_stats)
         self.access_log = AccessLog() if settings.access_log else None
         self._tasks: list[asyncio.Task[None]] = []
@@ -49,9 +49,22 @@ class Service:
     def _observe_db(self, function: str, seconds: float) -> None:
         self.metrics.observe_db(function, seconds)
 
+    def _observe_entries(self, webinars: list[int], waited: list[float]) -> None:
+        self.metrics.observe_entries(waited)
+
     def _pool_stats(self) -> dict[str, int]:
-        pool = self.database.pool
-        return pool.get_stats() if pool is not None else {}
+        """The pool's figures; its waiting requests include those waiting in the share
+        of the pool (``exchange.Share``) and the entries queued for a batch."""
+        database = self.database
+        pool = database.pool
+        if pool is None:
+            return {}
+        stats = pool.get_stats()
+        waiting = database.share.waiting if database.share is not None else 0
+        waiting += database.entries.queued if database.entries is not None else 0
+        if waiting:
+            stats["requests_waiting"] = stats.get("requests_waiting", 0) + waiting
+        return stats
 
     async def start(self) -> None:
         """Open the pool (without waiting for the database), keys, catalog."""

@@ -162,6 +162,21 @@ class Settings:
         INT,
         4,
         "batches in flight at once per worker before new pings queue for the next",
+        note="also the connections kept for them: every other call holds at most "
+        "EVENTLIVE_POOL_MAX minus this, at least 1",
+    )
+    entry_batch: bool = setting(
+        "EVENTLIVE_ENTRY_BATCH",
+        BOOL,
+        True,
+        "concurrent track_access calls of a worker sent as one statement, the webinars "
+        "served in turn: 1 or 0",
+    )
+    entry_slots: int = setting(
+        "EVENTLIVE_ENTRY_SLOTS",
+        INT,
+        2,
+        "entry batches in flight at once per worker before new entries queue for the next",
     )
     cors_origins: tuple[str, ...] = setting(
         "EVENTLIVE_CORS_ORIGINS",

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from bench import faults
+from shim.http.settings import Settings
 from shim.pg.throwaway import TemporaryServer
 
 _PLUGIN = "eventlive-faults-summary"
@@ -125,8 +126,10 @@ def test_pool_exhausted_by_slow_calls_gives_quick_503s_then_normal_service(
     )
     report.append(r.line())
     _nothing_lost(r)
-    # Four slow calls hold the four connections; the other four give up after 0.5 s.
-    assert r.extra["slow_outcomes"] == {200: 4, 503: 4}, r.line()
+    # The slow calls hold the connections all but heartbeat batches may hold (pool_max
+    # less EVENTLIVE_COALESCE_SLOTS, at least 1); the others give up after 0.5 s.
+    share = max(1, 4 - Settings().coalesce_slots)
+    assert r.extra["slow_outcomes"] == {200: share, 503: 8 - share}, r.line()
     assert set(r.outcomes) == {"200", "503"}, r.line()
     assert r.max_error_server < 0.5 + 0.5, r.line()
     # As the client saw it: the generator shares the two cores (CI saw 3.19 s once).

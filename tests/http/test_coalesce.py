@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from shim_support import TcpProxy, bearer, serve, settings_for, token
+from shim_support import TcpProxy, bearer, new_users, serve, settings_for, token
 
 from shim.serve import demo
 
@@ -32,13 +32,6 @@ def api_db(eventlive_db: Any) -> Any:
 
 def _settings(dsn: str, **overrides: Any) -> Any:
     return settings_for(dsn, **{"schemas": ("api",), "jwt_secret": SECRET, **overrides})
-
-
-def _users(admin_dsn: str, n: int) -> list[str]:
-    users = [str(uuid.uuid4()) for _ in range(n)]
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        conn.execute("insert into auth.users (id) select unnest(%s::uuid[])", (users,))
-    return users
 
 
 async def _enter(client: httpx.AsyncClient, user: str) -> str:
@@ -78,7 +71,7 @@ async def test_concurrent_pings_share_statements_and_each_caller_gets_its_own_an
     each caller's answer is its own: 204 for the active, 403 not_registered for the
     stranger, 409 session_superseded for the old device, with the exact body the single
     path gives the same call."""
-    users = _users(api_db.admin_dsn, 41)
+    users = new_users(api_db.admin_dsn, 41)
     viewers, stranger = users[:40], users[40]
     calls: list[tuple[str, str, str]] = []
     async with serve(_settings(api_db.dsn, pool_min=1, pool_max=1, coalesce_slots=1)) as client:
@@ -114,7 +107,7 @@ async def test_concurrent_pings_share_statements_and_each_caller_gets_its_own_an
 
 async def test_a_lone_ping_goes_out_at_once_in_a_batch_of_one(api_db: Any) -> None:
     """No added wait at low load: an idle shim sends a ping immediately, alone."""
-    (user,) = _users(api_db.admin_dsn, 1)
+    (user,) = new_users(api_db.admin_dsn, 1)
     async with serve(_settings(api_db.dsn)) as client:
         session = await _enter(client, user)
         coalescer = client._transport.app.state.service.database.coalescer  # type: ignore[attr-defined]
@@ -127,7 +120,7 @@ async def test_a_lone_ping_goes_out_at_once_in_a_batch_of_one(api_db: Any) -> No
 async def test_a_coalesced_batch_is_one_round_trip(api_db: Any) -> None:
     """Counted at a TCP proxy: one ping is one round trip, and eight concurrent pings on
     one connection take fewer round trips than pings."""
-    users = _users(api_db.admin_dsn, 8)
+    users = new_users(api_db.admin_dsn, 8)
     proxy = TcpProxy(api_db.dsn)
     try:
         settings = _settings(proxy.dsn, pool_min=1, pool_max=1, coalesce_slots=1)
@@ -194,7 +187,7 @@ async def test_the_lean_path_answers_exactly_as_the_full_path(api_db: Any) -> No
     """The hot routes answer the same status and body whether the lean path takes them
     (no Origin) or the full Starlette path does (an Origin sends them there), for
     successes, database errors and input errors alike."""
-    users = _users(api_db.admin_dsn, 2)
+    users = new_users(api_db.admin_dsn, 2)
     async with serve(_settings(api_db.dsn)) as client:
         session = await _enter(client, users[0])
         me = bearer(demo.dev_token(SECRET, users[0]))
@@ -233,7 +226,7 @@ async def test_a_body_stalling_on_the_lean_path_gets_408_soon_after_the_body_tim
     """A ping whose body stops half way (the lean path's route, no Origin) gets the full
     path's 408 ``body_timeout`` between the limit and the limit plus an eighth (the
     shared sweep of ``shim.web.deadlines``), and the next request is served."""
-    users = _users(api_db.admin_dsn, 1)
+    users = new_users(api_db.admin_dsn, 1)
     limit = 0.4
 
     async def stalled() -> Any:
@@ -262,7 +255,7 @@ async def test_pings_that_arrive_together_share_a_batch_while_slots_are_free(
     """Twenty pings arriving at once on an idle shim (every slot and connection free)
     go out together, not the first ones alone in a slot each: a batch forms over one
     turn of the event loop."""
-    users = _users(api_db.admin_dsn, 20)
+    users = new_users(api_db.admin_dsn, 20)
     async with serve(_settings(api_db.dsn, pool_min=4, pool_max=4, coalesce_slots=4)) as client:
         sessions = [await _enter(client, u) for u in users]
         coalescer = client._transport.app.state.service.database.coalescer  # type: ignore[attr-defined]

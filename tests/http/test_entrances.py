@@ -192,10 +192,14 @@ async def _run(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("entry_batch", [True, False], ids=["entries batched", "entries single"])
 async def test_every_case_answers_the_same_through_both_entrances(
-    api_db: Any, anyio_backend: str
+    api_db: Any, anyio_backend: str, entry_batch: bool
 ) -> None:
-    app = create_app(settings_for(api_db.dsn, schemas=("api",), jwt_secret=SECRET), NO_HUB)
+    settings = settings_for(
+        api_db.dsn, schemas=("api",), jwt_secret=SECRET, entry_batch=entry_batch
+    )
+    app = create_app(settings, NO_HUB)
     assert isinstance(app, ShimApp)
     answers = {}
     async with app.router.lifespan_context(app):
@@ -208,6 +212,10 @@ async def test_every_case_answers_the_same_through_both_entrances(
             # The lean entrance took every case but the empty bearer (sent as "Bearer", no
             # token: not a request it parses); Starlette alone, none.
             assert taken == (len(answers[entrance]) - 1 if entrance == "lean" else 0)
+        batcher = app.state.service.database.entries
+        # Batched: the three track_access cases of each entrance and the re-entry after
+        # leave went through the entry batcher.
+        assert (batcher.entries if entry_batch else batcher) == (8 if entry_batch else None)
     assert answers["lean"] == answers["starlette"]
     statuses = {name: seen[0] for name, seen in answers["lean"]}
     assert statuses == {

@@ -29,17 +29,20 @@ def api_db(eventlive_db: Any) -> Any:
     return eventlive_db
 
 
-def _settings(dsn: str) -> Any:
-    return settings_for(dsn, schemas=("api",), jwt_secret=SECRET)
+def _settings(dsn: str, entry_batch: bool = True) -> Any:
+    return settings_for(dsn, schemas=("api",), jwt_secret=SECRET, entry_batch=entry_batch)
 
 
 @pytest.mark.anyio
-async def test_legacy_routes_track_ping_leave_and_stats(api_db: Any, anyio_backend: str) -> None:
+@pytest.mark.parametrize("entry_batch", [True, False], ids=["entries batched", "entries single"])
+async def test_legacy_routes_track_ping_leave_and_stats(
+    api_db: Any, anyio_backend: str, entry_batch: bool
+) -> None:
     host = bearer(demo.dev_token(SECRET))
     other = bearer(demo.dev_token(SECRET, OTHER_USER))
     session = str(uuid.uuid4())
     base = f"/api/webinars/{demo.DEMO_WEBINAR}"
-    async with serve(_settings(api_db.dsn)) as client:
+    async with serve(_settings(api_db.dsn, entry_batch)) as client:
         r = await client.post(f"{base}/access/track", headers=host, json={"session_id": session})
         assert r.status_code == 200, r.text
         entered = r.json()
@@ -78,6 +81,9 @@ async def test_legacy_routes_track_ping_leave_and_stats(api_db: Any, anyio_backe
         assert r.status_code == 404
         r = await client.post(f"{base}/presence/leave", headers=host, json={"session_id": session})
         assert r.status_code == 204, r.text
+        batcher = client._transport.app.state.service.database.entries  # type: ignore[attr-defined]
+        # Batched: the entry and the unknown webinar's went through the entry batcher.
+        assert (batcher.entries if entry_batch else batcher) == (2 if entry_batch else None)
 
 
 def test_postgrest_client_calls_the_hot_path_through_rest_v1(api_db: Any) -> None:

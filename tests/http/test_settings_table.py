@@ -54,6 +54,7 @@ OWNER: dict[str, type[Any]] = {
 )
 def test_switches_are_read_in_any_case(text: str, value: bool) -> None:
     assert Settings.from_env({"EVENTLIVE_COALESCE": text}).coalesce is value
+    assert Settings.from_env({"EVENTLIVE_ENTRY_BATCH": text}).entry_batch is value
     assert Settings.from_env({"EVENTLIVE_ACCESS_LOG": text}).access_log is value
     assert Settings.from_env({"EVENTLIVE_PREPARE": text}).prepare is value
     assert HubSettings.from_env({"EVENTLIVE_REALTIME": text}).enabled is value
