@@ -7,7 +7,8 @@ with the shim and PostgreSQL, and the report says so.
 Modes (``spec["mode"]``):
 
 - ``closed``: ``connections`` workers, each sends its next request when the previous
-  answer arrived, for ``duration`` seconds: the maximum throughput.
+  answer arrived, for ``duration`` seconds: the maximum throughput. ``descending``:
+  viewers last line first instead of shuffled (the steady state's warm-up).
 - ``open``: requests are *scheduled* at a fixed ``rate`` for ``duration`` seconds,
   whatever the answers; each takes an idle keep-alive connection or opens one (up to
   ``max_connections``, then it queues). Latency counts from the scheduled time, so an
@@ -282,6 +283,7 @@ class Viewers:
         seed: int = 1,
         limit: int = 0,
         track_every: int = 0,
+        descending: bool = False,
     ) -> None:
         # Only the first ``limit`` lines are read: the steady state's file has 600,000.
         with Path(path).open() as fh:
@@ -293,7 +295,10 @@ class Viewers:
         self.calls = 0
         self.rng = random.Random(seed)  # noqa: S311 - load shaping, not secrets
         self.order = list(range(len(self.rows)))
-        self.rng.shuffle(self.order)
+        if descending:  # last line first (a warm-up: the first lines are the newest cached)
+            self.order.reverse()
+        else:
+            self.rng.shuffle(self.order)
         self.pos = 0
 
     def next(self) -> tuple[str, bytes]:
@@ -321,7 +326,10 @@ def fresh_track(webinar: int, token: str) -> bytes:
 
 async def closed(spec: dict[str, Any], rec: Recorder) -> None:
     mix = 1.0 if spec.get("call") == "track" else spec.get("mix_track", 0.0)
-    viewers = Viewers(spec["viewers"], spec["webinar"], mix_track=mix, limit=spec.get("limit", 0))
+    viewers = Viewers(
+        spec["viewers"], spec["webinar"], mix_track=mix, limit=spec.get("limit", 0),
+        descending=spec.get("descending", False),
+    )  # fmt: skip
     pool = Pool(spec["host"], spec["port"], spec["connections"])
     await pool.prewarm(spec["connections"])
     start_clock(rec)

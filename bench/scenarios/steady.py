@@ -9,11 +9,13 @@ Before the search, viewers ping once (closed loop, ``warm_up``): a viewer of a s
 audience has pinged before, so the shim's token cache holds its token. Without this, a
 10 s probe meets mostly first-seen tokens (it visits only ~12 % of V) and measures JWT
 verification, which the join storm measures. Warmed: the first min(pool, cache) viewers,
-cache = the shim's ``token_cache`` setting as it runs (300,000 per worker as shipped),
-because the cache evicts the oldest entry first: warming more would only push out
-the first viewers again, which every probe draws from. A probe with V above the cache
-meets misses (its hit share, from the shim's ``/metrics``, is in the result); a real
-audience that large, pinging in a cycle, would miss more often than that."""
+cache = the shim's ``token_cache`` setting as it runs (``EVENTLIVE_TOKEN_CACHE``, per
+worker), because the cache evicts the oldest entry first: warming more would only push out
+the first viewers again, which every probe draws from. Warmed last line first, so that
+the misses of a probe with V above the cache push out the viewers nearest the cache's
+size, not those of the smaller probes that bisection sends next. Such a probe meets
+misses (its hit share, from the shim's ``/metrics``, is in the result); a real audience
+that large, pinging in a cycle, would miss more often than that."""
 
 from __future__ import annotations
 
@@ -85,6 +87,7 @@ def warm_up(ctx: Any, pool: int) -> dict[str, Any]:
         "mode": "closed", "host": "127.0.0.1", "port": world.procs["shim"].port,
         "connections": 64, "duration": 600, "count": n, "call": "ping",
         "viewers": str(world.files["steady"]), "limit": n, "webinar": W_STEADY,
+        "descending": True,
     }  # fmt: skip
     raw = drivers.run_python(spec, world.out / "work", "steady-warm-up") if n else None
     rows = raw["rows"] if raw else []
