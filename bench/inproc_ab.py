@@ -9,7 +9,9 @@ immune to other load on a shared machine (within cache and clock effects). Both 
 use one throwaway PostgreSQL (``bench.env.World``, migrated by this tree, ``--viewers``
 pre-entered viewers of the bench's ceiling webinar, one token each) and take turns:
 for every round and call the two sides run back to back, the order alternating, each
-block after ``World.present_again`` as the bench's closed loop does.
+block after ``World.present_again`` as the bench's closed loop does. Unless ``--no-pin``,
+the sides run on the last core and PostgreSQL on the others (less of one in the other's
+caches; on this 2-core VM blocks still vary by 10-20 %: compare medians of several turns).
 
 Calls: ``ping`` and ``track`` are the bench's closed-loop routes (legacy
 ``presence/ping``, ``access/track`` re-confirmations), ``rpc_ping`` / ``rpc_track`` the
@@ -24,6 +26,7 @@ defaults to this tree.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -33,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from bench.env import REPO, SECRET, W_CEIL, Ranges, World
+from bench.env import REPO, SECRET, W_CEIL, Ranges, World, cpu_snapshot
 
 SIDE = Path(__file__).resolve().with_name("inproc_side.py")
 CALLS = ("null", "ping", "rpc_ping", "track", "rpc_track")
@@ -42,10 +45,11 @@ CALLS = ("null", "ping", "rpc_ping", "track", "rpc_track")
 class Side:
     """One tree's app in its own process (``bench/inproc_side.py``)."""
 
-    def __init__(self, name: str, tree: Path, world: World, log: Path) -> None:
+    def __init__(self, name: str, tree: Path, world: World, log: Path, cpu: int | None) -> None:
         self.name = name
         env = {
             **os.environ,
+            **({"INPROC_CPU": str(cpu)} if cpu is not None else {}),
             "PYTHONPATH": str(tree),
             "DATABASE_URL": world.auth_dsn(),
             "JWT_SECRET": SECRET,
@@ -94,7 +98,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=100, help="requests per client per block")
     p.add_argument("--turns", type=int, default=6, help="blocks per side and call")
     p.add_argument("--calls", default="null,ping,rpc_ping,track", help=f"of {','.join(CALLS)}")
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not give the sides the last core and PostgreSQL the others",
+    )
     return p.parse_args(argv)
+
+
+def _pin(world: World) -> int | None:
+    """The last core for the sides; PostgreSQL (its postmaster and every process it has
+    forked, and so every backend it will fork) on the others. None on one core."""
+    cores = sorted(os.sched_getaffinity(0))
+    postmaster = world.postmaster()
+    if len(cores) < 2 or postmaster is None:
+        return None
+    for pid, (_comm, _pgrp, ppid, _ticks) in cpu_snapshot()[1].items():
+        if postmaster in (pid, ppid):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, cores[:-1])
+    return cores[-1]
+
+
+def _per_batch(block: dict[str, Any]) -> str:
+    """Requests per batched statement of the block ('-' when none was sent)."""
+    return f"{block['n'] / block['batches']:.1f}" if block.get("batches") else "-"
 
 
 def _cpu(block: dict[str, Any]) -> float:
@@ -114,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         world.start_db()
         world.seed()
+        cpu = None if args.no_pin else _pin(world)
         for name, tree in (("before", args.before), ("after", args.after)):
-            sides[name] = Side(name, tree.resolve(), world, out / f"{name}.log")
+            sides[name] = Side(name, tree.resolve(), world, out / f"{name}.log", cpu)
         print(f"{'turn':>4} {'call':<9} {'side':<6} {'user us':>8} {'sys us':>7} "
-              f"{'cpu us':>7} {'req/s':>7}  statuses")  # fmt: skip
+              f"{'cpu us':>7} {'req/s':>7} {'/batch':>6}  statuses")  # fmt: skip
         for turn in range(args.turns):
             order = ("before", "after") if turn % 2 == 0 else ("after", "before")
             for call in calls:
@@ -127,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault((call, name), []).append(b)
                     print(
                         f"{turn:>4} {call:<9} {name:<6} {b['user_us']:8.1f} {b['sys_us']:7.1f} "
-                        f"{_cpu(b):7.1f} {b['n'] / b['wall_s']:7.0f}  {b['statuses']}",
+                        f"{_cpu(b):7.1f} {b['n'] / b['wall_s']:7.0f} {_per_batch(b):>6}  {b['statuses']}",
                         flush=True,
                     )
         _summary(calls, results)

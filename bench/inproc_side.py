@@ -13,11 +13,13 @@ Protocol: one JSON object per line. First line in: ``{"viewers": FILE, "webinar"
 (``FILE``: ``token session`` per line); out ``{"ready": true}`` once every viewer has
 made each call once (token cache full, statements prepared). Then per line in
 ``{"call": C, "rounds": R, "concurrency": N}``: N tasks each make R requests in turn (a
-closed loop of N clients), out ``{"n", "user_us", "sys_us", "wall_s", "statuses"}`` of
-that block. ``C``: ``ping`` (legacy ``presence/ping``), ``rpc_ping``
+closed loop of N clients), out ``{"n", "user_us", "sys_us", "wall_s", "statuses",
+"batches"}`` of that block (``batches``: statements the heartbeat coalescer and the entry
+batcher sent). ``C``: ``ping`` (legacy ``presence/ping``), ``rpc_ping``
 (``/rpc/presence_ping``), ``track`` (legacy ``access/track``, a re-confirmation with the
 session id), ``rpc_track``, or ``null``: the same client loop against an app that answers
-204 at once (what the harness itself costs per request).
+204 at once (what the harness itself costs per request). ``INPROC_CPU``: the one core
+this process may run on.
 """
 
 from __future__ import annotations
@@ -107,9 +109,25 @@ async def _null(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
+def _batchers(app: Any) -> list[Any]:
+    """The app's batchers that count their statements (``batches``): the heartbeats'
+    coalescer (the service's before issue #18, its database's after) and the entry
+    batcher where there is one."""
+    service = getattr(getattr(app, "state", None), "service", None)
+    database = getattr(service, "database", None)
+    found = [
+        getattr(service, "coalescer", None) or getattr(database, "coalescer", None),
+        getattr(database, "entries", None),
+    ]
+    return [b for b in found if b is not None and isinstance(getattr(b, "batches", None), int)]
+
+
 async def _block(app: App, requests: list[Request], rounds: int, clients: int) -> dict[str, Any]:
-    """``clients`` closed-loop clients, ``rounds`` requests each; CPU of the block."""
+    """``clients`` closed-loop clients, ``rounds`` requests each; CPU of the block, and
+    the coalesced statements it sent (``batches``)."""
     statuses: dict[int, int] = {}
+    batchers = _batchers(app)
+    batches = sum(b.batches for b in batchers)
     n = len(requests)
 
     async def client(k: int) -> None:
@@ -131,6 +149,7 @@ async def _block(app: App, requests: list[Request], rounds: int, clients: int) -
     r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     done = rounds * clients
     return {
+        "batches": sum(b.batches for b in batchers) - batches,
         "n": done,
         "user_us": (r1.ru_utime - r0.ru_utime) * 1e6 / done,
         "sys_us": (r1.ru_stime - r0.ru_stime) * 1e6 / done,
@@ -195,6 +214,9 @@ def main() -> None:
     import uvloop  # noqa: PLC0415 - uvicorn's loop, as under eventlive serve
 
     # The protocol keeps the real stdout; anything the app prints goes to stderr.
+    cpu = os.environ.get("INPROC_CPU")
+    if cpu:  # one core of its own: PostgreSQL's backends do not share its caches
+        os.sched_setaffinity(0, {int(cpu)})
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
     sink = logging.FileHandler(os.devnull)
