@@ -203,14 +203,20 @@ def _limit(split: dict[str, float] | None, cores: int, *, single: bool = True) -
     total = sum(split.values())
     one = {"load generator", "old-app", "old-proxy"} | ({"shim"} if single else set())
     capped = sorted((k for k, v in split.items() if k in one and v >= 0.85), key=split.get)
+    near = sorted((k for k, v in split.items() if k in one and v >= 0.7), key=split.get)
+    short = {"load generator": "the generator"}
     if capped:
-        short = {"load generator": "the generator"}.get(capped[-1], capped[-1])
-        verdict = f"{short} at ~1 core (one process)"
+        verdict = f"{short.get(capped[-1], capped[-1])} at ~1 core (one process)"
     elif total >= 0.85 * cores:
         largest = max(split, key=lambda k: split[k])
         verdict = f"cores saturated ({_cpu({largest: split[largest]})} of them)"
+    elif near:
+        verdict = (
+            f"{short.get(near[-1], near[-1])} near its one core, "
+            f"{cores - total:.2f} of {cores} cores idle"
+        )
     else:
-        verdict = f"not CPU-bound ({cores - total:.2f} of {cores} cores idle)"
+        verdict = f"not CPU-bound ({cores - total:.2f} of {cores} cores idle: waits)"
     return f"{_cpu(split)}: {verdict}"
 
 
