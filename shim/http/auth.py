@@ -52,9 +52,12 @@ def canonical_uuid(value: Any) -> bool:
     return isinstance(value, str) and _CANONICAL_UUID.fullmatch(value) is not None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Identity:
-    """Who is calling: the database role and the claims JSON for the transaction."""
+    """Who is calling: the database role and the claims JSON for the transaction. Made
+    anew from the token cache for every request and never changed: not ``frozen``, whose
+    ``__init__`` sets each field through ``object.__setattr__`` (8,800 instructions a
+    cache hit, against 2,400; callgrind)."""
 
     role: str
     claims: str
@@ -69,6 +72,11 @@ class Identity:
 # What the token cache keeps of an Identity: a plain tuple of strings, a float and a
 # bool, which the garbage collector stops tracking (see ``Authenticator.identify``).
 _Entry = tuple[str, str, float | None, bool, str | None]
+
+
+def _digest(token: str) -> bytes:
+    """The token cache's key of ``token`` (module doc)."""
+    return hashlib.blake2b(token.encode("latin-1", "replace"), digest_size=16).digest()
 
 
 def _anon_claims(role: str) -> str:
@@ -146,19 +154,30 @@ class Authenticator:
             self._keys = {**self._keys, **fetched}
             log.info("JWKS: %d keys from %s", len(fetched), self._s.jwks_url)
 
-    async def identify(self, token: str | None) -> Identity:
-        """The identity for ``token`` (None -> anon), or raise a 401 ``ApiError``."""
+    def known(self, token: str | None) -> Identity | None:
+        """``identify`` without waiting, when nothing is to verify: anon for no token, a
+        cached token's identity (or its 401 once expired); None when ``token`` must be
+        verified. The hot path calls it first: a coroutine per request less (2,500
+        instructions; callgrind)."""
         if not token:
             return self._anon
-        key = hashlib.blake2b(token.encode("latin-1", "replace"), digest_size=16).digest()
+        key = _digest(token)
         hit = self._cache.get(key)
-        if hit is not None:
-            self.cache_hits += 1
-            expires = hit[2]
-            if expires is not None and expires + self._s.jwt_leeway < time.time():
-                del self._cache[key]
-                raise rejected("expired", "JWT expired")
-            return Identity(*hit)
+        if hit is None:
+            return None
+        self.cache_hits += 1
+        expires = hit[2]
+        if expires is not None and expires + self._s.jwt_leeway < time.time():
+            del self._cache[key]
+            raise rejected("expired", "JWT expired")
+        return Identity(*hit)
+
+    async def identify(self, token: str | None) -> Identity:
+        """The identity for ``token`` (None -> anon), or raise a 401 ``ApiError``."""
+        found = self.known(token)
+        if found is not None:
+            return found
+        assert token is not None
         self.cache_misses += 1
         identity = await self._verify(token)
         if self._s.token_cache <= 0:
@@ -169,7 +188,7 @@ class Authenticator:
         # A tuple of atoms, not the Identity: the collector untracks such tuples, so a
         # full collection does not walk the audience (300,000 Identity objects made
         # every full collection take 75 ms on this box; as tuples, 8 ms in all).
-        self._cache[key] = (
+        self._cache[_digest(token)] = (
             identity.role,
             identity.claims,
             identity.expires,

@@ -57,7 +57,11 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        value = _DECODER.decode(raw.decode(json.detect_encoding(raw)))
+        # An object in UTF-8, as every client sends, needs no detection (5,800 of the
+        # 21,400 instructions a hot call's body took; callgrind); UTF-16 and -32 (a NUL
+        # second byte) and a BOM go through the detection.
+        utf8 = raw[:1] == b"{" and raw[1:2] != b"\x00"
+        value = _DECODER.decode(raw.decode("utf-8" if utf8 else json.detect_encoding(raw)))
     except _DuplicateKeyError:
         raise bad_request(
             "PGRST102", "A JSON object in the body names the same key twice", "duplicate_key"

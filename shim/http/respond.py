@@ -7,7 +7,7 @@ the status page) in the same steps."""
 from __future__ import annotations
 
 import logging
-import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,20 +37,27 @@ __all__ = [
 ]
 
 
-def new_request_id() -> str:
-    """A fresh request id (16 hex characters). os.urandom measured as cheap as a
-    prefix-and-counter id (0.8 vs 1.0 us), and it cannot collide across workers."""
-    return os.urandom(8).hex()
+# 64 bits of the random module's generator per id (seeded from os.urandom, and again in
+# every forked child): an id is a label, not a secret, and workers' ids collide no more
+# often than with os.urandom. Measured (timeit, this box): 0.10 us a fresh id against
+# 0.45 us for os.urandom(8).hex(), a getrandom system call per request, and 1.0 us for
+# a prefix and a counter.
+_random_bits = random.getrandbits
 
 
 def request_id(incoming: bytes | None) -> str:
     """The caller's ``X-Request-Id`` when it is 1-64 printable ASCII characters (it is
-    echoed in a header and logged), else a fresh one."""
+    echoed in a header and logged), else a fresh one (16 hex characters)."""
     if incoming is not None and 0 < len(incoming) <= MAX_REQUEST_ID and incoming.isascii():
         text = incoming.decode("ascii")
         if text.isprintable():
             return text
-    return new_request_id()
+    return _random_bits(64).to_bytes(8).hex()
+
+
+def new_request_id() -> str:
+    """A fresh request id."""
+    return request_id(None)
 
 
 @dataclass(slots=True)

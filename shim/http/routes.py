@@ -41,8 +41,8 @@ class FunctionRoute:
     def arguments(self, given: dict[str, Any], wid: int) -> dict[str, Any]:
         """A legacy route's arguments: the body's (only ``keys``) and the path's webinar id
         (as text for a GET, whose arguments are bound from the query string)."""
-        extra = sorted(set(given) - self.keys)
-        if extra:
+        if not self.keys.issuperset(given):
+            extra = sorted(set(given) - self.keys)
             raise bad_request(
                 "PGRST102", f"Unknown field(s): {', '.join(extra)}", "unknown_argument"
             )
@@ -74,9 +74,28 @@ _HOT_RPC = {
 _HOT_LEGACY = {route.path.rsplit("}/", 1)[1]: route for route in LEGACY if route.method == "POST"}
 
 
-def hot_route(path: str) -> tuple[FunctionRoute, str, int | None] | None:
+Hot = tuple[FunctionRoute, str, int | None]
+# ``hot_route``'s answers by path, bounded (emptied when full): a path's answer never
+# changes, and a viewer's pings repeat one path. Measured (timeit): 0.59 -> 0.04 us for a
+# legacy path (its split and the webinar-id rule), 0.08 -> 0.04 us for an /rpc one.
+_SEEN: dict[str, Hot | None] = {}
+SEEN_MAX = 4096
+
+
+def hot_route(path: str) -> Hot | None:
     """For a POST to ``path``: the route, the function and the webinar id of the path,
     when it is a hot route the lean entrance answers; else None."""
+    try:
+        return _SEEN[path]
+    except KeyError:
+        pass
+    if len(_SEEN) >= SEEN_MAX:
+        _SEEN.clear()
+    found = _SEEN[path] = _hot_route(path)
+    return found
+
+
+def _hot_route(path: str) -> Hot | None:
     name = _HOT_RPC.get(path)
     if name is not None:
         return RPC[0], name, None
