@@ -17,7 +17,9 @@ Calls: ``ping`` and ``track`` are the bench's closed-loop routes (legacy
 ``presence/ping``, ``access/track`` re-confirmations), ``rpc_ping`` / ``rpc_track`` the
 same on ``/rpc``; ``null`` is the harness's own client loop against an empty app (the
 part of every figure that is not the shim's). Prints user+sys CPU per request of every
-block, and per call the medians and after / before.
+block, and per call the medians and after / before. ``--callgrind`` runs each side under
+valgrind's callgrind (a dump at every ``getrusage``) and adds the block's instructions
+per request, exact where CPU time on a shared machine is not.
 
 A tree is a checkout, e.g. ``git worktree add --detach /tmp/before <commit>``; ``--after``
 defaults to this tree.
@@ -29,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -43,9 +46,12 @@ CALLS = ("null", "ping", "rpc_ping", "track", "rpc_track")
 
 
 class Side:
-    """One tree's app in its own process (``bench/inproc_side.py``)."""
+    """One tree's app in its own process (``bench/inproc_side.py``); with ``dumps`` (a
+    directory) under callgrind, each block's instructions counted."""
 
-    def __init__(self, name: str, tree: Path, world: World, log: Path, cpu: int | None) -> None:
+    def __init__(
+        self, name: str, tree: Path, world: World, log: Path, *, cpu: int | None, dumps: Path | None
+    ) -> None:
         self.name = name
         env = {
             **os.environ,
@@ -54,13 +60,23 @@ class Side:
             "DATABASE_URL": world.auth_dsn(),
             "JWT_SECRET": SECRET,
         }
+        argv = [sys.executable, "-P", str(SIDE)]
+        self.dumps = dumps
+        if dumps is not None:
+            # A dump at every getrusage: the ones after a block's first are the block.
+            env.update(INPROC_FREEZE="1", PYTHONHASHSEED="0")
+            argv = [
+                "valgrind", "--tool=callgrind", "--dump-before=getrusage",
+                f"--callgrind-out-file={dumps}/{name}.%p", *argv,
+            ]  # fmt: skip
         self._log = log.open("wb")
         self.popen = subprocess.Popen(
-            [sys.executable, "-P", str(SIDE)], cwd=tree, env=env, text=True,
+            argv, cwd=tree, env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
         )  # fmt: skip
         self.log = log
         self._ask({"viewers": str(world.files["ceiling"]), "webinar": W_CEIL})
+        self._instructions()
 
     def _ask(self, command: dict[str, Any]) -> dict[str, Any]:
         stdin: IO[str] | None = self.popen.stdin
@@ -76,7 +92,28 @@ class Side:
         return answer
 
     def block(self, call: str, rounds: int, concurrency: int) -> dict[str, Any]:
-        return self._ask({"call": call, "rounds": rounds, "concurrency": concurrency})
+        answer = self._ask({"call": call, "rounds": rounds, "concurrency": concurrency})
+        if self.dumps is not None:
+            answer["instr"] = self._instructions() / answer["n"]
+        return answer
+
+    def _instructions(self) -> int:
+        """The instructions of the dumps since the last call but the first (the time
+        between blocks, up to the block's first getrusage); the dumps are removed."""
+        if self.dumps is None:
+            return 0
+        found = sorted(
+            (int(p.suffix[1:]), p)
+            for p in self.dumps.glob(f"{self.name}.*.*")
+            if p.suffix[1:].isdigit()
+        )
+        total = 0
+        for i, (_, path) in enumerate(found):
+            match = re.search(r"^summary: (\d+)", path.read_text(errors="replace"), re.M)
+            if i > 0 and match:
+                total += int(match.group(1))
+            path.unlink()
+        return total
 
     def stop(self) -> None:
         if self.popen.stdin is not None:
@@ -98,6 +135,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=100, help="requests per client per block")
     p.add_argument("--turns", type=int, default=6, help="blocks per side and call")
     p.add_argument("--calls", default="null,ping,rpc_ping,track", help=f"of {','.join(CALLS)}")
+    p.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run the sides under valgrind's callgrind and count instructions per request "
+        "(exact where CPU time is noisy; ~50 times slower: try --viewers 256 --rounds 20)",
+    )
     p.add_argument(
         "--no-pin",
         action="store_true",
@@ -143,10 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         world.start_db()
         world.seed()
         cpu = None if args.no_pin else _pin(world)
+        dumps = out if args.callgrind else None
         for name, tree in (("before", args.before), ("after", args.after)):
-            sides[name] = Side(name, tree.resolve(), world, out / f"{name}.log", cpu)
+            sides[name] = Side(
+                name, tree.resolve(), world, out / f"{name}.log", cpu=cpu, dumps=dumps
+            )
         print(f"{'turn':>4} {'call':<9} {'side':<6} {'user us':>8} {'sys us':>7} "
-              f"{'cpu us':>7} {'req/s':>7} {'/batch':>6}  statuses")  # fmt: skip
+              f"{'cpu us':>7} {'req/s':>7} {'/batch':>6} {'instr':>8}  statuses")  # fmt: skip
         for turn in range(args.turns):
             order = ("before", "after") if turn % 2 == 0 else ("after", "before")
             for call in calls:
@@ -156,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault((call, name), []).append(b)
                     print(
                         f"{turn:>4} {call:<9} {name:<6} {b['user_us']:8.1f} {b['sys_us']:7.1f} "
-                        f"{_cpu(b):7.1f} {b['n'] / b['wall_s']:7.0f} {_per_batch(b):>6}  {b['statuses']}",
+                        f"{_cpu(b):7.1f} {b['n'] / b['wall_s']:7.0f} {_per_batch(b):>6} "
+                        f"{b.get('instr', 0):8.0f}  {b['statuses']}",
                         flush=True,
                     )
         _summary(calls, results)
@@ -191,6 +238,13 @@ def _summary(calls: list[str], results: dict[tuple[str, str], list[dict[str, Any
             f"{call:<9} {cells[0][0]:7.1f} {cells[0][1]:7.1f} {cells[0][2]:7.1f}  "
             f"{cells[1][0]:7.1f} {cells[1][1]:7.1f} {cells[1][2]:7.1f}  {ratio:12.3f} {net:6.3f}"
         )
+    if all("instr" in b for blocks in results.values() for b in blocks):
+        print("\nmedian instructions per request (callgrind)")
+        print(f"{'call':<9} {'before':>9} {'after':>9} {'after/before':>13}")
+        for call in calls:
+            before = statistics.median(b["instr"] for b in results[(call, "before")])
+            after = statistics.median(b["instr"] for b in results[(call, "after")])
+            print(f"{call:<9} {before:9.0f} {after:9.0f} {after / before:13.3f}")
 
 
 if __name__ == "__main__":
