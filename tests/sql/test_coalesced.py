@@ -51,12 +51,18 @@ def test_only_the_batch_role_may_execute_the_batch_function(
         "select count(*) from eventlive.registrations",
         "update eventlive.presence set last_seen_at = now()",
         "select eventlive.ping_core(1, gen_random_uuid(), gen_random_uuid(), now())",
+        # the entry batch's helpers: the batcher runs them only through it
+        "select eventlive.track_core(1, gen_random_uuid(), null, null, now())",
+        "select eventlive.tell_superseded(1, gen_random_uuid(), '{}')",
+        "select eventlive.lock_viewers(array[1], array[gen_random_uuid()])",
+        "select count(*) from eventlive.webinar_counter_deltas",
     ],
 )
 def test_the_batch_role_may_do_nothing_but_the_batch(
     db: psycopg.Connection[Any], statement: str
 ) -> None:
-    """The role's one privilege is the batch function: the API and the tables are refused."""
+    """The role's only privileges are the batch functions: the API, the tables and the
+    helpers behind the batches are refused."""
     with (
         pytest.raises(psycopg.errors.InsufficientPrivilege),
         act_as(db, None, role="eventlive_batcher") as c,

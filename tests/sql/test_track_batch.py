@@ -119,26 +119,6 @@ def test_only_the_batch_role_may_execute_the_entry_batch(
             )
 
 
-@pytest.mark.parametrize(
-    "statement",
-    [
-        "select eventlive.track_core(1, gen_random_uuid(), null, null, now())",
-        "select eventlive.tell_superseded(1, gen_random_uuid(), '{}')",
-        "select eventlive.lock_viewers(array[1], array[gen_random_uuid()])",
-        "select count(*) from eventlive.webinar_counter_deltas",
-    ],
-)
-def test_the_batch_role_may_not_reach_the_entry_logic_directly(
-    db: psycopg.Connection[Any], statement: str
-) -> None:
-    """The helpers behind the batch have no grant: the batcher runs them only through it."""
-    with (
-        pytest.raises(psycopg.errors.InsufficientPrivilege),
-        act_as(db, None, role="eventlive_batcher") as c,
-    ):
-        c.execute(statement)
-
-
 def test_the_batch_is_durable_and_refuses_a_batch_it_cannot_take(
     admin_conn: psycopg.Connection[Any], db: psycopg.Connection[Any]
 ) -> None:
