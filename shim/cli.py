@@ -15,7 +15,6 @@ import argparse
 import importlib
 import json
 import os
-import secrets
 import signal
 import sys
 import textwrap
@@ -30,7 +29,7 @@ from shim import doctor
 from shim import migrate as mig
 from shim.doctor.diagnose import FINDINGS
 from shim.migrate.plan import STATUS_DRIFT, STATUS_PENDING
-from shim.serve import demo, devtoken
+from shim.serve import demo, devtoken, workers
 from shim.verify import EXIT_CANNOT_CHECK as VERIFY_CANNOT
 from shim.verify import EXIT_FAILED as VERIFY_FAILED
 from shim.verify import EXIT_OK as VERIFY_OK
@@ -98,7 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP shim")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    serve.add_argument("--workers", type=int, default=1, help="processes (default: %(default)s)")
+    serve.add_argument(
+        "--workers",
+        type=workers.count,
+        default=workers.DEFAULT,
+        help="processes: a number, or auto (one per usable core; default: %(default)s)",
+    )
     serve.set_defaults(run=_serve)
 
     _doctor_command(commands)
@@ -291,7 +295,7 @@ def _serve(args: argparse.Namespace) -> int:
         # uvicorn stops gracefully on SIGTERM, then raises it again: exit 0 through the
         # finally below (which says the database still runs), not death by signal.
         signal.signal(signal.SIGTERM, _exit_0)
-    share_between_workers(args.workers, os.environ)
+    workers.share_secrets(args.workers, os.environ)
     try:
         server.run(args.host, args.port, args.workers)
     finally:
@@ -325,19 +329,6 @@ def _dev_secret_path() -> Path:
     from shim.pg import embedded  # noqa: PLC0415 - lazy: only the embedded default needs it
 
     return embedded.DEFAULT_DATA_DIR.absolute().parent / "dev-jwt-secret"
-
-
-# Drawn at random by each worker when unset; one draw per server instead (see below).
-SHARED_PER_SERVER = ("EVENTLIVE_REALTIME_TICKET_SECRET",)
-
-
-def share_between_workers(workers: int, environ: dict[str, str] | os._Environ[str]) -> None:
-    """A secret each worker would otherwise draw at random is drawn once here, for all of
-    this server's workers (they read the environment): an SSE ticket signed by one worker
-    is then accepted by the others. A value already set (several nodes) is kept."""
-    for name in SHARED_PER_SERVER:
-        if workers > 1 and not environ.get(name):
-            environ[name] = secrets.token_hex(32)
 
 
 def _embedded_default(host: str, port: int) -> None:

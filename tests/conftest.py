@@ -30,14 +30,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--slow",
         action="store_true",
-        help="also run the tests marked slow (the bench smoke runs); .ci/run does",
+        help="also run the tests marked slow (bench smoke runs, fault drills); .ci/run does",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{SLOW}: a smoke run of a bench (minutes); left out unless --slow is given",
+        f"{SLOW}: a bench smoke run or fault drill (seconds to minutes); left out unless --slow is given",
     )
 
 

@@ -175,20 +175,6 @@ def test_console_script_entry_point_runs_main(empty_database: str, tree: Path) -
     assert done.returncode == 1, done.stderr
 
 
-def test_serve_gives_its_workers_one_ticket_secret_and_keeps_a_given_one() -> None:
-    """Several workers of one server accept each other's SSE tickets: one secret drawn for
-    all of them; one worker draws its own; an operator's value is never replaced."""
-    many: dict[str, str] = {}
-    cli.share_between_workers(2, many)
-    assert len(many[cli.SHARED_PER_SERVER[0]]) == 64
-    one: dict[str, str] = {}
-    cli.share_between_workers(1, one)
-    assert one == {}
-    given = {cli.SHARED_PER_SERVER[0]: "operator-secret"}
-    cli.share_between_workers(4, given)
-    assert given == {cli.SHARED_PER_SERVER[0]: "operator-secret"}
-
-
 # -- eventlive token ----------------------------------------------------------------------
 
 DEV = "development-secret-of-this-test-project-0123456789"

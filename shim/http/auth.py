@@ -6,13 +6,14 @@ as JSON text for ``request.jwt.claims``) or raises ``ApiError`` 401 with a
 database; it contacts the JWKS URL only for a ``kid`` it does not know, at most once per
 ``jwks_refetch_seconds``. Verified tokens are cached (bounded; expiry still enforced).
 
-The cache holds a whole audience: ``EVENTLIVE_TOKEN_CACHE`` (300,000 per worker) entries
+The cache holds a whole audience: ``EVENTLIVE_TOKEN_CACHE`` (600,000 per worker,
+above the 500,000-viewer audience of the steady-state target) entries
 keyed by a 16-byte BLAKE2b digest of the token (not the token text: a Supabase token is
 ~300-800 bytes), each holding the ``Identity``'s fields (role, claims JSON, expiry, user
 id) as a tuple the garbage collector does not walk.
 Measured with Supabase-shaped HS256 tokens (``tests/http/test_auth.py``
 ``test_the_token_cache_holds_a_whole_audience_within_its_memory_bound``): 630 bytes per
-entry (tracemalloc), so the bound is ~190 MB per worker for 300,000 entries; a hit costs
+entry (tracemalloc), so the bound is ~380 MB per worker for 600,000 entries; a hit costs
 one digest and one dict lookup, a miss a full PyJWT verification (the bench's py-spy
 profile: 18 % of the shim's samples with a cold cache, absent once the audience is in).
 The role ``eventlive_batcher`` (the shim's internal batch role) is refused in any token,

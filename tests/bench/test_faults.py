@@ -23,6 +23,9 @@ from bench import faults
 from shim.http.settings import Settings
 from shim.pg.throwaway import TemporaryServer
 
+# Five load drills, about 40 s together: run with --slow (CI does), as the bench smoke runs.
+pytestmark = pytest.mark.slow
+
 _PLUGIN = "eventlive-faults-summary"
 
 

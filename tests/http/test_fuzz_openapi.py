@@ -42,7 +42,7 @@ from shim_support import NO_HUB, SECRET, bearer, settings_for, token, uvicorn_se
 from shim.serve.app import create_app
 
 # Cases per operation and caller in the fuzzing phase (coverage cases come on top).
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = 20
 
 WEBINAR_LIVE = 149402  # auto entry: entering registers
 WEBINAR_REGISTERED = 149403  # registration required

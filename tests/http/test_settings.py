@@ -16,7 +16,7 @@ def test_defaults_need_no_configuration() -> None:
     assert s.jwt_roles == ("anon", "authenticated", "service_role")
     # a busy database: requests wait their turn up to 5 s (a failing one: 503 in 0.5 s)
     assert s.pool_timeout == 2.0
-    assert s.token_cache == 300_000  # a whole audience
+    assert s.token_cache == 600_000  # a whole audience (500,000 viewers) and more
     assert s.coalesce is True
     assert s.max_body == 65536
     assert s.cors_origins == ("*",)
