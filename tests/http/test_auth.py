@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import string
 import threading
 import time
 import tracemalloc
@@ -20,6 +21,8 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shim_support import (
     SECRET,
     KeyPair,
@@ -33,6 +36,7 @@ from shim_support import (
     token,
 )
 
+from shim.http import auth as auth_module
 from shim.http.auth import Authenticator
 from shim.http.errors import ApiError
 from shim.http.settings import Settings
@@ -311,3 +315,61 @@ async def test_a_full_token_cache_gives_the_garbage_collector_nothing_to_walk() 
     fresh = Authenticator(Settings(jwt_secret=SECRET, token_cache=0))
     for tok in tokens[:50]:
         assert await auth.identify(tok) == await fresh.identify(tok)
+
+
+async def test_new_tokens_check_the_secret_once_and_reuse_a_known_header(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every token of a join storm is new: PyJWT's check that the secret is no asymmetric
+    key (a DER and an X.509 parse) runs for the first token only, and the header segment
+    all of them share is parsed once; each token is still verified in full (a forged
+    signature or a broken payload behind a known header is refused, with its reason)."""
+    users = [str(uuid.UUID(int=i + 1)) for i in range(50)]
+    tokens = [token({"sub": user}) for user in users]  # signed before counting
+    good = token()
+    checks: list[bytes] = []
+    real = jwt.algorithms.HMACAlgorithm._is_der_key
+
+    def is_der_key(key: bytes) -> bool:
+        checks.append(key)
+        return real(key)
+
+    parsed: list[str] = []
+    real_header = jwt.get_unverified_header
+
+    def get_unverified_header(tok: str) -> dict[str, Any]:
+        parsed.append(tok)
+        return real_header(tok)
+
+    monkeypatch.setattr(jwt.algorithms.HMACAlgorithm, "_is_der_key", staticmethod(is_der_key))
+    monkeypatch.setattr(jwt, "get_unverified_header", get_unverified_header)
+    auth = Authenticator(Settings(jwt_secret=SECRET, token_cache=0))
+    for user, tok in zip(users, tokens, strict=True):
+        assert (await auth.identify(tok)).user_id == user
+    assert len(checks) == 1, len(checks)
+    assert len(parsed) == 1, len(parsed)
+    head, payload, signature = good.split(".")
+    forged = f"{head}.{payload}.{signature[::-1]}"
+    broken = f"{head}.a.{signature}"  # a payload segment no base64 decodes
+    for bad, reason in ((forged, "bad_signature"), (broken, "malformed")):
+        with pytest.raises(ApiError) as refused:
+            await auth.identify(bad)
+        assert refused.value.reason == reason
+
+
+@settings(max_examples=3000, derandomize=True, database=None, deadline=None)
+@given(st.text(alphabet=string.ascii_letters + string.digits + "-_=!+/. ", max_size=12))
+def test_segments_are_refused_and_decoded_exactly_as_pyjwt_does(text: str) -> None:
+    """The one-call junk check of token segments (``auth._SegmentsPyJWS``) agrees with
+    PyJWT's own, byte by byte: junk, padding, lengths and non-canonical encodings."""
+    segment = text.encode()
+
+    def outcome(decode: Any) -> bytes | str:
+        try:
+            decoded: bytes = decode(segment, "payload")
+        except jwt.DecodeError as exc:
+            return str(exc)
+        return decoded
+
+    ours = outcome(auth_module._SegmentsPyJWS._decode_base64url_segment)
+    assert ours == outcome(jwt.PyJWS._decode_base64url_segment)
