@@ -237,7 +237,7 @@ def headline(r: dict[str, Any]) -> list[Row]:
         *_storm_rows(f, lim, single),
         *_isolation_rows(r, lim),
         *_steady_rows(f, lim),
-        *_poller_rows(f),
+        *_poller_rows(f, int(r["meta"]["config"].get("workers") or 1)),
         *_deployment_rows(r, lim),
     ]
 
@@ -410,16 +410,18 @@ def _steady_rows(f: dict[str, Any], lim: Any) -> list[Row]:
     return rows
 
 
-def _poller_rows(f: dict[str, Any]) -> list[Row]:
-    """Shared answers: access_stats database calls per interval."""
+def _poller_rows(f: dict[str, Any], workers: int) -> list[Row]:
+    """Shared answers: access_stats database calls per interval, at most one per process
+    (each worker has its own shared cache)."""
     rows: list[Row] = []
+    bound = TARGETS["poll_calls_per_interval"] * workers
     for p in f["pollers"]:
         rows.append((
             f"Pollers: {p['admins']} admin(s) every 5 s",
-            f"{_fmt(p['db_calls_per_interval'])} access_stats calls / interval, "
-            f"poll p99 {_fmt(p['stats']['p99_ms'], 1)} ms",
-            "≤ 1 call / interval",
-            _yes(p["db_calls_per_interval"] <= TARGETS["poll_calls_per_interval"]),
+            f"{_fmt(p['db_calls_per_interval'])} access_stats calls / interval "
+            f"({workers} worker(s)), poll p99 {_fmt(p['stats']['p99_ms'], 1)} ms",
+            f"≤ 1 call / interval per process (≤ {_fmt(bound)})",
+            _yes(p["db_calls_per_interval"] <= bound),
             "-",
         ))  # fmt: skip
     return rows

@@ -14,7 +14,7 @@ import secrets
 SHARED_PER_SERVER = ("EVENTLIVE_REALTIME_TICKET_SECRET",)
 
 
-DEFAULT = "1"
+DEFAULT = "auto"
 
 
 def count(text: str) -> int:
