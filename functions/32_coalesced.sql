@@ -97,7 +97,10 @@ language plpgsql volatile security definer set search_path = '' as $$
 declare
     v_now timestamptz := eventlive.now();
     v_size integer := coalesce(pg_catalog.cardinality(p_webinar_ids), 0);
-    v_out jsonb := '{}';
+    -- each element's answer, by position: the object is built once at the end (an
+    -- object grown element by element is copied whole each time: 6 % of a batch's CPU)
+    v_positions text[] := '{}';
+    v_answers jsonb[] := '{}';
     v_item record;
     v_answer jsonb;
     v_told_webinars bigint[] := '{}';
@@ -136,7 +139,8 @@ begin
     loop
         begin
             v_answer := eventlive.track_core(v_item.webinar_id, v_item.user_id, v_item.session_id, v_item.client, v_now);
-            v_out := v_out || pg_catalog.jsonb_build_object(v_item.i::text, pg_catalog.jsonb_build_object('ok', v_answer));
+            v_positions := pg_catalog.array_append(v_positions, v_item.i::text);
+            v_answers := pg_catalog.array_append(v_answers, pg_catalog.jsonb_build_object('ok', v_answer));
             if v_answer ->> 'superseded_session_id' is not null then
                 -- in webinar order already: the elements run in that order
                 v_told_webinars := pg_catalog.array_append(v_told_webinars, v_item.webinar_id);
@@ -147,24 +151,25 @@ begin
             get stacked diagnostics v_state = returned_sqlstate, v_message = message_text,
                 v_detail = pg_exception_detail, v_hint = pg_exception_hint;
             if v_state ~ '^PT[0-9]{3}$' or (v_state = '22023' and v_detail <> '') then
-                v_out := v_out || pg_catalog.jsonb_build_object(
-                    v_item.i::text, pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
-                        'code', v_state, 'message', v_message,
-                        'details', nullif(v_detail, ''), 'hint', nullif(v_hint, '')
-                    ))
-                );
+                v_answer := pg_catalog.jsonb_build_object('error', pg_catalog.jsonb_build_object(
+                    'code', v_state, 'message', v_message,
+                    'details', nullif(v_detail, ''), 'hint', nullif(v_hint, '')
+                ));
             else
-                v_out := v_out || pg_catalog.jsonb_build_object(
-                    v_item.i::text, pg_catalog.jsonb_build_object('alone', true)
-                );
+                v_answer := pg_catalog.jsonb_build_object('alone', true);
             end if;
+            v_positions := pg_catalog.array_append(v_positions, v_item.i::text);
+            v_answers := pg_catalog.array_append(v_answers, v_answer);
         end;
     end loop;
 
     for i in 1 .. pg_catalog.cardinality(v_told_answers) loop
         perform eventlive.tell_superseded(v_told_webinars[i], v_told_users[i], v_told_answers[i]);
     end loop;
-    return v_out;
+    return (
+        select coalesce(pg_catalog.jsonb_object_agg(a.position, a.answer), '{}')
+        from unnest(v_positions, v_answers) as a (position, answer)
+    );
 end
 $$;
 comment on function eventlive.track_access_batch(bigint[], uuid[], uuid[], jsonb[]) is
