@@ -25,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -199,6 +200,8 @@ def cpu_split(
                 name = "postgres"
             elif pgrp in groups:
                 name = groups[pgrp]
+            elif ppid == me:  # a load generator still running (the whole-run figure
+                name = "load generator"  # takes the reaped ones from getrusage instead)
             else:
                 name = "other (not the bench's)"
             acc[name] = acc.get(name, 0) + ticks
@@ -208,28 +211,72 @@ def cpu_split(
     return {k: round(max(0, t1.get(k, 0) - t0.get(k, 0)) / _TICK / elapsed, 2) for k in sorted(t1)}
 
 
+# A second of the machine counts as saturated when less than this share of it idled.
+SATURATED_IDLE = 0.10
+
+
+def machine_idle() -> tuple[int, int]:
+    """(idle + iowait ticks, all ticks) of the whole machine so far, from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
 class CpuMeter:
     """Cores used per component while the block runs: the servers we started and
     PostgreSQL from /proc, the load generator (wrk, pgbench or bench.loadgen: our waited
-    children) from getrusage, everything else as ``other (not the bench's)``."""
+    children) from getrusage, everything else as ``other (not the bench's)``.
+
+    An average over a run hides its busy seconds (a storm saturates the cores for its 10 s,
+    then the run drains and idles), so a thread also samples the machine every second:
+    ``saturation`` says how many of the run's seconds left under ``SATURATED_IDLE`` of it
+    idle, and the cores per component in those seconds (the live generator included)."""
 
     def __init__(self, groups: dict[int, str], postmaster: int | None) -> None:
         self.groups = groups
         self.postmaster = postmaster
         self.split: dict[str, float] = {}
+        self.saturation: dict[str, Any] = {}
+        self._samples: list[tuple[tuple[float, Snapshot], tuple[int, int]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def __enter__(self) -> CpuMeter:
         self._before = cpu_snapshot()
         self._children = _children_cpu()
         self._t = time.monotonic()
+        self._samples.append((self._before, machine_idle()))
+        self._thread.start()
         return self
 
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            self._samples.append((cpu_snapshot(), machine_idle()))
+
     def __exit__(self, *exc: object) -> None:
-        split = cpu_split(self._before, cpu_snapshot(), self.groups, self.postmaster)
+        self._stop.set()
+        self._thread.join()
+        after = cpu_snapshot()
+        self._samples.append((after, machine_idle()))
+        split = cpu_split(self._before, after, self.groups, self.postmaster)
         elapsed = time.monotonic() - self._t
         if elapsed > 0:
             split["load generator"] = round((_children_cpu() - self._children) / elapsed, 2)
         self.split = split
+        self.saturation = self._saturated(elapsed)
+
+    def _saturated(self, elapsed: float) -> dict[str, Any]:
+        """Seconds under SATURATED_IDLE idle, and the cores per component in them."""
+        seconds = 0.0
+        weighted: dict[str, float] = {}
+        for (snap0, (idle0, all0)), (snap1, (idle1, all1)) in itertools.pairwise(self._samples):
+            if all1 <= all0 or (idle1 - idle0) / (all1 - all0) >= SATURATED_IDLE:
+                continue
+            span = snap1[0] - snap0[0]
+            seconds += span
+            for name, used in cpu_split(snap0, snap1, self.groups, self.postmaster).items():
+                weighted[name] = weighted.get(name, 0.0) + used * span
+        split = {k: round(v / seconds, 2) for k, v in weighted.items()} if seconds else {}
+        return {"seconds": round(seconds, 1), "window_s": round(elapsed, 1), "cores": split}
 
 
 def _children_cpu() -> float:

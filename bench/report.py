@@ -195,12 +195,27 @@ def workers_advice(r: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _limit(split: dict[str, float] | None, cores: int, *, single: bool = True) -> str:
+def _limit(
+    split: dict[str, float] | None,
+    cores: int,
+    *,
+    single: bool = True,
+    saturation: dict[str, Any] | None = None,
+) -> str:
     """A figure's CPU split (cores per component: shim, postgres, gen, other, ...) and, from
-    it, what limited the figure. ``single``: the shim is one process (one core at most)."""
+    it, what limited the figure. ``single``: the shim is one process (one core at most).
+    ``saturation`` (``CpuMeter.saturation``): a run whose average leaves cores idle may
+    still have saturated them for seconds (a storm, then its drain): said, with the split
+    of those seconds, instead of "not CPU-bound"."""
     if not split:
         return "-"
     total = sum(split.values())
+    busy = saturation.get("seconds", 0) if saturation else 0
+    if total < 0.85 * cores and saturation and busy >= 2:
+        return (
+            f"{_cpu(split)}; cores saturated {busy:g} of {saturation['window_s']:g} s, "
+            f"in those seconds {_cpu(saturation['cores'])}"
+        )
     one = {"load generator", "old-app", "old-proxy"} | ({"shim"} if single else set())
     capped = sorted((k for k, v in split.items() if k in one and v >= 0.85), key=split.get)
     near = sorted((k for k, v in split.items() if k in one and v >= 0.7), key=split.get)
@@ -230,7 +245,9 @@ def headline(r: dict[str, Any]) -> list[Row]:
     single = int(r["meta"]["config"].get("workers") or 1) == 1
 
     def lim(x: dict[str, Any] | None, *, one: bool = single) -> str:
-        return _limit(x.get("cpu_cores") if x else None, cores, single=one)
+        if not x:
+            return "-"
+        return _limit(x.get("cpu_cores"), cores, single=one, saturation=x.get("cpu_saturation"))
 
     return [
         *_ceiling_rows(r, f, lim),
@@ -508,16 +525,27 @@ def _deployment_rows(r: dict[str, Any], lim: Any) -> list[Row]:
     return rows
 
 
-def _saturation(split: dict[str, float] | None, cores: int) -> str:
-    """Who used the machine during a run, in words, from its CPU split."""
+def _saturation(
+    split: dict[str, float] | None, cores: int, run: dict[str, Any] | None = None
+) -> str:
+    """Who used the machine during a run, in words, from its CPU split (and the seconds
+    that saturated it, ``run["cpu_saturation"]``, when the average leaves cores idle)."""
     if not split:
         return "no CPU figures"
     total = sum(split.values())
     parts = ", ".join(
         f"{k} {v:.2f}" for k, v in sorted(split.items(), key=lambda kv: -kv[1]) if v >= 0.05
     )
+    sat = (run or {}).get("cpu_saturation") or {}
     busy = (
-        "the cores were saturated" if total >= 0.85 * cores else f"{cores - total:.2f} cores idle"
+        "the cores were saturated"
+        if total >= 0.85 * cores
+        else f"{cores - total:.2f} cores idle"
+        + (
+            f" on average, saturated {sat['seconds']:g} of {sat['window_s']:g} s"
+            if sat.get("seconds", 0) >= 2
+            else ""
+        )
     )
     single = [
         k for k, v in split.items() if v >= 0.85 and k != "postgres" and not k.startswith("other")
@@ -538,14 +566,16 @@ def limits(r: dict[str, Any]) -> list[str]:
             None,
         )
         if run:
-            out.append(f"pgbench ceiling (ping): {_saturation(run.get('cpu_cores'), cores)}.")
+            out.append(f"pgbench ceiling (ping): {_saturation(run.get('cpu_cores'), cores, run)}.")
     if f["shim_ping"]:
-        out.append(f"Shim, best ping run: {_saturation(f['shim_ping'].get('cpu_cores'), cores)}.")
+        out.append(
+            f"Shim, best ping run: {_saturation(f['shim_ping'].get('cpu_cores'), cores, f['shim_ping'])}."
+        )
     for target, o in f["old_ping"].items():
         if o:
-            out.append(f"{target}, best ping run: {_saturation(o.get('cpu_cores'), cores)}.")
+            out.append(f"{target}, best ping run: {_saturation(o.get('cpu_cores'), cores, o)}.")
     for s in f["storm"]:
-        out.append(f"Join storm, {s['target']}: {_saturation(s.get('cpu_cores'), cores)}.")
+        out.append(f"Join storm, {s['target']}: {_saturation(s.get('cpu_cores'), cores, s)}.")
     probes = f["steady"].get("probes", [])
     failed = [p for p in probes if not p["passed"]]
     if failed:
@@ -562,7 +592,7 @@ def limits(r: dict[str, Any]) -> list[str]:
             why.append(f"generator lag p99 {p['gen_lag_p99_ms']:,.0f} ms")
         out.append(
             f"Steady state, smallest failing V = {p['viewers']:,} ({', '.join(why)}): "
-            f"{_saturation(p.get('cpu_cores'), cores)}."
+            f"{_saturation(p.get('cpu_cores'), cores, p)}."
         )
     return out
 
@@ -800,7 +830,9 @@ def _intro(r: dict[str, Any], made: dict[str, str]) -> list[str]:
         "PostgreSQL. The generator's CPU is taken from the servers it measures. \"CPU cores "
         "used\" columns split the machine's time per component during each run (from /proc "
         "and getrusage): shim / old-app / old-proxy / postgres / gen (load generator) / other "
-        "(processes that are not the bench's: a shared machine).",
+        '(processes that are not the bench\'s: a shared machine). "Cores saturated N of M s": '
+        "the seconds of a run under 10 % idle, sampled every second, with the split of those "
+        "seconds (an average over a storm and its drain hides them).",
         "",
         "## Exact commands",
         "",
@@ -1137,7 +1169,9 @@ def _isolation_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
             f"{_fmt(q['p50_ms'])} / {_fmt(q['p99_ms'])} / {_fmt(q['max_ms'])}",
             f"{_fmt(q['ping']['p99_ms'])} / {_fmt(q['track']['p99_ms'])}",
             _fmt(q["errors"]), _fmt(q.get("gen_lag_p99_ms")),
-            _limit(q.get("cpu_cores"), cores) if "cpu_cores" in q else "(as above)",
+            _limit(q["cpu_cores"], cores, saturation=q.get("cpu_saturation"))
+            if "cpu_cores" in q
+            else "(as above)",
         ])  # fmt: skip
     lines += _table(
         ["Q", "calls", "statuses", "p50 / p99 / max ms", "p99 ms: pings / re-tracks", "errors",

@@ -175,6 +175,7 @@ def run(ctx: Any) -> dict[str, Any]:
                         clients=clients, duration=cfg.pgbench_seconds, variables=variables,
                     )  # fmt: skip
                 res["cpu_cores"] = meter.split
+                res["cpu_saturation"] = meter.saturation
                 res.update(
                     call=call, mode=mode, clients=clients, script=path.read_text(),
                     script_name=str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name,

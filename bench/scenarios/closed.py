@@ -32,6 +32,7 @@ def measure(ctx: Any, target: str, port: int, call: str, connections: int) -> di
                 duration=cfg.closed_seconds, work=world.out / "work", name=f"closed-{target}-{call}",
             )  # fmt: skip
     res["cpu_cores"] = meter.split
+    res["cpu_saturation"] = meter.saturation
     calls = world.statement_calls()
     res["statements_per_call"] = (
         round(calls / res["answered"], 2) if res["answered"] and calls >= 0 else None

@@ -72,6 +72,7 @@ def run(ctx: Any) -> dict[str, Any]:
         raw = drivers.run_python(q_spec(ctx, cfg.iso_alone_seconds), work, "iso-q-alone")
     alone = q_summary(raw, cfg.iso_alone_seconds)
     alone["cpu_cores"] = meter.split
+    alone["cpu_saturation"] = meter.saturation
     ctx.log(
         f"isolation: Q alone {cfg.iso_rate:g}/s: p50 {alone['p50_ms']} p99 {alone['p99_ms']} ms "
         f"{alone['statuses']}"
@@ -89,11 +90,13 @@ def run(ctx: Any) -> dict[str, Any]:
         )
     during = q_summary(q_raw, during_s)
     during["cpu_cores"] = meter.split
+    during["cpu_saturation"] = meter.saturation
     entries = q_summary(q_raw, during_s, until=cfg.storm_window)
     s = storm.summarize(
         ctx, s_raw, target="shim", webinar=W_ISO_S, count_sql=_REGISTRATIONS, viewers=r.iso_s
     )
     s["cpu_cores"] = meter.split
+    s["cpu_saturation"] = meter.saturation
     ctx.log(
         f"isolation: Q during S's storm: p50 {during['p50_ms']} p99 {during['p99_ms']} ms "
         f"{during['statuses']}; S track {s['track']['statuses']} p99 {s['track']['p99_ms']} ms, "

@@ -54,7 +54,11 @@ def probe(ctx: Any, viewers: int, n: int) -> dict[str, Any]:
     res["ping"] = stats.summarize(raw["rows"], cfg.steady_seconds, "ping")
     res["track"] = stats.summarize(raw["rows"], cfg.steady_seconds, "track")
     res.update(
-        viewers=viewers, offered_rps=round(rate, 1), cpu_cores=meter.split, present_s=present_s
+        viewers=viewers,
+        offered_rps=round(rate, 1),
+        cpu_cores=meter.split,
+        cpu_saturation=meter.saturation,
+        present_s=present_s,
     )
     res["passed"] = (
         res["p99_ms"] < 100 and stats.ok_fraction(res) == 1.0 and res["rps"] >= 0.95 * rate

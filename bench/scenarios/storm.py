@@ -78,6 +78,7 @@ def storm(
         )
     res = summarize(ctx, raw, target=target, webinar=webinar, count_sql=count_sql, viewers=viewers)
     res["cpu_cores"] = meter.split
+    res["cpu_saturation"] = meter.saturation
     track, ping = res["track"], res["ping"]
     ctx.log(
         f"storm {target}: track {track['statuses']} p99 {track['p99_ms']} ms; "

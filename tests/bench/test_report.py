@@ -85,3 +85,17 @@ def test_workers_advice_follows_the_figures() -> None:
     )
     assert mixed is not None
     assert mixed["here"] == 4
+
+
+def test_a_run_that_saturated_the_cores_for_seconds_is_not_called_idle() -> None:
+    """A storm averages 1.4 of 2 cores over its run but saturated them for 11 s: the
+    verdict says so, with the split of those seconds, instead of "not CPU-bound"."""
+    average = {"shim": 0.6, "postgres": 0.55, "load generator": 0.25}
+    busy = {"shim": 1.0, "postgres": 0.8, "load generator": 0.15}
+    saturated = {"seconds": 11.0, "window_s": 24.0, "cores": busy}
+    verdict = report._limit(average, 2, single=False, saturation=saturated)
+    assert "cores saturated 11 of 24 s" in verdict
+    assert "shim 1.00" in verdict
+    assert "not CPU-bound" not in verdict
+    calm = {"seconds": 0.0, "window_s": 24.0, "cores": {}}
+    assert "not CPU-bound" in report._limit(average, 2, single=False, saturation=calm)
