@@ -7,7 +7,7 @@ differ in exactly those files. Each holds a webinar of 100,000 entered viewers (
 planner's statistics see a real table, as on a live project) and an empty one that the
 rounds fill: every round sends ``--entries`` new viewers, in batches of 50, as the shim
 sends them (``eventlive.track_access_batch`` as ``eventlive_batcher``, one transaction per
-batch), to each database in turn. Per round and database it prints the backend's CPU per
+batch; ``--batch`` for smaller ones), to each database in turn. Per round and database it prints the backend's CPU per
 entry (utime + stime from /proc, the server on this machine) and the wall time per
 entry; then the means and after / before. Rounds alternate, so a machine that gets busier
 or the webinar that grows affects both alike.
@@ -109,13 +109,14 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _round(conn: Any, first: int, entries: int) -> tuple[float, float]:
-    """(backend CPU ms, wall ms) per entry for ``entries`` new viewers from ``first``."""
+def _round(conn: Any, first: int, entries: int, batch: int = BATCH) -> tuple[float, float]:
+    """(backend CPU ms, wall ms) per entry for ``entries`` new viewers from ``first``, in
+    batches of ``batch``."""
     row = conn.execute("select pg_backend_pid()").fetchone()
     pid = int(row[0])
     cpu0, wall0 = _cpu(pid), time.perf_counter()
-    for start in range(first, first + entries, BATCH):
-        ids = [_uid(i) for i in range(start, min(start + BATCH, first + entries))]
+    for start in range(first, first + entries, batch):
+        ids = [_uid(i) for i in range(start, min(start + batch, first + entries))]
         with conn.transaction():
             conn.execute(_AS_BATCHER)
             conn.execute(_BATCH, ([TARGET] * len(ids), ids, [None] * len(ids), [None] * len(ids)))
@@ -136,6 +137,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--entries", type=int, default=5_000, help="new viewers per round")
+    parser.add_argument("--batch", type=int, default=BATCH, help="entries per batch (at most 50)")
     parser.add_argument("--dsn", help="an existing server's superuser URL (else a throwaway)")
     args = parser.parse_args()
     files = [f for f in args.files.split(",") if f]
@@ -153,7 +155,7 @@ def main() -> None:
         first = 1
         for n in range(1, args.rounds + 1):
             for name, conn in (("before", before), ("after", after)):
-                cpu, wall = _round(conn, first, args.entries)
+                cpu, wall = _round(conn, first, args.entries, args.batch)
                 figures[name].append(cpu)
                 print(f"round {n} {name:6}: backend CPU {cpu:.3f} ms/entry, wall {wall:.3f} ms")
             first += args.entries

@@ -56,18 +56,40 @@ class Slots:
     a call that finds a slot free takes it, lets one turn of the event loop pass (the
     calls read in the same turn join it) and sends the first batch in its own task; while
     calls wait, the slot goes on, batch after batch, in a task of its own. A subclass
-    says what waits (``_waiting``) and sends one batch of it (``_send_next``)."""
+    says what waits (``_waiting``, ``_backlog``) and sends one batch of it (``_send_next``).
 
-    def __init__(self, slots: int) -> None:
+    ``fill``: while a batch is in flight, another one starts only for at least ``fill``
+    waiting calls; fewer wait for a batch in flight to end, which then takes them. So a
+    lone call still goes at once, and under load the batches grow instead of several
+    small ones going out side by side: a batch's fixed cost (a transaction, its commit,
+    the exchange) is paid for more calls. 1: any waiting call takes a free slot."""
+
+    def __init__(self, slots: int, fill: int = 1) -> None:
         self._slots = slots
+        self._fill = fill
         self._busy = 0
         self._forming = False  # a slot is taken and its batch is still gathering
 
     def _waiting(self) -> bool:
         raise NotImplementedError
 
+    def _backlog(self) -> int:
+        raise NotImplementedError
+
     async def _send_next(self) -> None:
         raise NotImplementedError
+
+    def _may_start(self) -> bool:
+        """A new batch may start now: no slot is gathering, and none is in flight or one
+        is free and enough calls wait to fill it (``fill``)."""
+        if self._forming:
+            return False
+        return self._busy == 0 or (self._busy < self._slots and self._backlog() >= self._fill)
+
+    def _goes_on(self) -> bool:
+        """A slot whose batch ended takes the next one: calls wait, and it is the only slot
+        in flight or enough wait to fill a batch beside the others."""
+        return self._waiting() and (self._busy == 1 or self._backlog() >= self._fill)
 
     async def _lead(self) -> None:
         """Take the free slot, gather for one turn, send the first batch, then hand over
@@ -87,16 +109,19 @@ class Slots:
             self._handover()
 
     def _handover(self) -> None:
-        """Free the slot, or hand what waits to a task of its own."""
-        if self._waiting():
+        """Free the slot, or hand what waits to a task of its own (what waits is left to
+        a batch still in flight when it cannot fill one: ``fill``)."""
+        if self._goes_on():
             asyncio.get_running_loop().create_task(self._continue())
         else:
             self._busy -= 1
 
     async def _continue(self) -> None:
         try:
-            while self._waiting():
+            while True:
                 await self._send_next()
+                if not self._goes_on():
+                    break
         finally:
             self._busy -= 1
 
@@ -121,7 +146,7 @@ class Coalescer(Slots):
         Raises what the exchange raises when the batch as a whole failed."""
         fut: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._pending.append((webinar_id, user_id, session_id, fut))
-        if self._busy < self._slots and not self._forming:
+        if self._may_start():
             # The pings whose requests were read in the same turn join this batch
             # instead of taking the other slots alone.
             await self._lead()
@@ -129,6 +154,9 @@ class Coalescer(Slots):
 
     def _waiting(self) -> bool:
         return bool(self._pending)
+
+    def _backlog(self) -> int:
+        return len(self._pending)
 
     async def _send_next(self) -> None:
         batch = self._pending[: self._max]

@@ -101,6 +101,7 @@ class Database:
                 self,
                 self.share,
                 slots=settings.entry_slots,
+                fill=settings.entry_fill,
                 max_batch=MAX_ENTRIES,
                 statement_timeout=settings.statement_timeout,
                 observe=observe_entries,

@@ -15,8 +15,12 @@ at low load. While fewer than ``slots`` batches are in flight an entry takes a f
 and, after one turn of the event loop (the entries read in the same turn join it), the
 slot waits for a connection and *then* forms its batch from the queues, so the batch
 holds whatever arrived while it waited; while every slot is busy entries queue, and each
-slot forms its next batch as soon as it has sent one. The batch size follows the load: 1
-when idle, up to ``max_batch`` under a storm. A slot takes its connection from the share
+slot forms its next batch as soon as it has sent one. While a batch is in flight a second
+slot starts only for at least ``fill`` waiting entries (``EVENTLIVE_ENTRY_FILL``); fewer
+wait for the batch in flight to end (an entry batch's fixed cost is large: PostgreSQL's
+CPU per entry is 0.87 ms alone, 0.48 ms in batches of 4, 0.25-0.28 ms from 16 up, ``python
+-m bench.entry_cost --batch N``). The batch size follows the load: 1 when idle, up to
+``max_batch`` under a storm. A slot takes its connection from the share
 of the pool that heartbeat batches leave to everything else (``exchange.Share``).
 
 **Deadlines.** An entry waits in its queue at most ``EVENTLIVE_POOL_TIMEOUT``, as a single
@@ -104,9 +108,10 @@ class EntryBatcher(coalesce.Slots):
         slots: int,
         max_batch: int,
         statement_timeout: str,
+        fill: int = 1,
         observe: Callable[[list[int], list[float]], None] | None = None,
     ) -> None:
-        super().__init__(slots)
+        super().__init__(slots, fill)
         self._link = link
         self._share = share
         self._max = max_batch
@@ -140,12 +145,15 @@ class EntryBatcher(coalesce.Slots):
             self._turns.append(webinar_id)
         queue.append(entry)
         self._queued += 1
-        if self._busy < self._slots and not self._forming:
+        if self._may_start():
             await self._lead()
         return await entry.future
 
     def _waiting(self) -> bool:
         return self._queued > 0
+
+    def _backlog(self) -> int:
+        return self._queued
 
     async def _send_next(self) -> None:
         """A connection, then the batch formed from the queues at that moment, sent."""

@@ -179,6 +179,13 @@ class Settings:
         2,
         "entry batches in flight at once per worker before new entries queue for the next",
     )
+    entry_fill: int = setting(
+        "EVENTLIVE_ENTRY_FILL",
+        INT,
+        10,
+        "entries that must wait before a second entry batch goes out beside one in flight",
+        note="fewer wait for the batch in flight to end; 1 = any entry takes a free slot",
+    )
     cors_origins: tuple[str, ...] = setting(
         "EVENTLIVE_CORS_ORIGINS",
         LIST,

@@ -330,6 +330,7 @@ async def test_heartbeats_answer_while_entries_hold_every_connection_they_may(
         pool_max=3,
         coalesce_slots=1,
         entry_slots=2,
+        entry_fill=1,  # each waiting entry may take the second slot (the share is the subject)
         entry_batch=batched,
         pool_timeout=10,
     )
@@ -386,3 +387,38 @@ async def test_a_database_that_is_down_gives_every_queued_entry_503_at_once(
                 await asyncio.sleep(0.2)
     finally:
         proxy.close()
+
+
+async def test_a_second_batch_waits_for_a_fill_while_one_is_in_flight(api_db: Any) -> None:
+    """Two slots, fill 4: S's first entry is held in flight (a lock); three more wait for
+    it rather than take the free slot alone (one backend waiting, one batch sent); the
+    fourth fills a batch, which then goes out beside it (two waiting). Once the lock goes,
+    all five succeed in two batches; idle again, a lone entry goes at once, alone."""
+    storm = new_users(api_db.admin_dsn, 5)
+    (late,) = new_users(api_db.admin_dsn, 1)
+    settings = _settings(
+        api_db.dsn, pool_min=3, pool_max=3, coalesce_slots=1, entry_slots=2, entry_fill=4,
+        pool_timeout=20,
+    )  # fmt: skip
+    async with serve(settings) as client:
+        batcher = _batcher(client)
+        held = _Held(api_db.admin_dsn, S)
+        try:
+            first = asyncio.ensure_future(_track(client, storm[0], S))
+            await _until(lambda: held.waiting() == 1)
+            waiting = [asyncio.ensure_future(_track(client, u, S)) for u in storm[1:4]]
+            await _until(lambda: batcher.queued == 3)
+            await asyncio.sleep(0.2)  # time enough for a second batch to go, were it let
+            assert held.waiting() == 1
+            assert batcher.queued == 3
+            waiting.append(asyncio.ensure_future(_track(client, storm[4], S)))
+            await _until(lambda: held.waiting() == 2)
+            assert batcher.queued == 0
+        finally:
+            held.release()
+        answers = await asyncio.gather(first, *waiting)
+        assert [r.status_code for r in answers] == [200] * 5
+        assert (batcher.batches, batcher.entries) == (2, 5)
+        r = await _track(client, late, S)
+        assert r.status_code == 200
+        assert (batcher.batches, batcher.entries) == (3, 6)
