@@ -833,6 +833,10 @@ def _intro(r: dict[str, Any], made: dict[str, str]) -> list[str]:
         '(processes that are not the bench\'s: a shared machine). "Cores saturated N of M s": '
         "the seconds of a run under 10 % idle, sampled every second, with the split of those "
         "seconds (an average over a storm and its drain hides them).",
+        "- **Between scenarios** the bench waits until no request of the servers is active "
+        "and pays the database's vacuum debt (`VACUUM (ANALYZE)`: the dead rows of the "
+        "scenarios before are not autovacuumed in the middle of the next one; what a "
+        "scenario's own writes make autovacuum do still happens during it).",
         "",
         "## Exact commands",
         "",
