@@ -5,17 +5,17 @@ Two databases, both migrated from this tree; the ``--before`` revision's copies 
 ``--files`` (the function files that changed) are then applied to the first, so the two
 differ in exactly those files. Each holds a webinar of 100,000 entered viewers (the
 planner's statistics see a real table, as on a live project) and an empty one that the
-rounds fill: every round sends ``--entries`` new viewers, in batches of 50, as the shim
-sends them (``eventlive.track_access_batch`` as ``eventlive_batcher``, one transaction per
-batch; ``--batch`` for smaller ones), to each database in turn. Per round and database it prints the backend's CPU per
-entry (utime + stime from /proc, the server on this machine) and the wall time per
-entry; then the means and after / before. Rounds alternate, so a machine that gets busier
+rounds fill: every round sends ``--entries`` new viewers, in batches of 50 (``--batch``
+for smaller ones), as the shim sends them (``eventlive.track_access_batch`` as
+``eventlive_batcher``, one transaction per batch), to each database in turn. Per round
+and database it prints the backend's CPU per entry (utime + stime from /proc, the server
+on this machine) and the wall time per entry; then the means and after / before. Rounds alternate, so a machine that gets busier
 or the webinar that grows affects both alike.
 
 Usage::
 
     .venv/bin/python -m bench.entry_cost [--before REV] [--files functions/a.sql,...]
-        [--rounds 5] [--entries 5000] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
+        [--rounds 5] [--entries 5000] [--batch 50] [--dsn postgresql://postgres@127.0.0.1:5432/postgres]
 
 Without ``--dsn`` it starts a throwaway server of its own (``shim.pg.throwaway``). Linux
 only (/proc); the server must run on this machine.
@@ -28,12 +28,12 @@ import os
 import statistics
 import subprocess
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from bench.env import uid
 from shim.migrate import migrate
 from shim.pg.throwaway import TemporaryServer
 
@@ -53,10 +53,6 @@ _AS_SERVICE = (
 )
 FILLED, FILLED_VIEWERS, TARGET = 8, 100_000, 7
 BATCH = 50
-
-
-def _uid(i: int) -> str:
-    return str(uuid.UUID(int=i))
 
 
 def _prepare(dsn_of: Any, name: str, before: str | None, files: list[str], users: int) -> Any:
@@ -116,7 +112,7 @@ def _round(conn: Any, first: int, entries: int, batch: int = BATCH) -> tuple[flo
     pid = int(row[0])
     cpu0, wall0 = _cpu(pid), time.perf_counter()
     for start in range(first, first + entries, batch):
-        ids = [_uid(i) for i in range(start, min(start + batch, first + entries))]
+        ids = [uid(i) for i in range(start, min(start + batch, first + entries))]
         with conn.transaction():
             conn.execute(_AS_BATCHER)
             conn.execute(_BATCH, ([TARGET] * len(ids), ids, [None] * len(ids), [None] * len(ids)))

@@ -139,14 +139,13 @@ begin
     loop
         begin
             v_answer := eventlive.track_core(v_item.webinar_id, v_item.user_id, v_item.session_id, v_item.client, v_now);
-            v_positions := pg_catalog.array_append(v_positions, v_item.i::text);
-            v_answers := pg_catalog.array_append(v_answers, pg_catalog.jsonb_build_object('ok', v_answer));
             if v_answer ->> 'superseded_session_id' is not null then
                 -- in webinar order already: the elements run in that order
                 v_told_webinars := pg_catalog.array_append(v_told_webinars, v_item.webinar_id);
                 v_told_users := pg_catalog.array_append(v_told_users, v_item.user_id);
                 v_told_answers := pg_catalog.array_append(v_told_answers, v_answer);
             end if;
+            v_answer := pg_catalog.jsonb_build_object('ok', v_answer);
         exception when others then
             get stacked diagnostics v_state = returned_sqlstate, v_message = message_text,
                 v_detail = pg_exception_detail, v_hint = pg_exception_hint;
@@ -158,9 +157,9 @@ begin
             else
                 v_answer := pg_catalog.jsonb_build_object('alone', true);
             end if;
-            v_positions := pg_catalog.array_append(v_positions, v_item.i::text);
-            v_answers := pg_catalog.array_append(v_answers, v_answer);
         end;
+        v_positions := pg_catalog.array_append(v_positions, v_item.i::text);
+        v_answers := pg_catalog.array_append(v_answers, v_answer);
     end loop;
 
     for i in 1 .. pg_catalog.cardinality(v_told_answers) loop
