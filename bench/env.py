@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import os
 import resource
 import shutil
@@ -658,6 +659,27 @@ class World:
             if line.startswith(prefix):
                 labels, _, value = line[len(prefix) :].partition("} ")
                 out[labels] = out.get(labels, 0.0) + float(value)
+        return out
+
+    def shim_buckets(self, family: str) -> dict[float, float]:
+        """One histogram family's cumulative buckets from the shim's ``/metrics`` (a
+        node's, all workers summed), upper bound -> count (``+Inf`` as ``math.inf``);
+        empty when the shim does not answer."""
+        shim = self.procs.get("shim")
+        if shim is None:
+            return {}
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{shim.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out: dict[float, float] = {}
+        prefix = f'{family}_bucket{{le="'
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                bound, _, value = line[len(prefix) :].partition('"} ')
+                key = math.inf if bound == "+Inf" else float(bound)
+                out[key] = out.get(key, 0.0) + float(value)
         return out
 
     def stop_old(self) -> None:

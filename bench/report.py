@@ -1139,6 +1139,16 @@ def _hit_share(cache: dict[str, int | None] | None) -> str:
     return f"{hits / (hits + misses):.0%}" if hits + misses else "-"
 
 
+def _loop_lag(lag: dict[str, Any] | None) -> str:
+    """The shares of the shim's loop-lag samples over 10 / 50 / 100 ms, as percentages."""
+    if not lag:
+        return "(as above)" if lag is None else "-"
+    shares = [lag.get(f"over_{ms}ms") for ms in (10, 50, 100)]
+    return " / ".join("-" if v is None else f"{v * 100:.0f} %" for v in shares) + (
+        f" of {lag['samples']:,}"
+    )
+
+
 def _isolation_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
     """4b. Tenant isolation: webinar Q's heartbeats alone and during S's storm."""
     iso = r.get("isolation", {})
@@ -1159,7 +1169,10 @@ def _isolation_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
         "generator. Q and S are two generator processes started together (clock skew "
         f"{_fmt(iso.get('start_skew_s'), 3)} s); Q runs for the whole storm (entries and "
         "their pings); \"entry window\": Q's calls within S's entry window only. Errors: "
-        "every answer that is not 2xx, no answer included.",
+        'every answer that is not 2xx, no answer included. "Shim loop late": the share '
+        "of the shim's event-loop lag samples (a timer due every 0.1 s in each worker, "
+        "`eventlive_loop_lag_seconds`) later than 10 / 50 / 100 ms over the run: what a "
+        "heartbeat read by a worker waits for before its turn.",
         "",
     ]
     rows = []
@@ -1172,14 +1185,14 @@ def _isolation_section(r: dict[str, Any], made: dict[str, str]) -> list[str]:
             name, _fmt(q["requests"]), _statuses(q["statuses"]),
             f"{_fmt(q['p50_ms'])} / {_fmt(q['p99_ms'])} / {_fmt(q['max_ms'])}",
             f"{_fmt(q['ping']['p99_ms'])} / {_fmt(q['track']['p99_ms'])}",
-            _fmt(q["errors"]), _fmt(q.get("gen_lag_p99_ms")),
+            _fmt(q["errors"]), _fmt(q.get("gen_lag_p99_ms")), _loop_lag(q.get("loop_lag")),
             _limit(q["cpu_cores"], cores, saturation=q.get("cpu_saturation"))
             if "cpu_cores" in q
             else "(as above)",
         ])  # fmt: skip
     lines += _table(
         ["Q", "calls", "statuses", "p50 / p99 / max ms", "p99 ms: pings / re-tracks", "errors",
-         "gen lag p99 ms", "CPU cores: what limited it"],
+         "gen lag p99 ms", "shim loop late > 10 / 50 / 100 ms", "CPU cores: what limited it"],
         rows,
     )  # fmt: skip
     t, ping = s["track"], s["ping"]

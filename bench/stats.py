@@ -50,3 +50,19 @@ def ok_fraction(summary: dict[str, Any]) -> float:
     total = summary["requests"]
     good = sum(n for s, n in summary["statuses"].items() if s.startswith("2"))
     return good / total if total else 0.0
+
+
+def over_bounds(
+    before: dict[float, float], after: dict[float, float], bounds: tuple[float, ...]
+) -> dict[str, Any]:
+    """What a cumulative histogram (``World.shim_buckets``) counted between two scrapes:
+    the samples, and the share of them above each of ``bounds`` (seconds; each must be a
+    bucket bound). Empty when either scrape failed."""
+    if not before or not after:
+        return {}
+    total = after.get(math.inf, 0.0) - before.get(math.inf, 0.0)
+    out: dict[str, Any] = {"samples": int(total)}
+    for bound in bounds:
+        below = after.get(bound, 0.0) - before.get(bound, 0.0)
+        out[f"over_{bound * 1000:g}ms"] = round(1 - below / total, 3) if total else 0.0
+    return out

@@ -13,7 +13,9 @@ compression): the join storm's own generator spec (``storm.spec``) and summary
 (``storm.summarize``), without the doubles (S's figure is first entries). The two
 generators are separate processes started together (``start_at``): Q's latencies are not
 delayed by the storm's event loop, and Q runs for the whole storm (its window plus the
-ping spread). Q's figures are also given for the entry window alone, the storm's peak.
+ping spread). Q's figures are also given for the entry window alone, the storm's peak,
+and the shim's event-loop lag over each run (``eventlive_loop_lag_seconds``: the share of
+its samples late by more than 10, 50, 100 ms), what a heartbeat read then waits for.
 """
 
 from __future__ import annotations
@@ -26,7 +28,15 @@ from bench.env import W_ISO_Q, W_ISO_S
 from bench.scenarios import storm
 
 TRACK_EVERY = 20
+# Q's viewers are in the room: their connections are open before S's storm starts, as a
+# browser's keep-alive connection is (the generator's pool of them is opened before its
+# clock starts, not while the storm makes every new connection wait for the shim).
+Q_CONNECTIONS = 256
 START_LEAD = 2.0  # seconds for both generators to load their viewers and open connections
+# The shim's event-loop lag (a 0.1 s timer's lateness, every worker's samples): how long a
+# request read by a worker waited for its turn there.
+LOOP_LAG = "eventlive_loop_lag_seconds"
+LAG_BOUNDS = (0.01, 0.05, 0.1)
 _REGISTRATIONS = "select count(*) from eventlive.registrations where webinar_id = %s"
 
 
@@ -36,8 +46,8 @@ def q_spec(ctx: Any, duration: float, start_at: float | None = None) -> dict[str
     return {
         "mode": "open", "host": "127.0.0.1", "port": world.procs["shim"].port,
         "rate": cfg.iso_rate, "duration": duration, "viewers": str(world.files["iso_q"]),
-        "webinar": W_ISO_Q, "track_every": TRACK_EVERY, "max_connections": 256,
-        "start_at": start_at,
+        "webinar": W_ISO_Q, "track_every": TRACK_EVERY, "max_connections": Q_CONNECTIONS,
+        "prewarm": Q_CONNECTIONS, "start_at": start_at,
     }  # fmt: skip
 
 
@@ -68,9 +78,11 @@ def run(ctx: Any) -> dict[str, Any]:
     work = world.out / "work"
 
     world.present_again(W_ISO_Q, r.iso_q_start, r.iso_q)
+    lag_before = world.shim_buckets(LOOP_LAG)
     with world.cpu() as meter:
         raw = drivers.run_python(q_spec(ctx, cfg.iso_alone_seconds), work, "iso-q-alone")
     alone = q_summary(raw, cfg.iso_alone_seconds)
+    alone["loop_lag"] = stats.over_bounds(lag_before, world.shim_buckets(LOOP_LAG), LAG_BOUNDS)
     alone["cpu_cores"] = meter.split
     alone["cpu_saturation"] = meter.saturation
     ctx.log(
@@ -84,11 +96,13 @@ def run(ctx: Any) -> dict[str, Any]:
     start_at = time.time() + START_LEAD
     s_spec = storm.spec(ctx, world.procs["shim"].port, world.files["iso_s"], W_ISO_S, start_at)
     s_spec["double_fraction"] = 0.0  # first entries only
+    lag_before = world.shim_buckets(LOOP_LAG)
     with world.cpu() as meter:
         q_raw, s_raw = drivers.run_python_together(
             [(q_spec(ctx, during_s, start_at), "iso-q-during"), (s_spec, "iso-s-storm")], work
         )
     during = q_summary(q_raw, during_s)
+    during["loop_lag"] = stats.over_bounds(lag_before, world.shim_buckets(LOOP_LAG), LAG_BOUNDS)
     during["cpu_cores"] = meter.split
     during["cpu_saturation"] = meter.saturation
     entries = q_summary(q_raw, during_s, until=cfg.storm_window)

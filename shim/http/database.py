@@ -1,6 +1,6 @@
 """The database as the request path sees it, built once: ``Database`` holds the pool, the
 health of the last exchanges, the timeouts, whether statements are prepared, the
-coalescer of heartbeats and the batcher of entries, so that a call passes only what
+coalescer of heartbeats and the batchers of entries and of re-confirmations, so that a call passes only what
 varies per call (``Query``). Every failure of the pool or the database becomes the
 caller's PostgREST error here, in one place (``failure``), for single calls, coalesced
 heartbeats and batched entries alike.
@@ -96,18 +96,15 @@ class Database:
             if self.coalescer is not None
             else None
         )
-        self.entries = (
-            entries.EntryBatcher(
-                self,
-                self.share,
-                slots=settings.entry_slots,
-                fill=settings.entry_fill,
-                max_batch=MAX_ENTRIES,
-                statement_timeout=settings.statement_timeout,
-                observe=observe_entries,
-            )
-            if settings.entry_batch
-            else None
+        # Two batchers of one kind: first entries (a session to open: five rows each), and
+        # re-confirmations of entered viewers, which never wait behind a first entries'
+        # batch (its PostgreSQL time grows with its size) nor for its slot.
+        batched = settings.entry_batch
+        self.entries: entries.EntryBatcher | None = (
+            self._batcher(observe_entries) if batched else None
+        )
+        self.reconfirms: entries.EntryBatcher | None = (
+            self._batcher(observe_entries) if batched else None
         )
 
     @property
@@ -182,6 +179,20 @@ class Database:
             self.observe_db(ctx.function, ctx.db_ms / 1000)
         return None if value is None else value.decode()
 
+    def _batcher(
+        self, observe: Callable[[list[int], list[float]], None] | None
+    ) -> entries.EntryBatcher:
+        settings = self.settings
+        return entries.EntryBatcher(
+            self,
+            self.share,
+            slots=settings.entry_slots,
+            fill=settings.entry_fill,
+            max_batch=MAX_ENTRIES,
+            statement_timeout=settings.statement_timeout,
+            observe=observe,
+        )
+
     async def ping(
         self, ctx: RequestContext, identity: Identity, beat: tuple[int, str], alone: Query
     ) -> None:
@@ -215,11 +226,12 @@ class Database:
         """An entry or re-confirmation (webinar id, session id, client JSON) through the
         entry batcher: this caller's JSON, or its ``ApiError`` raised, exactly as
         ``alone`` (the single call) would answer."""
-        assert self.entries is not None
+        batcher = self.entries if entry[1] is None else self.reconfirms
+        assert batcher is not None
         assert identity.user_id is not None
         t0 = time.perf_counter()
         try:
-            answer = await self.entries.enter(entry[0], identity.user_id, entry[1], entry[2])
+            answer = await batcher.enter(entry[0], identity.user_id, entry[1], entry[2])
         except (psycopg.Error, PoolTimeout, PoolClosed, exchange.DbTimeoutError) as exc:
             ctx.db_ms = (time.perf_counter() - t0) * 1000
             raise self.failure(ctx, identity, exc) from None

@@ -349,6 +349,13 @@ class Metrics:
             buckets=_BUCKETS,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "eventlive_loop_lag_seconds",
+            "How late the worker's event loop ran a timer due every 0.1 s: how long any "
+            "request read then waited for its turn of the worker",
+            buckets=_BUCKETS,
+            registry=r,
+        )
         self._children: dict[tuple[str, ...], Any] = {}
         self._db_children: dict[str, Any] = {}
         self.shared: _Shared | None = None

@@ -4,6 +4,9 @@ An entrance (the Starlette routes in ``shim.http.full``, the lean entrance of th
 routes in ``shim.http.lean``) turns its request into a ``Call``, parsed once; ``run``
 then takes every step in order:
 
+0. an entry's turn: a first entry (``track_access`` without a session id) waits for a turn
+   of the event loop for its webinar (``shim.http.turns``), its arguments read first (their
+   error still answered after the token's); every other call goes on at once;
 1. identify: the token (``shim.web.token``) verified in-process (``shim.http.auth``),
    rejected tokens counted;
 2. arguments: the entrance's ``arguments()`` (body or query, read only after the token);
@@ -38,6 +41,7 @@ from shim.web.token import bearer
 log = logging.getLogger("eventlive.shim")
 _BIGINT = 2**63
 _ENTRY_ARGUMENTS = frozenset({"webinar_id", "session_id", "client"})
+ENTRY_NAME = BATCHED_ENTRY.partition(".")[2]  # track_access, in any exposed schema
 NO_CONTENT = 204
 
 
@@ -87,6 +91,8 @@ async def run(service: Service, ctx: RequestContext, parse: Call | Callable[[], 
     level more costs the hot path about a microsecond per request."""
     try:
         call = parse if isinstance(parse, Call) else parse()
+        if call.name == ENTRY_NAME and service.turns is not None and call.method == "POST":
+            call.arguments = await _entry_turn(service, call)
         t0 = time.perf_counter()
         try:
             token = bearer(call.headers)
@@ -126,6 +132,32 @@ async def run(service: Service, ctx: RequestContext, parse: Call | Callable[[], 
     except Exception:
         log.exception("request %s: internal error", ctx.request_id)
         return error_answer(unexpected(service, ctx))
+
+
+async def _entry_turn(
+    service: Service, call: Call
+) -> Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]:
+    """Wait for a first entry's turn of its webinar (``shim.http.turns``), its arguments
+    read first for the session and webinar ids; returns what ``call.arguments`` becomes: those arguments, or
+    their error, raised only where every call's is, after the token's check."""
+    try:
+        given = call.arguments()
+        if not isinstance(given, dict):
+            given = await given
+    except ApiError as err:
+        failure = err
+
+        def refused() -> dict[str, Any]:
+            raise failure
+
+        return refused
+    if given.get("session_id") is None:  # a first entry; an entered viewer's goes at once
+        webinar = given.get("webinar_id")
+        assert service.turns is not None
+        turn = service.turns.wait(webinar if isinstance(webinar, int | str) else None)
+        if turn is not None:
+            await turn
+    return lambda: given
 
 
 def error_answer(err: ApiError) -> Answer:

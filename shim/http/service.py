@@ -23,8 +23,10 @@ from shim.http.cache import RoomClock, SharedCache
 from shim.http.database import Database
 from shim.http.metrics import Metrics
 from shim.http.settings import Settings
+from shim.http.turns import Turns
 
 log = logging.getLogger("eventlive.shim")
+LAG_PERIOD = 0.1  # seconds between two samples of the event loop's lag
 
 
 class Service:
@@ -37,6 +39,7 @@ class Service:
         self.rooms = RoomClock()
         self.catalog: cat.Catalog = cat.EMPTY
         self.database = Database(settings, self._observe_db, self._observe_entries)
+        self.turns = Turns(settings.entry_turn) if settings.entry_turn > 0 else None
         self.metrics = Metrics(self._pool_stats, self._auth_stats)
         self.access_log = AccessLog() if settings.access_log else None
         self._tasks: list[asyncio.Task[None]] = []
@@ -61,7 +64,8 @@ class Service:
             return {}
         stats = pool.get_stats()
         waiting = database.share.waiting if database.share is not None else 0
-        waiting += database.entries.queued if database.entries is not None else 0
+        for batcher in (database.entries, database.reconfirms):
+            waiting += batcher.queued if batcher is not None else 0
         if waiting:
             stats["requests_waiting"] = stats.get("requests_waiting", 0) + waiting
         return stats
@@ -78,10 +82,20 @@ class Service:
             log.warning("catalog not loaded at start (%s); the listener retries", exc)
         if self.access_log is not None:
             self._tasks.append(asyncio.create_task(self.access_log.run()))
+        self._tasks.append(asyncio.create_task(self._watch_loop()))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: self._tasks.append(asyncio.create_task(self.safe_reload()))
             )
+
+    async def _watch_loop(self) -> None:
+        """The loop's lag (``eventlive_loop_lag_seconds``): a 0.1 s timer's lateness."""
+        loop = asyncio.get_running_loop()
+        observe = self.metrics.loop_lag.observe
+        while True:
+            due = loop.time() + LAG_PERIOD
+            await asyncio.sleep(LAG_PERIOD)
+            observe(max(0.0, loop.time() - due))
 
     async def stop(self) -> None:
         """Cancel background tasks and close the pool."""

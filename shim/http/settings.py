@@ -186,6 +186,15 @@ class Settings:
         "entries that must wait before a second entry batch goes out beside one in flight",
         note="fewer wait for the batch in flight to end; 1 = any entry takes a free slot",
     )
+    entry_turn: int = setting(
+        "EVENTLIVE_ENTRY_TURN",
+        INT,
+        2,
+        "first entries (track_access without a session id) that may start per event-loop turn "
+        "of a worker; the others wait for the next turns, webinars in turn, while heartbeats "
+        "and re-confirmations go at once",
+        note="0 = no turns (every call starts when it is read)",
+    )
     cors_origins: tuple[str, ...] = setting(
         "EVENTLIVE_CORS_ORIGINS",
         LIST,

@@ -212,10 +212,11 @@ async def test_every_case_answers_the_same_through_both_entrances(
             # The lean entrance took every case but the empty bearer (sent as "Bearer", no
             # token: not a request it parses); Starlette alone, none.
             assert taken == (len(answers[entrance]) - 1 if entrance == "lean" else 0)
-        batcher = app.state.service.database.entries
+        database = app.state.service.database
         # Batched: the three track_access cases of each entrance and the re-entry after
-        # leave went through the entry batcher.
-        assert (batcher.entries if entry_batch else batcher) == (8 if entry_batch else None)
+        # leave went through the batchers (first entries' and re-confirmations').
+        sent = [b.entries for b in (database.entries, database.reconfirms) if b is not None]
+        assert (sum(sent) if entry_batch else sent) == (8 if entry_batch else [])
     assert answers["lean"] == answers["starlette"]
     statuses = {name: seen[0] for name, seen in answers["lean"]}
     assert statuses == {

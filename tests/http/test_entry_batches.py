@@ -56,6 +56,13 @@ def _batcher(client: httpx.AsyncClient) -> Any:
     return client._transport.app.state.service.database.entries  # type: ignore[attr-defined]
 
 
+def _sent(client: httpx.AsyncClient) -> tuple[int, int]:
+    """Batches and entries both batchers sent: first entries' and re-confirmations'."""
+    database = client._transport.app.state.service.database  # type: ignore[attr-defined]
+    pairs = [(b.batches, b.entries) for b in (database.entries, database.reconfirms) if b]
+    return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+
+
 async def _track(
     http: httpx.AsyncClient, user: str, webinar: int, session: str | None = None, **more: Any
 ) -> httpx.Response:
@@ -130,10 +137,9 @@ async def _answers(api_db: Any, batched: bool) -> tuple[list[tuple[str, Any]], i
     )
     async with serve(settings) as client:
         cases = await _every_kind(client, api_db.admin_dsn)
-        batcher = _batcher(client)
-        before = (batcher.batches, batcher.entries) if batcher else (0, 0)
+        before = _sent(client)
         answers = await asyncio.gather(*(step() for _, step in cases))
-        after = (batcher.batches, batcher.entries) if batcher else (0, 0)
+        after = _sent(client)
     seen = [(name, _seen(r)) for (name, _), r in zip(cases, answers, strict=True)]
     return seen, after[0] - before[0], after[1] - before[1]
 
@@ -253,7 +259,7 @@ async def test_webinars_take_turns_so_a_backlog_delays_another_webinar_by_one_ba
     api_db: Any,
 ) -> None:
     """S's first entry is held in flight (a lock), 120 more of S queue behind it, then
-    one re-confirmation of Q: once the lock goes, Q's entry is in the very next batch
+    one first entry of Q: once the lock goes, Q's entry is in the very next batch
     (FIFO would have put it behind S's 120, three batches later), and every entry
     succeeds."""
     storm = new_users(api_db.admin_dsn, 121)
@@ -262,7 +268,6 @@ async def test_webinars_take_turns_so_a_backlog_delays_another_webinar_by_one_ba
         api_db.dsn, pool_min=3, pool_max=3, coalesce_slots=1, entry_slots=1, pool_timeout=20
     )
     async with serve(settings) as client:
-        session = await _enter(client, calm, Q)
         batcher = _batcher(client)
         sent: list[list[int]] = []
         batcher.observe = lambda webinars, waited: sent.append(webinars)
@@ -272,17 +277,86 @@ async def test_webinars_take_turns_so_a_backlog_delays_another_webinar_by_one_ba
             await _until(lambda: held.waiting() >= 1)
             rest = [asyncio.ensure_future(_track(client, u, S)) for u in storm[1:]]
             await _until(lambda: batcher.queued == 120)
-            mine = asyncio.ensure_future(_track(client, calm, Q, session))
+            mine = asyncio.ensure_future(_track(client, calm, Q))
             await _until(lambda: batcher.queued == 121)
         finally:
             held.release()
         answers = await asyncio.gather(first, *rest, mine)
     assert [r.status_code for r in answers] == [200] * 122
-    assert answers[-1].json()["session_id"] == session
     assert sent[0] == [S]
     assert Q in sent[1], sent[1]
     assert [len(b) for b in sent] == [1, 50, 50, 21]
     assert sum(b.count(Q) for b in sent) == 1
+
+
+async def test_a_heartbeat_does_not_wait_for_the_turns_entries_wait_for(api_db: Any) -> None:
+    """One entry per turn of the event loop (``EVENTLIVE_ENTRY_TURN=1``): 40 first entries
+    of S, 30 of them waiting for their turn, then a heartbeat of Q. It reaches the database while
+    most of S's entries still wait for their turn (had it waited for turns too, they
+    would all have started before it), and every entry is then stored with its own
+    session."""
+    storm = new_users(api_db.admin_dsn, 40)
+    (calm,) = new_users(api_db.admin_dsn, 1)
+    settings = _settings(api_db.dsn, entry_turn=1, pool_timeout=20)
+    async with serve(settings) as client:
+        session = await _enter(client, calm, Q)
+        service = client._transport.app.state.service  # type: ignore[attr-defined]
+        database, turns = service.database, service.turns
+        waiting_then: list[int] = []
+        ping_through = database.ping
+
+        async def ping_seen(*args: Any) -> None:  # the heartbeat's step into the database
+            waiting_then.append(turns.waiting)
+            await ping_through(*args)
+
+        database.ping = ping_seen
+        entries = [asyncio.ensure_future(_track(client, u, S)) for u in storm]
+        while turns.waiting < 30:  # S's entries read, most waiting for their turn
+            await asyncio.sleep(0)
+        ping = await client.post(
+            "/rpc/presence_ping", headers=_auth(calm), json={"webinar_id": Q, "session_id": session}
+        )
+        answers = await asyncio.gather(*entries)
+    assert ping.status_code == 204, ping.text
+    assert len(waiting_then) == 1
+    assert waiting_then[0] >= 20, waiting_then
+    assert [r.status_code for r in answers] == [200] * 40
+    assert len({r.json()["session_id"] for r in answers}) == 40
+    with psycopg.connect(api_db.admin_dsn) as conn:
+        stored = conn.execute(
+            "select count(*) from eventlive.viewer_sessions where webinar_id = %s", (S,)
+        ).fetchone()
+    assert stored == (40,)
+
+
+async def test_a_re_confirmation_does_not_wait_behind_a_batch_of_first_entries(
+    api_db: Any,
+) -> None:
+    """One entry slot: S's first entries are held in flight by a lock and more of S queue
+    for that slot; an entered viewer of Q re-confirms and is answered at once, in a batch
+    of its own (first entries' batches and re-confirmations' have slots of their own)."""
+    storm = new_users(api_db.admin_dsn, 5)
+    (calm,) = new_users(api_db.admin_dsn, 1)
+    settings = _settings(api_db.dsn, pool_max=4, coalesce_slots=1, entry_slots=1, pool_timeout=20)
+    async with serve(settings) as client:
+        session = await _enter(client, calm, Q)
+        batcher = _batcher(client)
+        held = _Held(api_db.admin_dsn, S)
+        try:
+            first = asyncio.ensure_future(_track(client, storm[0], S))
+            await _until(lambda: held.waiting() >= 1)
+            rest = [asyncio.ensure_future(_track(client, u, S)) for u in storm[1:]]
+            await _until(lambda: batcher.queued == 4)
+            started = time.monotonic()
+            again = await _track(client, calm, Q, session)
+            elapsed = time.monotonic() - started
+            assert again.status_code == 200, again.text
+            assert again.json()["session_id"] == session
+            assert elapsed < 0.5, elapsed
+            assert batcher.queued == 4  # S's entries still wait for their slot
+        finally:
+            held.release()
+        assert [r.status_code for r in await asyncio.gather(first, *rest)] == [200] * 5
 
 
 async def test_a_queued_entry_waits_its_pool_timeout_then_gets_503_with_retry_after(
