@@ -641,18 +641,22 @@ class World:
             out.writelines(itertools.islice(fh, skip, skip + count))
         return path
 
+    def _shim_metrics(self) -> str:
+        """The shim's ``/metrics`` text; empty when it does not answer."""
+        shim = self.procs.get("shim")
+        if shim is None:
+            return ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{shim.port}/metrics", timeout=5) as r:
+                return str(r.read().decode())
+        except OSError:
+            return ""
+
     def shim_counter(self, family: str) -> dict[str, float]:
         """One counter family of the shim's ``/metrics`` (a node's, all workers summed),
         label set -> value: e.g. ``eventlive_token_cache`` -> ``{'result="hit"': 12.0,
         ...}``; empty when the shim does not answer."""
-        shim = self.procs.get("shim")
-        if shim is None:
-            return {}
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{shim.port}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
+        text = self._shim_metrics()
         out: dict[str, float] = {}
         prefix = f"{family}_total{{"
         for line in text.splitlines():
@@ -665,14 +669,7 @@ class World:
         """One histogram family's cumulative buckets from the shim's ``/metrics`` (a
         node's, all workers summed), upper bound -> count (``+Inf`` as ``math.inf``);
         empty when the shim does not answer."""
-        shim = self.procs.get("shim")
-        if shim is None:
-            return {}
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{shim.port}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except OSError:
-            return {}
+        text = self._shim_metrics()
         out: dict[float, float] = {}
         prefix = f'{family}_bucket{{le="'
         for line in text.splitlines():

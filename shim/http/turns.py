@@ -11,11 +11,12 @@ So a first entry (``api.track_access`` without a session id) asks ``Turns`` for 
 before its token is verified (``shim.http.pipeline``): at most ``per_turn`` start per loop
 turn (``EVENTLIVE_ENTRY_TURN``), the others wait in one queue per webinar, served round
 robin at the next turns. Everything else (heartbeats, re-confirmations of entered
-viewers, reads) never asks. Each turn thus holds
-at most ``per_turn`` entries' work, plus whatever heartbeats arrived, and the loop polls
-its sockets between turns. An idle worker lets a lone entry start at once; the entries'
-throughput is not capped, only spread: a turn that releases entries schedules the next.
-A webinar's backlog delays another webinar's entry by one turn, not by the backlog.
+viewers, reads) never asks. Each turn thus holds at most ``per_turn`` entries' work, plus
+whatever heartbeats arrived, and the loop polls its sockets between turns. An idle worker
+lets a lone entry start at once, and a turn that releases entries schedules the next, so
+no timer caps the entries' rate; but they reach the batcher a few at a time, its batches
+are smaller, and a lone webinar's storm at the machine's capacity paid for that (figures
+in docs/design.md). A webinar's backlog delays another webinar's entry by one turn.
 """
 
 from __future__ import annotations
