@@ -648,7 +648,8 @@ class World:
             return ""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{shim.port}/metrics", timeout=5) as r:
-                return str(r.read().decode())
+                text: str = r.read().decode()
+                return text
         except OSError:
             return ""
 

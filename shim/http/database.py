@@ -1,7 +1,7 @@
 """The database as the request path sees it, built once: ``Database`` holds the pool, the
 health of the last exchanges, the timeouts, whether statements are prepared, the
-coalescer of heartbeats and the batchers of entries and of re-confirmations, so that a call passes only what
-varies per call (``Query``). Every failure of the pool or the database becomes the
+coalescer of heartbeats and the batchers of first entries and of re-confirmations, so
+that a call passes only what varies per call (``Query``). Every failure of the pool or the database becomes the
 caller's PostgREST error here, in one place (``failure``), for single calls, coalesced
 heartbeats and batched entries alike.
 

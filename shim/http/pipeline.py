@@ -138,8 +138,9 @@ async def _entry_turn(
     service: Service, call: Call
 ) -> Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]:
     """Wait for a first entry's turn of its webinar (``shim.http.turns``), its arguments
-    read first for the session and webinar ids; returns what ``call.arguments`` becomes: those arguments, or
-    their error, raised only where every call's is, after the token's check."""
+    read first for the session and webinar ids; returns what ``call.arguments`` becomes:
+    those arguments, or their error, raised only where every call's is (after the token's
+    check)."""
     try:
         given = call.arguments()
         if not isinstance(given, dict):
